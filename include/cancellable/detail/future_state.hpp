@@ -1,0 +1,119 @@
+// Internal: the shared state behind Future<T>: set once, then read by any
+// number of waiters and continuations.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "cancellable/detail/library_thread.hpp"
+#include "cancellable/executor.hpp"
+
+namespace cancellable::detail {
+
+class FutureStateBase {
+ public:
+  FutureStateBase() = default;
+  FutureStateBase(const FutureStateBase&) = delete;
+  FutureStateBase& operator=(const FutureStateBase&) = delete;
+
+  bool is_ready() const noexcept { return ready_.load(std::memory_order_acquire); }
+
+  void wait() const {
+    if (is_ready()) return;
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return done_; });
+  }
+
+  template <class Clock, class Duration>
+  bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline) const {
+    if (is_ready()) return true;
+    std::unique_lock lock(mutex_);
+    return cv_.wait_until(lock, deadline, [this] { return done_; });
+  }
+
+  // The failure, or null; only meaningful once ready.
+  std::exception_ptr error() const noexcept { return error_; }
+
+  // Fails the state; false if it was already complete.
+  bool set_exception(std::exception_ptr e) {
+    return complete([&] { error_ = std::move(e); });
+  }
+
+  // Runs callback once the state is complete: inline now if it already is.
+  void subscribe(std::function<void()> callback) {
+    if (!subscribe_if_pending(callback)) callback();
+  }
+
+  // Stores callback and returns true if the state is not complete yet;
+  // otherwise returns false and does not store it.
+  bool subscribe_if_pending(std::function<void()>& callback) {
+    std::lock_guard lock(mutex_);
+    if (done_) return false;
+    callbacks_.push_back(std::move(callback));
+    return true;
+  }
+
+ protected:
+  ~FutureStateBase() = default;
+
+  template <class Store>
+  bool complete(Store&& store) {
+    std::vector<std::function<void()>> callbacks;
+    {
+      std::lock_guard lock(mutex_);
+      if (done_) return false;
+      store();
+      done_ = true;
+      ready_.store(true, std::memory_order_release);
+      callbacks.swap(callbacks_);
+    }
+    cv_.notify_all();
+    if (callbacks.empty()) return true;
+    if (on_library_thread()) {
+      for (auto& callback : callbacks) default_executor().post(std::move(callback));
+    } else {
+      for (auto& callback : callbacks) callback();
+    }
+    return true;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  mutable std::condition_variable cv_;
+  bool done_ = false;
+  std::atomic<bool> ready_{false};
+  std::exception_ptr error_;
+  std::vector<std::function<void()>> callbacks_;
+};
+
+template <class T>
+class FutureState final : public FutureStateBase {
+ public:
+  template <class U>
+  bool set_value(U&& value) {
+    return complete([&] { value_.emplace(std::forward<U>(value)); });
+  }
+  // Only once ready and without error.
+  const T& value() const noexcept { return *value_; }
+
+ private:
+  std::optional<T> value_;
+};
+
+template <>
+class FutureState<void> final : public FutureStateBase {
+ public:
+  bool set_value() {
+    return complete([] {});
+  }
+};
+
+}  // namespace cancellable::detail
