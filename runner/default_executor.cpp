@@ -18,7 +18,9 @@ namespace {
 
 class DefaultExecutor final : public Executor {
  public:
-  DefaultExecutor() : pool_(std::max(2u, std::thread::hardware_concurrency())) {}
+  DefaultExecutor() : threads_(std::max(2u, std::thread::hardware_concurrency())), pool_(threads_) {}
+
+  std::size_t threads() const { return threads_; }
 
   void post(std::function<void()> work) override { push(std::move(work), false); }
   void post_microtask(std::function<void()> work) { push(std::move(work), true); }
@@ -44,6 +46,7 @@ class DefaultExecutor final : public Executor {
     work();
   }
 
+  const std::size_t threads_;
   std::mutex mutex_;
   std::deque<std::function<void()>> microtasks_;
   std::deque<std::function<void()>> tasks_;
@@ -62,6 +65,7 @@ Executor& default_executor() { return instance(); }
 
 namespace detail {
 void post_microtask(std::function<void()> work) { instance().post_microtask(std::move(work)); }
+std::size_t default_executor_thread_count() { return instance().threads(); }
 }  // namespace detail
 
 }  // namespace cancellable

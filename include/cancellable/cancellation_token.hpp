@@ -70,8 +70,12 @@ class CancellationToken {
   // Throws std::logic_error if c is attached to a different token.
   bool attach_cancellable(Cancellable& c) const;
   // Removes c. If c's on_cancel is running on another thread, waits until it
-  // has returned; afterwards it will not be called. A no-op when c is not
-  // attached (for instance on a cancelled token, so it is safe in on_cancel).
+  // has returned; afterwards it will not be called, so a destructor may detach
+  // and then free the object. A no-op when c is not attached: on a cancelled
+  // token every cancellable already notified is detached, so this is safe in
+  // on_cancel. (A cancellable that a running cancel() has not reached yet is
+  // removed and not called, unlike Dart, where detaching during notification
+  // does nothing: C++ needs the guarantee to free memory safely.)
   void detach_cancellable(Cancellable& c) const;
   // True while anything is attached; lets tests prove that finished work
   // detached.

@@ -34,9 +34,9 @@
 namespace cancellable {
 
 struct IgnoreCancellationCallbacks {
-  std::function<void(std::exception_ptr)> on_error;
-  std::function<void()> when_complete;
-  std::function<void()> when_complete_or_cancelled;
+  std::function<void(std::exception_ptr)> on_error = nullptr;
+  std::function<void()> when_complete = nullptr;
+  std::function<void()> when_complete_or_cancelled = nullptr;
 };
 
 namespace detail {

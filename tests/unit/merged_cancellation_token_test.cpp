@@ -1,0 +1,271 @@
+#include "cancellable/merged_cancellation_token.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "cancellable/cancellable_completer.hpp"
+#include "cancellable/exceptions.hpp"
+#include "helpers/test_support.hpp"
+
+using namespace cancellable;
+using test_support::RecordingCancellable;
+
+namespace {
+std::exception_ptr error(const char* text) { return std::make_exception_ptr(std::runtime_error(text)); }
+}  // namespace
+
+TEST_CASE("a merged token is cancelled when any of its tokens is", "[merged]") {
+  CancellationToken a;
+  CancellationToken b;
+  CancellationToken c;
+  MergedCancellationToken merged{a, b, c};
+  CHECK_FALSE(merged.is_cancelled());
+  auto which = GENERATE(0, 1, 2);
+  CancellationToken tokens[] = {a, b, c};
+  auto e = error("boom");
+  tokens[which].cancel(e);
+  CHECK(merged.is_cancelled());
+  CHECK(merged.exception() == e);
+}
+
+TEST_CASE("a merged token notifies its cancellables when one of its tokens is cancelled",
+          "[merged]") {
+  CancellationToken a;
+  CancellationToken b;
+  MergedCancellationToken merged{a, b};
+  RecordingCancellable c;
+  REQUIRE(c.maybe_attach(merged));
+  auto e = error("b");
+  b.cancel(e);
+  CHECK(c.calls() == 1);
+  CHECK(c.last_exception() == e);
+}
+
+TEST_CASE("a merged token is cancelled at construction if one of its tokens already is",
+          "[merged]") {
+  CancellationToken a;
+  CancellationToken b;
+  auto eb = error("b");
+  b.cancel(eb);
+  MergedCancellationToken merged{a, b};
+  CHECK(merged.is_cancelled());
+  CHECK(merged.exception() == eb);
+  RecordingCancellable c;
+  CHECK_FALSE(c.maybe_attach(merged));
+  CHECK(c.last_exception() == eb);
+  CHECK_FALSE(b.has_cancellables());
+  CHECK_FALSE(a.has_cancellables());
+}
+
+TEST_CASE("cancelling a merged token does not cancel the tokens it merges", "[merged]") {
+  CancellationToken a;
+  CancellationToken b;
+  MergedCancellationToken merged{a, b};
+  RecordingCancellable c;
+  REQUIRE(c.maybe_attach(merged));
+  auto own = error("own");
+  CHECK(merged.cancel(own));
+  CHECK(merged.is_cancelled());
+  CHECK(merged.exception() == own);
+  CHECK(c.last_exception() == own);
+  CHECK_FALSE(a.is_cancelled());
+  CHECK_FALSE(b.is_cancelled());
+  CHECK_FALSE(a.has_cancellables());
+  CHECK_FALSE(b.has_cancellables());
+}
+
+TEST_CASE("a merged token attaches to its tokens only while it has cancellables", "[merged]") {
+  CancellationToken a;
+  CancellationToken b;
+  MergedCancellationToken merged{a, b};
+  CHECK_FALSE(a.has_cancellables());
+  RecordingCancellable first;
+  RecordingCancellable second;
+  REQUIRE(first.maybe_attach(merged));
+  REQUIRE(second.maybe_attach(merged));
+  CHECK(a.has_cancellables());
+  CHECK(b.has_cancellables());
+  first.detach();
+  CHECK(a.has_cancellables());
+  second.detach();
+  CHECK_FALSE(merged.has_cancellables());
+  CHECK_FALSE(a.has_cancellables());
+  CHECK_FALSE(b.has_cancellables());
+}
+
+TEST_CASE("after one of its tokens cancels it, a merged token is attached to none of them",
+          "[merged]") {
+  CancellationToken a;
+  CancellationToken b;
+  CancellationToken c;
+  MergedCancellationToken merged{a, b, c};
+  RecordingCancellable r;
+  REQUIRE(r.maybe_attach(merged));
+  b.cancel();
+  CHECK_FALSE(a.has_cancellables());
+  CHECK_FALSE(c.has_cancellables());
+  CHECK_FALSE(merged.has_cancellables());
+}
+
+TEST_CASE("with something attached, the exception is that of the token cancelled first in time",
+          "[merged]") {
+  CancellationToken a;
+  CancellationToken b;
+  MergedCancellationToken merged{a, b};
+  RecordingCancellable r;
+  REQUIRE(r.maybe_attach(merged));
+  auto eb = error("b first");
+  b.cancel(eb);
+  a.cancel(error("a second"));
+  CHECK(merged.exception() == eb);
+  CHECK(r.last_exception() == eb);
+}
+
+TEST_CASE("with nothing attached, the exception is that of the first cancelled token in list order",
+          "[merged]") {
+  CancellationToken a;
+  CancellationToken b;
+  MergedCancellationToken merged{a, b};
+  auto eb = error("b first in time");
+  auto ea = error("a first in list");
+  b.cancel(eb);
+  CHECK(merged.exception() == eb);
+  a.cancel(ea);
+  CHECK(merged.exception() == ea);
+}
+
+TEST_CASE("a merged token cancelled by its own cancel keeps that exception", "[merged]") {
+  CancellationToken a;
+  MergedCancellationToken merged{a};
+  auto own = error("own");
+  merged.cancel(own);
+  a.cancel(error("later"));
+  CHECK(merged.exception() == own);
+}
+
+TEST_CASE("merged tokens created per request leave nothing on a long-lived token", "[merged]") {
+  CancellationToken shutdown;
+  for (int i = 0; i < 1000; ++i) {
+    CancellationToken request;
+    MergedCancellationToken merged{shutdown, request};
+    CancellableCompleter<int> completer(merged);
+    if (i % 3 == 0) {
+      request.cancel();
+    } else if (i % 3 == 1) {
+      completer.complete(i);
+    } else {
+      completer.complete_error(error("failed"));
+    }
+    REQUIRE_FALSE(shutdown.has_cancellables());
+  }
+}
+
+TEST_CASE("a merged token's stop_token is stop-requested when one of its tokens is cancelled",
+          "[merged]") {
+  CancellationToken a;
+  CancellationToken b;
+  MergedCancellationToken merged{a, b};
+  auto stop = merged.stop_token();
+  CHECK_FALSE(stop.stop_requested());
+  a.cancel();
+  CHECK(stop.stop_requested());
+  CHECK_FALSE(b.has_cancellables());
+}
+
+TEST_CASE("a merged token can merge merged tokens", "[merged]") {
+  CancellationToken a;
+  CancellationToken b;
+  CancellationToken c;
+  MergedCancellationToken inner{a, b};
+  MergedCancellationToken outer{inner, c};
+  RecordingCancellable r;
+  REQUIRE(r.maybe_attach(outer));
+  CHECK(a.has_cancellables());
+  auto ea = error("a");
+  a.cancel(ea);
+  CHECK(r.last_exception() == ea);
+  CHECK_FALSE(b.has_cancellables());
+  CHECK_FALSE(c.has_cancellables());
+}
+
+TEST_CASE("attaching to a merged token while its tokens are cancelled notifies each attached "
+          "cancellable exactly once and leaves nothing behind",
+          "[merged][concurrency]") {
+  for (int round = 0; round < 100; ++round) {
+    CancellationToken a;
+    CancellationToken b;
+    MergedCancellationToken merged{a, b};
+    constexpr int kThreads = 3;
+    constexpr int kPerThread = 100;
+    std::vector<std::vector<std::unique_ptr<RecordingCancellable>>> cancellables(kThreads);
+    std::vector<std::vector<char>> attached(kThreads, std::vector<char>(kPerThread, 0));
+    for (auto& list : cancellables) {
+      for (int i = 0; i < kPerThread; ++i) list.push_back(std::make_unique<RecordingCancellable>());
+    }
+    std::atomic<int> ready{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        ready.fetch_add(1);
+        for (int i = 0; i < kPerThread; ++i) {
+          attached[t][i] = merged.attach_cancellable(*cancellables[t][i]) ? 1 : 0;
+          if (i % 2 == 0) merged.detach_cancellable(*cancellables[t][i]);
+        }
+      });
+    }
+    threads.emplace_back([&] {
+      while (ready.load() < kThreads) {
+      }
+      a.cancel();
+    });
+    threads.emplace_back([&] {
+      while (ready.load() < kThreads) {
+      }
+      b.cancel();
+    });
+    for (auto& t : threads) t.join();
+    for (int t = 0; t < kThreads; ++t) {
+      for (int i = 0; i < kPerThread; ++i) {
+        const int calls = cancellables[t][i]->calls();
+        if (!attached[t][i]) {
+          REQUIRE(calls == 0);
+        } else if (i % 2 == 1) {
+          REQUIRE(calls == 1);
+        } else {
+          REQUIRE(calls <= 1);
+        }
+      }
+    }
+    REQUIRE(merged.is_cancelled());
+    REQUIRE_FALSE(a.has_cancellables());
+    REQUIRE_FALSE(b.has_cancellables());
+    REQUIRE_FALSE(merged.has_cancellables());
+  }
+}
+
+TEST_CASE("attaching and detaching on a merged token from many threads leaves nothing on its "
+          "tokens",
+          "[merged][concurrency]") {
+  CancellationToken a;
+  CancellationToken b;
+  MergedCancellationToken merged{a, b};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 2000; ++i) {
+        RecordingCancellable r;
+        merged.attach_cancellable(r);
+        merged.detach_cancellable(r);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK_FALSE(merged.has_cancellables());
+  CHECK_FALSE(a.has_cancellables());
+  CHECK_FALSE(b.has_cancellables());
+}
