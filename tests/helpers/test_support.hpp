@@ -29,10 +29,9 @@ inline constexpr auto kDeadline = 10s;
 class Event {
  public:
   void set() {
-    {
-      std::lock_guard lock(mutex_);
-      set_ = true;
-    }
+    // Notify under the lock: a waiter that wakes may destroy the event.
+    std::lock_guard lock(mutex_);
+    set_ = true;
     cv_.notify_all();
   }
   bool is_set() const {
