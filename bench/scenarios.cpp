@@ -1,0 +1,339 @@
+#include "bench/scenarios.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "cancellable/cancellable.hpp"
+
+namespace cancellable::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+double us_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double, std::micro>(to - from).count();
+}
+
+// Keeps the waiting thread asleep in the kernel before the event fires, as a
+// real waiter would be, without sleeping (a sleep's own lateness would add).
+void spin_for(std::chrono::nanoseconds duration) {
+  const auto until = Clock::now() + duration;
+  while (Clock::now() < until) {
+  }
+}
+
+Row make_row(std::string bench, std::string backend, std::vector<double> samples) {
+  Row row;
+  row.bench = std::move(bench);
+  row.backend = std::move(backend);
+  row.samples_us = std::move(samples);
+  return row;
+}
+
+void compare(Row& row, const Row& baseline) {
+  row.baseline = baseline.backend;
+  const double base = summarize(baseline.samples_us).p50;
+  if (base > 0) row.ratio_p50 = summarize(row.samples_us).p50 / base;
+}
+
+void set_p99_goal(Row& row, double limit_us) {
+  std::ostringstream text;
+  text << "p99 <= " << limit_us << " us";
+  row.goal = Goal{text.str(), summarize(row.samples_us).p99 <= limit_us};
+}
+
+// --- timeout_lateness ---------------------------------------------------------
+
+// Records when its token cancelled it.
+class Stamp final : public Cancellable {
+ public:
+  ~Stamp() override { detach(); }
+  Clock::time_point wait() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return fired_; });
+    return at_;
+  }
+
+ private:
+  void on_cancel(std::exception_ptr) override {
+    const auto now = Clock::now();
+    std::lock_guard lock(mutex_);
+    at_ = now;
+    fired_ = true;
+    cv_.notify_all();
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool fired_ = false;
+  Clock::time_point at_;
+};
+
+constexpr std::chrono::milliseconds kTimeouts[] = {1ms, 2ms, 5ms, 10ms, 20ms, 50ms};
+
+std::vector<Row> timeout_lateness(const Settings& settings) {
+  const std::size_t samples = settings.quick ? 60 : 600;
+  std::vector<double> token_late;
+  std::vector<double> sleep_late;
+  {
+    // Warm-up: the first token starts the timer thread.
+    Stamp stamp;
+    TimeoutCancellationToken token(1ms);
+    stamp.maybe_attach(token);
+    stamp.wait();
+  }
+  for (std::size_t i = 0; i < samples; ++i) {
+    const auto timeout = kTimeouts[i % std::size(kTimeouts)];
+    {
+      Stamp stamp;
+      const auto start = Clock::now();
+      TimeoutCancellationToken token(timeout);
+      stamp.maybe_attach(token);
+      token_late.push_back(us_between(start + timeout, stamp.wait()));
+    }
+    {
+      const auto deadline = Clock::now() + timeout;
+      std::this_thread::sleep_until(deadline);
+      sleep_late.push_back(us_between(deadline, Clock::now()));
+    }
+  }
+  auto baseline = make_row("timeout_lateness", "sleep_until", std::move(sleep_late));
+  auto token = make_row("timeout_lateness", "token", std::move(token_late));
+  compare(token, baseline);
+  set_p99_goal(token, 1000);
+  return {std::move(baseline), std::move(token)};
+}
+
+// --- cancel_notify ------------------------------------------------------------
+
+std::atomic<std::uint64_t> sink{0};
+
+class Noop final : public Cancellable {
+ public:
+  ~Noop() override { detach(); }
+
+ private:
+  void on_cancel(std::exception_ptr) override { sink.fetch_add(1, std::memory_order_relaxed); }
+};
+
+// The floor: the same number of virtual calls, with no token around them.
+struct RawCallback {
+  virtual ~RawCallback() = default;
+  virtual void fire() { sink.fetch_add(1, std::memory_order_relaxed); }
+};
+
+std::vector<Row> cancel_notify(const Settings& settings) {
+  std::vector<Row> rows;
+  for (const std::size_t attached : {std::size_t{1}, std::size_t{1000}}) {
+    const std::size_t samples =
+        attached == 1 ? (settings.quick ? 5000 : 50000) : (settings.quick ? 500 : 5000);
+    std::vector<std::unique_ptr<Noop>> cancellables;
+    std::vector<std::unique_ptr<RawCallback>> raw;
+    for (std::size_t i = 0; i < attached; ++i) {
+      cancellables.push_back(std::make_unique<Noop>());
+      raw.push_back(std::make_unique<RawCallback>());
+    }
+    std::vector<double> token_us;
+    std::vector<double> raw_us;
+    for (std::size_t s = 0; s < samples; ++s) {
+      CancellationToken token;
+      for (auto& c : cancellables) c->maybe_attach(token);
+      const auto start = Clock::now();
+      token.cancel();
+      token_us.push_back(us_between(start, Clock::now()));
+
+      const auto raw_start = Clock::now();
+      for (auto& r : raw) r->fire();
+      raw_us.push_back(us_between(raw_start, Clock::now()));
+    }
+    std::string suffix = "_";
+    suffix += std::to_string(attached);
+    auto baseline = make_row("cancel_notify", "raw_calls" + suffix, std::move(raw_us));
+    auto token = make_row("cancel_notify", "token" + suffix, std::move(token_us));
+    compare(token, baseline);
+    rows.push_back(std::move(baseline));
+    rows.push_back(std::move(token));
+  }
+  return rows;
+}
+
+// --- cancel_to_waiter ---------------------------------------------------------
+
+// One long-lived waiter thread, as a real caller blocked in get() would be.
+// For each sample it blocks in wait() while this thread fires; the result is
+// the microseconds from the fire to the waiter being awake again.
+class Waiter {
+ public:
+  Waiter() : thread_([this] { loop(); }) {}
+  ~Waiter() {
+    stop_.store(true);
+    thread_.join();
+  }
+
+  double measure(const std::function<void()>& wait, const std::function<void()>& fire) {
+    wait_ = &wait;
+    phase_.store(kArmed, std::memory_order_release);
+    while (phase_.load(std::memory_order_acquire) != kWaiting) {
+    }
+    spin_for(200us);  // let the waiter fall asleep in the kernel
+    const auto fired = Clock::now();
+    fire();
+    while (phase_.load(std::memory_order_acquire) != kIdle) {
+    }
+    return us_between(fired, woke_);
+  }
+
+ private:
+  enum : int { kIdle, kArmed, kWaiting };
+
+  void loop() {
+    while (!stop_.load()) {
+      if (phase_.load(std::memory_order_acquire) != kArmed) continue;
+      phase_.store(kWaiting, std::memory_order_release);
+      (*wait_)();
+      woke_ = Clock::now();
+      phase_.store(kIdle, std::memory_order_release);
+    }
+  }
+
+  std::atomic<int> phase_{kIdle};
+  std::atomic<bool> stop_{false};
+  const std::function<void()>* wait_ = nullptr;
+  Clock::time_point woke_;
+  std::thread thread_;
+};
+
+std::vector<Row> cancel_to_waiter(const Settings& settings) {
+  const std::size_t samples = settings.quick ? 500 : 5000;
+  constexpr std::size_t kWarmup = 20;
+  Waiter waiter;
+  std::vector<double> token_us;
+  std::vector<double> promise_us;
+  for (std::size_t i = 0; i < samples + kWarmup; ++i) {
+    {
+      CancellationToken token;
+      CancellableCompleter<int> completer(token);
+      auto future = completer.future();
+      const double us = waiter.measure(
+          [&] {
+            try {
+              (void)future.get();
+            } catch (const CancelledException&) {
+            }
+          },
+          [&] { token.cancel(); });
+      if (i >= kWarmup) token_us.push_back(us);
+    }
+    {
+      std::promise<int> promise;
+      auto future = promise.get_future();
+      const double us = waiter.measure(
+          [&] {
+            try {
+              (void)future.get();
+            } catch (const CancelledException&) {
+            }
+          },
+          [&] { promise.set_exception(std::make_exception_ptr(CancelledException())); });
+      if (i >= kWarmup) promise_us.push_back(us);
+    }
+  }
+  auto baseline = make_row("cancel_to_waiter", "std_promise", std::move(promise_us));
+  auto token = make_row("cancel_to_waiter", "token", std::move(token_us));
+  compare(token, baseline);
+  set_p99_goal(token, 100);
+  return {std::move(baseline), std::move(token)};
+}
+
+std::string fixed(double value) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.3f", value);
+  return buffer;
+}
+
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+Summary summarize(std::vector<double> samples) {
+  Summary s;
+  s.samples = samples.size();
+  if (samples.empty()) return s;
+  std::sort(samples.begin(), samples.end());
+  auto rank = [&](double p) {
+    const auto index = static_cast<std::size_t>(std::ceil(p * static_cast<double>(samples.size())));
+    return samples[std::min(samples.size() - 1, index == 0 ? 0 : index - 1)];
+  };
+  s.p50 = rank(0.50);
+  s.p99 = rank(0.99);
+  s.max = samples.back();
+  return s;
+}
+
+const std::vector<Scenario>& scenarios() {
+  static const std::vector<Scenario> all = {
+      {"timeout_lateness", timeout_lateness},
+      {"cancel_notify", cancel_notify},
+      {"cancel_to_waiter", cancel_to_waiter},
+  };
+  return all;
+}
+
+std::string format_table(const std::vector<Row>& rows) {
+  std::ostringstream out;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-18s %-16s %8s %10s %10s %10s  %-22s %s\n", "bench", "backend",
+                "samples", "p50_us", "p99_us", "max_us", "ratio_p50", "goal");
+  out << line;
+  for (const auto& row : rows) {
+    const auto s = summarize(row.samples_us);
+    std::ostringstream ratio;
+    if (row.ratio_p50) ratio << fixed(*row.ratio_p50) << "x " << row.baseline;
+    std::ostringstream goal;
+    if (row.goal) goal << row.goal->text << (row.goal->met ? ": met" : ": NOT met");
+    std::snprintf(line, sizeof line, "%-18s %-16s %8zu %10.1f %10.1f %10.1f  %-22s %s\n",
+                  row.bench.c_str(), row.backend.c_str(), s.samples, s.p50, s.p99, s.max,
+                  ratio.str().c_str(), goal.str().c_str());
+    out << line;
+  }
+  return out.str();
+}
+
+std::string format_json_lines(const std::vector<Row>& rows) {
+  std::ostringstream out;
+  for (const auto& row : rows) {
+    const auto s = summarize(row.samples_us);
+    out << "{\"bench\": " << json_string(row.bench) << ", \"backend\": " << json_string(row.backend)
+        << ", \"samples\": " << s.samples << ", \"p50_us\": " << fixed(s.p50)
+        << ", \"p99_us\": " << fixed(s.p99) << ", \"max_us\": " << fixed(s.max);
+    if (row.ratio_p50) {
+      out << ", \"baseline\": " << json_string(row.baseline)
+          << ", \"ratio_p50\": " << fixed(*row.ratio_p50);
+    }
+    if (row.goal) {
+      out << ", \"goal\": " << json_string(row.goal->text)
+          << ", \"goal_met\": " << (row.goal->met ? "true" : "false");
+    }
+    out << "}\n";
+  }
+  return out.str();
+}
+
+}  // namespace cancellable::bench

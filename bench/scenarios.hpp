@@ -1,0 +1,59 @@
+// The benchmark scenarios of cancellable, shared by bench/cancellable-bench
+// and (later) the `cancellable bench` command.
+//
+// Every scenario produces rows of samples in microseconds. A row that has a
+// goal says so; a row measured against a baseline from the same run carries
+// the baseline's name and the ratio of the two p50s (machines here are noisy,
+// so ratios are compared, not absolute numbers).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cancellable::bench {
+
+struct Settings {
+  bool quick = false;  // fewer samples: the whole run takes under 20 seconds
+};
+
+struct Goal {
+  std::string text;  // e.g. "p99 <= 100 us"
+  bool met = false;
+};
+
+struct Row {
+  std::string bench;
+  std::string backend;
+  std::vector<double> samples_us;
+  std::optional<Goal> goal;
+  std::string baseline;  // backend name of the baseline row, or empty
+  std::optional<double> ratio_p50;
+};
+
+struct Summary {
+  std::size_t samples = 0;
+  double p50 = 0;
+  double p99 = 0;
+  double max = 0;
+};
+
+// Nearest-rank percentiles of the samples.
+Summary summarize(std::vector<double> samples_us);
+
+struct Scenario {
+  std::string name;
+  std::vector<Row> (*run)(const Settings&);
+};
+
+// Every scenario, in the order they are run.
+const std::vector<Scenario>& scenarios();
+
+// "bench backend samples p50 p99 max ratio goal" as an aligned table.
+std::string format_table(const std::vector<Row>& rows);
+// One JSON object per row, one per line, with the keys bench, backend,
+// samples, p50_us, p99_us, max_us (and baseline, ratio_p50, goal, goal_met
+// when they apply).
+std::string format_json_lines(const std::vector<Row>& rows);
+
+}  // namespace cancellable::bench

@@ -1,0 +1,20 @@
+# Runs the benchmark with --json and checks that every line is one JSON
+# object with the keys, in order, that scripts consuming it rely on.
+execute_process(COMMAND ${BENCH} --quick --json --only ${SCENARIO}
+  OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "cancellable-bench exited with ${rc}")
+endif()
+string(STRIP "${out}" out)
+string(REPLACE "\n" ";" lines "${out}")
+list(LENGTH lines count)
+if(count LESS 2)
+  message(FATAL_ERROR "expected at least two rows, got: ${out}")
+endif()
+set(number "[0-9]+(\\.[0-9]+)?")
+foreach(line IN LISTS lines)
+  if(NOT line MATCHES "^{\"bench\": \"${SCENARIO}\", \"backend\": \"[a-z_0-9]+\", \"samples\": [1-9][0-9]*, \"p50_us\": ${number}, \"p99_us\": ${number}, \"max_us\": ${number}(, .*)?}$")
+    message(FATAL_ERROR "bad JSON line: ${line}")
+  endif()
+endforeach()
+message(STATUS "${count} rows ok")
