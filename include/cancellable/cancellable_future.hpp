@@ -67,9 +67,29 @@ decltype(auto) invoke_computation(F& f, const CancellationToken& token) {
   }
 }
 
+// What a computation returns; no `type` (so overloads drop out) when F is not
+// callable with a std::stop_token, a CancellationToken or nothing.
 template <class F>
-using computation_result_t =
-    decltype(invoke_computation(std::declval<F&>(), std::declval<const CancellationToken&>()));
+struct computation_result {};
+template <class F>
+  requires std::is_invocable_v<F&, std::stop_token>
+struct computation_result<F> {
+  using type = std::invoke_result_t<F&, std::stop_token>;
+};
+template <class F>
+  requires(!std::is_invocable_v<F&, std::stop_token> && std::is_invocable_v<F&, CancellationToken>)
+struct computation_result<F> {
+  using type = std::invoke_result_t<F&, CancellationToken>;
+};
+template <class F>
+  requires(!std::is_invocable_v<F&, std::stop_token> &&
+           !std::is_invocable_v<F&, CancellationToken> && std::is_invocable_v<F&>)
+struct computation_result<F> {
+  using type = std::invoke_result_t<F&>;
+};
+
+template <class F>
+using computation_result_t = typename computation_result<F>::type;
 
 template <class F>
 using computation_value_t = unwrap_future_t<computation_result_t<F>>;

@@ -68,6 +68,18 @@ using unwrap_future_t = typename unwrap_future<std::remove_cvref_t<T>>::type;
 template <class T>
 class FuturePromise;
 
+// What a continuation returns when given a T (nothing for T = void).
+template <class Fn, class T>
+struct continuation_result {
+  using type = std::invoke_result_t<Fn&, const T&>;
+};
+template <class Fn>
+struct continuation_result<Fn, void> {
+  using type = std::invoke_result_t<Fn&>;
+};
+template <class Fn, class T>
+using continuation_result_t = typename continuation_result<Fn, T>::type;
+
 // Completes dst with src's outcome once src completes.
 template <class T>
 void forward_outcome(const std::shared_ptr<FutureState<T>>& src,
@@ -154,9 +166,7 @@ class [[nodiscard]] Future {
   template <class F>
   auto then_impl(F&& f, Executor* executor) const {
     using Fn = std::decay_t<F>;
-    using R = std::conditional_t<std::is_void_v<T>, std::invoke_result<Fn&>,
-                                 std::invoke_result<Fn&, const T&>>;
-    using V = detail::unwrap_future_t<typename R::type>;
+    using V = detail::unwrap_future_t<detail::continuation_result_t<Fn, T>>;
     auto next = std::make_shared<detail::FutureState<V>>();
     auto fn = std::make_shared<Fn>(std::forward<F>(f));
     auto src = checked_state();

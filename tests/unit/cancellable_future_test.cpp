@@ -310,6 +310,18 @@ TEST_CASE("delayed without a computation completes with no value after the delay
   CHECK(std::chrono::steady_clock::now() - start >= 5ms);
 }
 
+TEST_CASE("delayed without a computation can be cancelled during the delay",
+          "[factories][delayed]") {
+  CancellationToken token;
+  bool on_cancel_called = false;
+  auto f = CancellableFuture::delayed(1h, token, [&] { on_cancel_called = true; });
+  token.cancel();
+  REQUIRE(f.is_ready());
+  CHECK_THROWS_AS(f.get(), CancelledException);
+  CHECK(on_cancel_called);
+  CHECK_FALSE(token.has_cancellables());
+}
+
 TEST_CASE("delayed on a cancelled token starts no timer, never runs, and runs on_cancel",
           "[factories][delayed]") {
   CancellationToken token;

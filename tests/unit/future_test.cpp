@@ -108,6 +108,16 @@ TEST_CASE("then passes the value to the continuation", "[future]") {
   CHECK(text.get() == "42");
 }
 
+TEST_CASE("then on a Future<void> calls the continuation with no argument", "[future]") {
+  CancellableCompleter<void> completer;
+  auto f = completer.future().then([] { return std::string("after void"); });
+  auto g = f.then([](const std::string&) {});
+  static_assert(std::is_same_v<decltype(g), Future<void>>);
+  completer.complete();
+  CHECK(f.get() == "after void");
+  CHECK_NOTHROW(g.get());
+}
+
 TEST_CASE("then on a ready future runs the continuation inline", "[future]") {
   std::thread::id ran_on;
   auto f = make_ready_future(1).then([&](int) { ran_on = std::this_thread::get_id(); });
