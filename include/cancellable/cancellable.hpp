@@ -11,3 +11,6 @@
 #include "cancellable/ignore_cancellation.hpp"
 #include "cancellable/merged_cancellation_token.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
+#include "cancellable/isolate.hpp"
+#include "cancellable/isolate_errors.hpp"
+#include "cancellable/isolate_options.hpp"

@@ -22,8 +22,12 @@ class CompleterCore final : public Cancellable {
  public:
   // Attaches to token; if it is already cancelled, the future fails with its
   // exception and on_cancel runs before the constructor returns.
-  CompleterCore(const CancellationToken& token, std::function<void()> on_cancel)
-      : on_cancel_(std::move(on_cancel)) {
+  // before_fail, if given, runs on cancellation before the future fails (an
+  // isolate kills its worker there, so that the kill is not delayed by
+  // continuations).
+  CompleterCore(const CancellationToken& token, std::function<void()> on_cancel,
+                std::function<void()> before_fail = nullptr)
+      : on_cancel_(std::move(on_cancel)), before_fail_(std::move(before_fail)) {
     maybe_attach(token);
   }
 
@@ -80,6 +84,7 @@ class CompleterCore final : public Cancellable {
   }
 
   void on_cancel(std::exception_ptr exception) override {
+    if (before_fail_) before_fail_();
     cancelled_.store(true, std::memory_order_release);
     state_->set_exception(std::move(exception));
     if (on_cancel_) on_cancel_();
@@ -87,6 +92,7 @@ class CompleterCore final : public Cancellable {
 
   std::shared_ptr<FutureState<T>> state_ = std::make_shared<FutureState<T>>();
   std::function<void()> on_cancel_;
+  std::function<void()> before_fail_;
   std::atomic<bool> completed_{false};
   std::atomic<bool> cancelled_{false};
 };

@@ -1,0 +1,203 @@
+// CancellableIsolate: run work that cannot cooperate (a huge parse, a runaway
+// loop, a crash-prone parser) in a forked worker process, and kill it the
+// moment its token is cancelled.
+//
+// ## What happens
+// run(fn, token, options) forks the calling process. The child runs fn() on a
+// copy-on-write copy of the parent's memory, so fn and everything it captures
+// need no serialization. Its result is encoded in place into shared memory
+// (Boost.Interprocess) and decoded by the parent after the child has exited;
+// no pipe carries it. When the token is cancelled, or the timeout passes,
+// the child's whole process group gets SIGKILL at once and the future fails
+// with the token's exception (the same std::exception_ptr). One reaper thread
+// watches every child through a pidfd and reaps it in the background: no
+// zombie remains, and the shared memory is unmapped and removed.
+//
+// ## Fork in a threaded program: what the child may touch
+// fork() copies the whole address space but only the calling thread. Every
+// lock that another thread of the parent held at that moment stays locked
+// forever in the child. glibc makes malloc safe across fork, so fn may
+// allocate; but fn must not take locks the rest of the program uses (its own
+// mutexes, std::cout's, a logging library's), must not wait for other threads
+// (they do not exist in the child: CancellableFuture::from, timers and thread
+// pools do not work there), and must not rely on open files: inherited
+// descriptors other than 0, 1 and 2 are closed. Open what you need inside fn.
+// The child runs with default signal dispositions and an empty signal mask,
+// in its own process group, and dies with its parent (PR_SET_PDEATHSIG, plus
+// a check that the parent is still there). It only leaves through _exit: no
+// atexit handlers, no static destructors, no flushing of the parent's stdio
+// buffers.
+//
+// Gotcha: PR_SET_PDEATHSIG is tied to the *thread* that forked. If the thread
+// that called run() exits while the isolate runs, the child is killed and the
+// future fails with IsolateCrashed (killed by SIGKILL). Call run() from
+// long-lived threads. The worker pool (a later layer) starts workers with
+// posix_spawn and avoids these constraints; prefer it when the parent holds
+// many locks or a lot of memory (fork cost grows with the parent's size).
+//
+// ## Errors
+// The future fails with: the token's exception; TimeoutException (timeout);
+// the exception fn threw (types of <stdexcept>, <new>, CancelledException,
+// TimeoutException and registered types keep their type, others arrive as
+// IsolateError); IsolateCrashed (the child died without a result);
+// MemoryLimitExceeded, CpuTimeLimitExceeded, ResultTooLarge (limits);
+// std::system_error if the process backend was forced and fork failed.
+//
+// ## Thread fallback
+// With Backend::thread, CANCELLABLE_BACKEND=thread, or (automatic) when fork
+// fails with EAGAIN, ENOMEM or ENOSYS, fn runs on a thread of its own.
+// Cancellation then fails the future at once but cannot stop fn, which may
+// take a std::stop_token to stop early. Isolate::backend() tells which ran.
+//
+// Thread-safety: run() may be called from any thread (see the gotcha above).
+// An Isolate handle is a cheap copyable value; all its members are const.
+// Lifetime: a running isolate keeps itself alive; dropping the handle or the
+// future neither waits for nor kills the worker (cancel the token to kill).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "cancellable/cancellation_token.hpp"
+#include "cancellable/detail/completer_core.hpp"
+#include "cancellable/detail/isolate_codec.hpp"
+#include "cancellable/detail/isolate_runtime.hpp"
+#include "cancellable/future.hpp"
+#include "cancellable/isolate_errors.hpp"
+#include "cancellable/isolate_options.hpp"
+#include "cancellable/merged_cancellation_token.hpp"
+#include "cancellable/timeout_cancellation_token.hpp"
+
+namespace cancellable {
+
+// Called from inside the work of an isolate (either backend): records how far
+// it got. No system call: the parent reads it from shared memory. Does
+// nothing outside an isolate.
+inline void report_progress(std::uint64_t done, std::uint64_t total, std::string_view stage = {}) {
+  detail::report_progress_impl(done, total, stage.data(), stage.size());
+}
+
+// A running (or finished) isolate: its result, and what can be observed while
+// it runs.
+template <class R>
+class Isolate {
+ public:
+  Isolate(Future<R> future, std::shared_ptr<detail::IsolateRecord> record)
+      : future_(std::move(future)), record_(std::move(record)) {}
+
+  const Future<R>& future() const noexcept { return future_; }
+  // Backend::process or Backend::thread: what runs (ran) the work. For a run
+  // that never started (token already cancelled), Backend::automatic.
+  Backend backend() const noexcept { return record_ ? record_->backend() : Backend::automatic; }
+  // The worker's process id; 0 for the thread backend.
+  pid_t pid() const noexcept { return record_ ? record_->pid() : 0; }
+  // The latest progress reported by the work, if any.
+  std::optional<Progress> progress() const {
+    return record_ ? record_->progress() : std::nullopt;
+  }
+  // Completes when the worker is gone and all it held is released (process
+  // reaped, shared memory removed), with how it ended. Ready at once for a run
+  // that never started.
+  Future<ProcessExit> exited() const {
+    return record_ ? record_->exited() : make_ready_future(ProcessExit{});
+  }
+
+ private:
+  Future<R> future_;
+  std::shared_ptr<detail::IsolateRecord> record_;
+};
+
+namespace detail {
+
+template <class F>
+decltype(auto) invoke_isolate_fn(F& fn, const std::stop_token& stop) {
+  if constexpr (std::is_invocable_v<F&, std::stop_token>) {
+    return fn(stop);
+  } else {
+    return fn();
+  }
+}
+
+template <class F>
+using isolate_result_t =
+    std::conditional_t<std::is_invocable_v<F&, std::stop_token>,
+                       std::invoke_result<F&, std::stop_token>, std::invoke_result<F&>>;
+
+}  // namespace detail
+
+struct CancellableIsolate {
+  // Runs fn in a worker and returns a handle to it; see the header comment.
+  template <class F, class R = std::decay_t<typename detail::isolate_result_t<std::decay_t<F>>::type>>
+  static Isolate<R> spawn(F&& fn, const CancellationToken& token = CancellationToken::none(),
+                          IsolateOptions options = {}) {
+    static_assert(!detail::is_future_v<R>, "an isolate's work must return a value, not a Future");
+    CancellationToken effective = token;
+    if (options.timeout) {
+      effective = MergedCancellationToken{token, TimeoutCancellationToken(*options.timeout)};
+    }
+    if (effective.is_cancelled()) {
+      return Isolate<R>(detail::make_failed_future<R>(effective.exception()), nullptr);
+    }
+    auto record = detail::make_isolate_record();
+    auto core = std::make_shared<detail::CompleterCore<R>>(effective, nullptr,
+                                                            [record] { record->kill(); });
+    Isolate<R> isolate(core->future(), record);
+    if (core->was_cancelled()) return isolate;
+
+    auto work = std::make_shared<std::decay_t<F>>(std::forward<F>(fn));
+    detail::LaunchSpec spec;
+    spec.options = std::move(options);
+    spec.token = effective;
+    spec.child_body = [work](detail::ChildChannel& channel) {
+      // The worker never gets a stop request: it is killed instead.
+      std::stop_token never;
+      if constexpr (std::is_void_v<R>) {
+        detail::invoke_isolate_fn(*work, never);
+      } else {
+        detail::encode_result<R>(detail::invoke_isolate_fn(*work, never), channel.result_stream());
+      }
+      channel.commit_result();
+    };
+    spec.thread_body = [work, core](std::stop_token stop) {
+      detail::complete_core_with(core, [&]() -> decltype(auto) {
+        return detail::invoke_isolate_fn(*work, stop);
+      });
+    };
+    spec.deliver = [core](detail::ResultView view) {
+      if constexpr (std::is_void_v<R>) {
+        core->complete();
+      } else {
+        core->complete(detail::decode_result<R>(view));
+      }
+    };
+    spec.fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
+    detail::start_isolate(record, std::move(spec));
+    return isolate;
+  }
+
+  // spawn(fn, token, options).future().
+  template <class F>
+  static auto run(F&& fn, const CancellationToken& token = CancellationToken::none(),
+                  IsolateOptions options = {}) {
+    return spawn(std::forward<F>(fn), token, std::move(options)).future();
+  }
+};
+
+// Runs callback(message) in an isolate: CancellableIsolate::run of it.
+template <class Callback, class Message>
+auto cancellable_compute(Callback callback, Message message,
+                         const CancellationToken& token = CancellationToken::none(),
+                         IsolateOptions options = {}) {
+  return CancellableIsolate::run(
+      [callback = std::move(callback), message = std::move(message)]() mutable {
+        return callback(message);
+      },
+      token, std::move(options));
+}
+
+}  // namespace cancellable

@@ -1,0 +1,112 @@
+// The errors an isolate (CancellableIsolate::run) can fail with, besides the
+// token's own exception and the exceptions thrown by the work itself.
+//
+//   IsolateError           the work threw a type that cannot cross the process
+//                          boundary as itself; carries the original type name
+//                          (demangled) and what().
+//   IsolateCrashed         the worker process died without a result (signal,
+//                          abort, segfault, exit without a result); says how.
+//   MemoryLimitExceeded    the work ran out of memory under
+//                          IsolateOptions::memory_limit_bytes.
+//   CpuTimeLimitExceeded   the work used more CPU time than
+//                          IsolateOptions::cpu_time_limit.
+//   ResultTooLarge         the encoded result is larger than
+//                          IsolateOptions::max_result_bytes.
+// A wall-clock IsolateOptions::timeout fails with TimeoutException.
+//
+// Exceptions thrown by the work keep their type when they are CancelledException,
+// TimeoutException, one of <stdexcept> or <new>, or a type registered with
+// register_isolate_exception<E>().
+//
+// Thread-safety: immutable values; safe to read from any thread.
+#pragma once
+
+#include <cstddef>
+#include <chrono>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <typeinfo>
+
+namespace cancellable {
+
+class IsolateError : public std::runtime_error {
+ public:
+  IsolateError(std::string type_name, std::string message);
+  // The demangled name of the type the work threw, e.g. "my::ParseError".
+  const std::string& type_name() const noexcept { return type_name_; }
+  // The original what() (empty if the type was not a std::exception).
+  const std::string& message() const noexcept { return message_; }
+
+ private:
+  std::string type_name_;
+  std::string message_;
+};
+
+// How a worker process ended: exited with a code, or killed by a signal.
+struct ProcessExit {
+  enum class Kind { exited, killed };
+  Kind kind = Kind::exited;
+  int code = 0;    // exit code when kind == exited
+  int signal = 0;  // signal number when kind == killed
+  // "exited with code 3", "killed by signal 11 (SIGSEGV)".
+  std::string str() const;
+  friend bool operator==(const ProcessExit&, const ProcessExit&) = default;
+};
+
+class IsolateCrashed : public std::runtime_error {
+ public:
+  // exit: how the process ended; detail: "ended without a result" or empty.
+  explicit IsolateCrashed(ProcessExit exit, std::string detail = {});
+  const ProcessExit& exit() const noexcept { return exit_; }
+
+ private:
+  ProcessExit exit_;
+};
+
+class MemoryLimitExceeded : public std::runtime_error {
+ public:
+  explicit MemoryLimitExceeded(std::size_t limit_bytes);
+  std::size_t limit_bytes() const noexcept { return limit_bytes_; }
+
+ private:
+  std::size_t limit_bytes_;
+};
+
+class CpuTimeLimitExceeded : public std::runtime_error {
+ public:
+  explicit CpuTimeLimitExceeded(std::chrono::seconds limit);
+  std::chrono::seconds limit() const noexcept { return limit_; }
+
+ private:
+  std::chrono::seconds limit_;
+};
+
+class ResultTooLarge : public std::runtime_error {
+ public:
+  ResultTooLarge(std::size_t result_bytes, std::size_t limit_bytes);
+  std::size_t result_bytes() const noexcept { return result_bytes_; }
+  std::size_t limit_bytes() const noexcept { return limit_bytes_; }
+
+ private:
+  std::size_t result_bytes_;
+  std::size_t limit_bytes_;
+};
+
+namespace detail {
+// Makes exceptions of type `type` cross the process boundary as themselves:
+// make(what) rebuilds one in the parent.
+void register_isolate_exception(const std::type_info& type,
+                                std::function<std::exception_ptr(const std::string&)> make);
+}  // namespace detail
+
+// Registers E so that an E thrown inside an isolate reaches the caller as an E
+// (rebuilt from its what() with E(std::string)). Call it before running
+// isolates, for instance at start-up; safe from any thread.
+template <class E>
+void register_isolate_exception() {
+  detail::register_isolate_exception(
+      typeid(E), [](const std::string& what) { return std::make_exception_ptr(E(what)); });
+}
+
+}  // namespace cancellable

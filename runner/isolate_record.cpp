@@ -1,0 +1,390 @@
+// One isolate run: starting the worker (fork, or a thread), killing it,
+// reaping it, delivering its outcome and releasing what it held.
+#include <signal.h>
+#include <sys/pidfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <string>
+#include <system_error>
+#include <thread>
+
+#include <boost/interprocess/anonymous_shared_memory.hpp>
+
+#include "cancellable/detail/isolate_runtime.hpp"
+#include "cancellable/detail/timer.hpp"
+#include "cancellable/executor.hpp"
+#include "runner/control_block.hpp"
+#include "runner/reaper.hpp"
+#include "runner/result_channel.hpp"
+#include "worker/child_entry.hpp"
+
+namespace bip = boost::interprocess;
+
+namespace cancellable::detail {
+
+namespace {
+
+std::atomic<ForkFunction> fork_function{nullptr};
+
+pid_t do_fork() {
+  if (auto f = fork_function.load(std::memory_order_acquire)) return f();
+  return ::fork();
+}
+
+ProcessExit exit_of(const siginfo_t& info) {
+  ProcessExit exit;
+  if (info.si_code == CLD_EXITED) {
+    exit.kind = ProcessExit::Kind::exited;
+    exit.code = info.si_status;
+  } else {
+    exit.kind = ProcessExit::Kind::killed;
+    exit.signal = info.si_status;
+  }
+  return exit;
+}
+
+class Record final : public IsolateRecord,
+                     public Reapable,
+                     public std::enable_shared_from_this<Record> {
+ public:
+  Record() : exited_(std::make_shared<FutureState<ProcessExit>>()) {}
+
+  ~Record() override {
+    if (pidfd_ >= 0) ::close(pidfd_);
+  }
+
+  Backend backend() const noexcept override { return backend_.load(std::memory_order_acquire); }
+  pid_t pid() const noexcept override { return pid_.load(std::memory_order_acquire); }
+
+  std::optional<Progress> progress() const override {
+    std::lock_guard lock(mutex_);
+    if (block_) return block_->read_progress();
+    return last_progress_;
+  }
+
+  void kill() noexcept override {
+    std::lock_guard lock(mutex_);
+    kill_requested_ = true;
+    kill_locked();
+  }
+
+  Future<ProcessExit> exited() const override { return Future<ProcessExit>(exited_); }
+
+  int pidfd() const noexcept override { return pidfd_; }
+
+  void start(LaunchSpec spec) {
+    Backend backend = spec.options.backend;
+    std::exception_ptr bad_environment;
+    try {
+      if (backend == Backend::automatic) {
+        if (auto forced = backend_from_environment()) backend = *forced;
+      }
+    } catch (...) {
+      bad_environment = std::current_exception();
+    }
+    bool cancelled_before_start;
+    {
+      std::lock_guard lock(mutex_);
+      spec_ = std::move(spec);
+      has_progress_callback_ = static_cast<bool>(spec_.options.on_progress);
+      progress_interval_ = spec_.options.progress_interval;
+      cancelled_before_start = kill_requested_;
+    }
+    if (cancelled_before_start) {
+      // The future has already failed; nothing was started.
+      release_and_signal_exit(ProcessExit{});
+      return;
+    }
+    if (bad_environment) {
+      spec_.fail(bad_environment);
+      release_and_signal_exit(ProcessExit{});
+      return;
+    }
+    if (backend == Backend::thread) {
+      start_thread();
+    } else {
+      start_process(backend == Backend::process);
+    }
+  }
+
+  // Reaper thread: the process has exited.
+  void on_process_exit() noexcept override {
+    siginfo_t info{};
+    {
+      std::lock_guard lock(mutex_);
+      siginfo_t peek{};
+      ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &peek, WEXITED | WNOWAIT);
+      // Whatever the child started in its group dies with it. The unreaped
+      // child keeps the group id reserved, so this cannot hit a stranger.
+      ::kill(-pid_.load(), SIGKILL);
+      ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED);
+      reaped_ = true;
+      ::close(pidfd_);
+      pidfd_ = -1;
+    }
+    const ProcessExit exit = exit_of(info);
+    try {
+      default_executor().post([self = shared_from_this(), exit] { self->finish_process(exit); });
+    } catch (...) {
+      finish_process(exit);
+    }
+  }
+
+ private:
+  void kill_locked() noexcept {
+    const pid_t pid = pid_.load(std::memory_order_relaxed);
+    if (pid <= 0 || reaped_) return;
+    ::pidfd_send_signal(pidfd_, SIGKILL, nullptr, 0);
+    ::kill(-pid, SIGKILL);  // the child's group: every process it started
+  }
+
+  void start_process(bool forced) {
+    try {
+      control_region_ = std::make_unique<bip::mapped_region>(
+          bip::anonymous_shared_memory(ControlBlock::kSize));
+    } catch (const std::exception&) {
+      if (!forced) return start_thread();
+      fail(std::current_exception());
+      return release_and_signal_exit(ProcessExit{});
+    }
+    block_ = new (control_region_->get_address()) ControlBlock();
+    const std::string name = make_result_shm_name();
+    std::strncpy(block_->shm_name, name.c_str(), sizeof block_->shm_name - 1);
+
+    ChildSetup setup;
+    setup.parent_pid = ::getpid();
+    setup.block = block_;
+    setup.limits.max_result_bytes = spec_.options.max_result_bytes;
+    setup.limits.memory_limit_bytes = spec_.options.memory_limit_bytes;
+    setup.cpu_time_limit = spec_.options.cpu_time_limit;
+    setup.body = &spec_.child_body;
+
+    // Signals stay blocked across fork so that no handler of the parent runs
+    // in the child before it resets them.
+    sigset_t all;
+    sigset_t previous;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &previous);
+    const pid_t pid = do_fork();
+    if (pid == 0) run_child(setup);
+    const int fork_error = errno;
+    ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+
+    if (pid < 0) {
+      {
+        std::lock_guard lock(mutex_);
+        block_ = nullptr;
+        control_region_.reset();
+      }
+      if (!forced && (fork_error == EAGAIN || fork_error == ENOMEM || fork_error == ENOSYS)) {
+        return start_thread();
+      }
+      fail(std::make_exception_ptr(
+          std::system_error(fork_error, std::generic_category(), "CancellableIsolate: fork")));
+      return release_and_signal_exit(ProcessExit{});
+    }
+
+    ::setpgid(pid, pid);  // also done by the child; whichever runs first wins
+    const int pidfd = ::pidfd_open(pid, 0);
+    if (pidfd < 0) {
+      const int error = errno;
+      ::kill(-pid, SIGKILL);
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      fail(std::make_exception_ptr(
+          std::system_error(error, std::generic_category(), "CancellableIsolate: pidfd_open")));
+      return release_and_signal_exit(ProcessExit{});
+    }
+    {
+      std::lock_guard lock(mutex_);
+      pidfd_ = pidfd;
+      backend_.store(Backend::process, std::memory_order_release);
+      pid_.store(pid, std::memory_order_release);
+      if (kill_requested_) kill_locked();
+    }
+    reap_when_exited(shared_from_this());
+    start_progress_watch();
+  }
+
+  void start_thread() {
+    {
+      std::lock_guard lock(mutex_);
+      heap_block_ = std::make_unique<ControlBlock>();
+      block_ = heap_block_.get();
+      backend_.store(Backend::thread, std::memory_order_release);
+    }
+    start_progress_watch();
+    std::thread([self = shared_from_this()] {
+      bool skip;
+      {
+        std::lock_guard lock(self->mutex_);
+        skip = self->kill_requested_;
+      }
+      if (!skip) {
+        progress_block_of_this_thread() = self->block_;
+        self->spec_.thread_body(self->spec_.token.stop_token());
+        progress_block_of_this_thread() = nullptr;
+      }
+      self->release_and_signal_exit(ProcessExit{});
+    }).detach();
+  }
+
+  // Default executor, after the reaper reaped the process.
+  void finish_process(const ProcessExit& exit) noexcept {
+    bool killed;
+    {
+      std::lock_guard lock(mutex_);
+      killed = kill_requested_;
+    }
+    if (!killed) {
+      try {
+        ResultReader reader(block_);
+        switch (reader.outcome()) {
+          case Outcome::value:
+            try {
+              spec_.deliver(reader.view());
+            } catch (...) {
+              fail(std::current_exception());
+            }
+            break;
+          case Outcome::exception:
+            fail(decode_exception(reader.view()));
+            break;
+          case Outcome::none:
+            fail(crash_error(exit));
+            break;
+        }
+      } catch (...) {
+        fail(std::current_exception());
+      }
+    }
+    remove_result_shm(block_->shm_name);
+    release_and_signal_exit(exit);
+  }
+
+  std::exception_ptr crash_error(const ProcessExit& exit) const {
+    if (exit.kind == ProcessExit::Kind::killed && spec_.options.cpu_time_limit &&
+        (exit.signal == SIGXCPU)) {
+      return std::make_exception_ptr(CpuTimeLimitExceeded(*spec_.options.cpu_time_limit));
+    }
+    if (exit.kind == ProcessExit::Kind::exited) {
+      return std::make_exception_ptr(IsolateCrashed(exit, "ended without a result"));
+    }
+    return std::make_exception_ptr(IsolateCrashed(exit));
+  }
+
+  void fail(std::exception_ptr error) noexcept {
+    try {
+      if (spec_.fail) spec_.fail(std::move(error));
+    } catch (...) {
+    }
+  }
+
+  // Releases everything the run held, then completes exited().
+  void release_and_signal_exit(const ProcessExit& exit) noexcept {
+    std::shared_ptr<Timer> timer;
+    std::function<void(const Progress&)> on_progress;
+    std::optional<Progress> final_progress;
+    LaunchSpec spec;
+    {
+      std::lock_guard lock(mutex_);
+      if (block_) final_progress = block_->read_progress();
+      last_progress_ = final_progress;
+      block_ = nullptr;
+      control_region_.reset();
+      heap_block_.reset();
+      timer = std::move(progress_timer_);
+      finished_ = true;
+      if (final_progress && final_progress != reported_progress_) on_progress = spec_.options.on_progress;
+      // Drop the work, its captures and the future's core (outside the lock):
+      // this breaks the cycle core -> record -> spec -> core.
+      spec = std::move(spec_);
+      spec_ = LaunchSpec{};
+    }
+    if (timer) timer->cancel();
+    if (on_progress) {
+      try {
+        default_executor().post([on_progress, p = *final_progress] { on_progress(p); });
+      } catch (...) {
+      }
+    }
+    spec = LaunchSpec{};
+    exited_->set_value(exit);
+  }
+
+  void start_progress_watch() {
+    if (!has_progress_callback_) return;
+    std::weak_ptr<Record> weak = weak_from_this();
+    auto timer = start_timer(progress_interval_, [weak] {
+      if (auto self = weak.lock()) self->progress_tick();
+    });
+    std::lock_guard lock(mutex_);
+    if (!finished_) progress_timer_ = std::move(timer);
+  }
+
+  // Timer thread: hands changed progress to the default executor.
+  void progress_tick() {
+    std::function<void(const Progress&)> on_progress;
+    std::optional<Progress> p;
+    {
+      std::lock_guard lock(mutex_);
+      if (finished_ || !block_) return;
+      p = block_->read_progress();
+      if (p && p != reported_progress_) {
+        reported_progress_ = p;
+        on_progress = spec_.options.on_progress;
+      }
+    }
+    if (on_progress) default_executor().post([on_progress, p = *p] { on_progress(p); });
+    start_progress_watch();
+  }
+
+  mutable std::mutex mutex_;
+  bool kill_requested_ = false;
+  bool reaped_ = false;
+  bool finished_ = false;
+  std::atomic<Backend> backend_{Backend::automatic};
+  std::atomic<pid_t> pid_{0};
+  int pidfd_ = -1;
+  std::unique_ptr<bip::mapped_region> control_region_;
+  std::unique_ptr<ControlBlock> heap_block_;
+  ControlBlock* block_ = nullptr;
+  std::optional<Progress> last_progress_;
+  std::optional<Progress> reported_progress_;
+  bool has_progress_callback_ = false;
+  std::chrono::nanoseconds progress_interval_{0};
+  std::shared_ptr<Timer> progress_timer_;
+  LaunchSpec spec_;
+  std::shared_ptr<FutureState<ProcessExit>> exited_;
+};
+
+}  // namespace
+
+std::shared_ptr<IsolateRecord> make_isolate_record() { return std::make_shared<Record>(); }
+
+void start_isolate(const std::shared_ptr<IsolateRecord>& record, LaunchSpec spec) {
+  static_cast<Record&>(*record).start(std::move(spec));
+}
+
+std::optional<Backend> backend_from_environment() {
+  const char* value = std::getenv("CANCELLABLE_BACKEND");
+  if (value == nullptr || value[0] == '\0') return std::nullopt;
+  const std::string v = value;
+  if (v == "thread") return Backend::thread;
+  if (v == "process" || v == "fork") return Backend::process;
+  if (v == "automatic") return std::nullopt;
+  throw std::invalid_argument("CANCELLABLE_BACKEND must be thread, process or automatic, not '" + v +
+                              "'");
+}
+
+void set_fork_function(ForkFunction f) noexcept { fork_function.store(f, std::memory_order_release); }
+
+}  // namespace cancellable::detail
