@@ -1,7 +1,6 @@
 // One isolate run: starting the worker (fork, or a thread), killing it,
 // reaping it, delivering its outcome and releasing what it held.
 #include <signal.h>
-#include <sys/pidfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,6 +32,12 @@ namespace cancellable::detail {
 namespace {
 
 std::atomic<ForkFunction> fork_function{nullptr};
+
+// Direct system calls: glibc 2.36's <sys/pidfd.h> lacks C linkage for C++.
+int open_pidfd(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int send_signal_to_pidfd(int pidfd, int sig) {
+  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
 
 pid_t do_fork() {
   if (auto f = fork_function.load(std::memory_order_acquire)) return f();
@@ -142,7 +147,7 @@ class Record final : public IsolateRecord,
   void kill_locked() noexcept {
     const pid_t pid = pid_.load(std::memory_order_relaxed);
     if (pid <= 0 || reaped_) return;
-    ::pidfd_send_signal(pidfd_, SIGKILL, nullptr, 0);
+    send_signal_to_pidfd(pidfd_, SIGKILL);
     ::kill(-pid, SIGKILL);  // the child's group: every process it started
   }
 
@@ -193,7 +198,7 @@ class Record final : public IsolateRecord,
     }
 
     ::setpgid(pid, pid);  // also done by the child; whichever runs first wins
-    const int pidfd = ::pidfd_open(pid, 0);
+    const int pidfd = open_pidfd(pid);
     if (pidfd < 0) {
       const int error = errno;
       ::kill(-pid, SIGKILL);

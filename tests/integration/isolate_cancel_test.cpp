@@ -1,0 +1,237 @@
+#include "cancellable/isolate.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cancellable/exceptions.hpp"
+#include "helpers/process_support.hpp"
+#include "helpers/test_support.hpp"
+
+using namespace cancellable;
+using namespace std::chrono_literals;
+using test_support::Event;
+
+extern char** environ;
+
+namespace {
+
+[[noreturn]] void spin_forever() {
+  for (;;) {
+    ::pause();
+  }
+}
+
+void burn_cpu_forever() {
+  volatile std::uint64_t x = 0;
+  for (;;) x = x + 1;
+}
+
+void spin_for(std::chrono::microseconds d) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
+
+// Options whose progress callback tells the test that the work is running
+// (and what it reported), so the test waits on an event instead of sleeping.
+struct Running {
+  std::shared_ptr<Event> reported = std::make_shared<Event>();
+  std::shared_ptr<std::string> stage = std::make_shared<std::string>();
+
+  IsolateOptions options() const {
+    IsolateOptions o;
+    o.progress_interval = 1ms;
+    o.on_progress = [reported = reported, stage = stage](const Progress& p) {
+      *stage = p.stage;
+      reported->set();
+    };
+    return o;
+  }
+  std::string wait() const {
+    REQUIRE(reported->wait());
+    return *stage;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cancelling a running isolate fails the future at once and kills the child",
+          "[isolate][cancel]") {
+  CancellationToken token;
+  Running running;
+  auto isolate = CancellableIsolate::spawn([] {
+    cancellable::report_progress(1, 1, "running");
+    spin_forever();
+    return 0;
+  }, token, running.options());
+  REQUIRE(running.wait() == "running");
+  auto error = std::make_exception_ptr(std::runtime_error("user cancelled"));
+  token.cancel(error);
+  CHECK(isolate.future().is_ready());  // failed inside cancel()
+  CHECK(isolate.future().state()->error() == error);
+  REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
+  CHECK(isolate.exited().get() == ProcessExit{ProcessExit::Kind::killed, 0, SIGKILL});
+  CHECK(process_support::wait_gone(isolate.pid(), 0ms));
+  CHECK_FALSE(token.has_cancellables());
+}
+
+TEST_CASE("cancelling kills every process the child started", "[isolate][cancel]") {
+  CancellationToken token;
+  Running running;
+  auto isolate = CancellableIsolate::spawn([] {
+    const pid_t grandchild = ::fork();
+    if (grandchild == 0) spin_forever();
+    cancellable::report_progress(0, 0, std::to_string(grandchild));
+    spin_forever();
+    return 0;
+  }, token, running.options());
+  const std::string stage = running.wait();
+  const pid_t grandchild = static_cast<pid_t>(std::stol(stage));
+  REQUIRE(grandchild > 0);
+  token.cancel();
+  REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
+  CHECK(process_support::wait_gone(isolate.pid()));
+  CHECK(process_support::wait_gone(grandchild));
+}
+
+TEST_CASE("a timeout fails the run with TimeoutException and kills the child", "[isolate][limits]") {
+  IsolateOptions options;
+  options.timeout = 50ms;
+  auto isolate = CancellableIsolate::spawn([] {
+    spin_forever();
+    return 0;
+  }, CancellationToken::none(), options);
+  REQUIRE(isolate.future().wait_for(test_support::kDeadline) == std::future_status::ready);
+  try {
+    (void)isolate.future().get();
+    FAIL("expected TimeoutException");
+  } catch (const TimeoutException& e) {
+    CHECK(e.timeout() == 50ms);
+  }
+  REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
+  CHECK(isolate.exited().get().signal == SIGKILL);
+}
+
+TEST_CASE("a memory limit fails an allocation beyond it with MemoryLimitExceeded",
+          "[isolate][limits]") {
+  IsolateOptions options;
+  options.memory_limit_bytes = 64u << 20;
+  SECTION("over the limit") {
+    auto f = CancellableIsolate::run([] {
+      std::vector<char> big(512u << 20, 'x');
+      return big.size();
+    }, CancellationToken::none(), options);
+    try {
+      (void)f.get();
+      FAIL("expected MemoryLimitExceeded");
+    } catch (const MemoryLimitExceeded& e) {
+      CHECK(e.limit_bytes() == 64u << 20);
+      CHECK(std::string(e.what()).find("67108864 bytes") != std::string::npos);
+    }
+  }
+  SECTION("within the limit") {
+    auto f = CancellableIsolate::run([] {
+      std::vector<char> small(1u << 20, 'x');
+      return small.size();
+    }, CancellationToken::none(), options);
+    CHECK(f.get() == 1u << 20);
+  }
+}
+
+TEST_CASE("a CPU time limit fails a runaway loop with CpuTimeLimitExceeded", "[isolate][limits]") {
+  IsolateOptions options;
+  options.cpu_time_limit = 1s;
+  auto f = CancellableIsolate::run([] {
+    burn_cpu_forever();
+    return 0;
+  }, CancellationToken::none(), options);
+  REQUIRE(f.wait_for(30s) == std::future_status::ready);
+  try {
+    (void)f.get();
+    FAIL("expected CpuTimeLimitExceeded");
+  } catch (const CpuTimeLimitExceeded& e) {
+    CHECK(e.limit() == 1s);
+  }
+}
+
+TEST_CASE("cancel racing completion yields exactly one outcome every time", "[isolate][cancel]") {
+  std::mt19937 random(12345);
+  for (int i = 0; i < 300; ++i) {
+    CancellationToken token;
+    auto isolate = CancellableIsolate::spawn([i] { return i; }, token);
+    spin_for(std::chrono::microseconds(random() % 400));
+    const bool cancelled = token.cancel();
+    REQUIRE(isolate.future().wait_for(test_support::kDeadline) == std::future_status::ready);
+    REQUIRE(cancelled);
+    if (auto error = isolate.future().state()->error()) {
+      REQUIRE(error == token.exception());
+    } else {
+      REQUIRE(isolate.future().get() == i);
+    }
+    REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
+  }
+}
+
+TEST_CASE("2000 runs with random cancellation leave no zombies, fds, mappings or shared memory",
+          "[isolate][leaks]") {
+  auto batch = [](int runs, std::mt19937& random) {
+    std::vector<Future<ProcessExit>> exits;
+    for (int i = 0; i < runs; ++i) {
+      CancellationToken token;
+      const int work_us = static_cast<int>(random() % 300);
+      auto isolate = CancellableIsolate::spawn([work_us] {
+        spin_for(std::chrono::microseconds(work_us));
+        return std::string(static_cast<std::size_t>(work_us) * 100, 'r');  // some results outgrow the inline area
+      }, token);
+      if (random() % 2) {
+        spin_for(std::chrono::microseconds(random() % 300));
+        token.cancel();
+      }
+      exits.push_back(isolate.exited());
+    }
+    return process_support::wait_all(exits);
+  };
+  std::mt19937 random(2024);
+  REQUIRE(batch(100, random));  // warm up: threads, allocator arenas
+  const int fds = process_support::count_fds();
+  const int mappings = process_support::count_mappings();
+  REQUIRE(batch(2000, random));
+  CHECK(process_support::count_children() == 0);
+  CHECK(process_support::count_fds() == fds);
+  CHECK(process_support::count_mappings() <= mappings + 2);  // allocator noise, not one per run
+  CHECK(process_support::count_result_shm() == 0);
+}
+
+TEST_CASE("if the parent is killed, its isolate children die too", "[isolate][parent-death]") {
+  int out[2];
+  REQUIRE(::pipe(out) == 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  pid_t helper = 0;
+  char path[] = CANCELLABLE_ISOLATE_PARENT_HELPER;
+  char* argv[] = {path, nullptr};
+  REQUIRE(::posix_spawn(&helper, path, &actions, nullptr, argv, environ) == 0);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out[1]);
+  std::string line;
+  char c;
+  while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
+  ::close(out[0]);
+  const pid_t isolate_child = static_cast<pid_t>(std::stol(line));
+  REQUIRE(isolate_child > 0);
+  CHECK_FALSE(process_support::wait_gone(isolate_child, 0ms));  // running while the parent lives
+  ::kill(helper, SIGKILL);
+  ::waitpid(helper, nullptr, 0);
+  CHECK(process_support::wait_gone(isolate_child));
+}

@@ -1,0 +1,171 @@
+#include "cancellable/isolate.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <mutex>
+#include <stop_token>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "cancellable/exceptions.hpp"
+#include "helpers/test_support.hpp"
+
+using namespace cancellable;
+using namespace std::chrono_literals;
+using test_support::Event;
+
+namespace {
+
+pid_t refuse_with_eagain() {
+  errno = EAGAIN;
+  return -1;
+}
+pid_t refuse_with_enosys() {
+  errno = ENOSYS;
+  return -1;
+}
+pid_t refuse_with_eperm() {
+  errno = EPERM;
+  return -1;
+}
+
+// Restores the real fork() when the test ends, even if it fails.
+struct ForkSeam {
+  explicit ForkSeam(detail::ForkFunction f) { detail::set_fork_function(f); }
+  ~ForkSeam() { detail::set_fork_function(nullptr); }
+};
+
+struct EnvironmentVariable {
+  EnvironmentVariable(const char* name, const char* value) : name_(name) {
+    ::setenv(name, value, 1);
+  }
+  ~EnvironmentVariable() { ::unsetenv(name_); }
+  const char* name_;
+};
+
+}  // namespace
+
+TEST_CASE("Backend::thread runs the work on a thread of this process", "[isolate][fallback]") {
+  IsolateOptions options;
+  options.backend = Backend::thread;
+  auto isolate = CancellableIsolate::spawn([] { return ::getpid(); }, CancellationToken::none(), options);
+  CHECK(isolate.future().get() == ::getpid());
+  CHECK(isolate.backend() == Backend::thread);
+  CHECK(isolate.pid() == 0);
+  REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
+}
+
+TEST_CASE("CANCELLABLE_BACKEND=thread forces the thread backend", "[isolate][fallback]") {
+  EnvironmentVariable env("CANCELLABLE_BACKEND", "thread");
+  auto isolate = CancellableIsolate::spawn([] { return ::getpid(); });
+  CHECK(isolate.future().get() == ::getpid());
+  CHECK(isolate.backend() == Backend::thread);
+}
+
+TEST_CASE("an invalid CANCELLABLE_BACKEND fails the run with std::invalid_argument",
+          "[isolate][fallback]") {
+  EnvironmentVariable env("CANCELLABLE_BACKEND", "quantum");
+  auto f = CancellableIsolate::run([] { return 1; });
+  CHECK_THROWS_AS(f.get(), std::invalid_argument);
+}
+
+TEST_CASE("when fork is refused the work runs on a thread", "[isolate][fallback]") {
+  auto refuse = GENERATE(refuse_with_eagain, refuse_with_enosys);
+  ForkSeam seam(refuse);
+  auto isolate = CancellableIsolate::spawn([] { return ::getpid(); });
+  CHECK(isolate.future().get() == ::getpid());
+  CHECK(isolate.backend() == Backend::thread);
+}
+
+TEST_CASE("with the process backend forced, a refused fork fails with std::system_error",
+          "[isolate][fallback]") {
+  ForkSeam seam(refuse_with_eagain);
+  IsolateOptions options;
+  options.backend = Backend::process;
+  auto f = CancellableIsolate::run([] { return 1; }, CancellationToken::none(), options);
+  try {
+    (void)f.get();
+    FAIL("expected std::system_error");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == std::errc::resource_unavailable_try_again);
+  }
+}
+
+TEST_CASE("a fork refused for another reason fails the run", "[isolate][fallback]") {
+  ForkSeam seam(refuse_with_eperm);
+  auto f = CancellableIsolate::run([] { return 1; });
+  CHECK_THROWS_AS(f.get(), std::system_error);
+}
+
+TEST_CASE("cancelling a thread isolate fails the future at once and the work can stop early",
+          "[isolate][fallback]") {
+  IsolateOptions options;
+  options.backend = Backend::thread;
+  CancellationToken token;
+  auto started = std::make_shared<Event>();
+  auto isolate = CancellableIsolate::spawn([started](std::stop_token stop) {
+    started->set();
+    Event stopped;
+    std::stop_callback on_stop(stop, [&] { stopped.set(); });
+    stopped.wait();
+    return 1;
+  }, token, options);
+  REQUIRE(started->wait());
+  token.cancel();
+  CHECK(isolate.future().is_ready());
+  CHECK(isolate.future().state()->error() == token.exception());
+  // The work saw the stop request and returned: the thread is done.
+  REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
+}
+
+TEST_CASE("exceptions from a thread isolate reach the caller unchanged", "[isolate][fallback]") {
+  IsolateOptions options;
+  options.backend = Backend::thread;
+  auto f = CancellableIsolate::run([]() -> int { throw std::out_of_range("thread"); },
+                                   CancellationToken::none(), options);
+  CHECK_THROWS_AS(f.get(), std::out_of_range);
+}
+
+TEST_CASE("progress reported by the work reaches the caller, for both backends", "[isolate][progress]") {
+  const Backend backend = GENERATE(Backend::process, Backend::thread);
+  CAPTURE(to_string(backend));
+  auto mutex = std::make_shared<std::mutex>();
+  auto seen = std::make_shared<std::vector<Progress>>();
+  auto reached_half = std::make_shared<Event>();
+  IsolateOptions options;
+  options.backend = backend;
+  options.progress_interval = 1ms;
+  options.on_progress = [mutex, seen, reached_half](const Progress& p) {
+    std::lock_guard lock(*mutex);
+    seen->push_back(p);
+    if (p.done == 5) reached_half->set();
+  };
+  CancellationToken token;
+  auto isolate = CancellableIsolate::spawn([](std::stop_token stop) {
+    cancellable::report_progress(5, 10, "half way");
+    // Wait to be cancelled (thread) or killed (process).
+    Event stopped;
+    std::stop_callback on_stop(stop, [&] { stopped.set(); });
+    stopped.wait(std::chrono::hours(1));
+    return 0;
+  }, token, options);
+  REQUIRE(reached_half->wait());
+  const auto latest = isolate.progress();
+  REQUIRE(latest.has_value());
+  CHECK(*latest == Progress{5, 10, "half way"});
+  token.cancel();
+  REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
+  std::lock_guard lock(*mutex);
+  REQUIRE_FALSE(seen->empty());
+  CHECK(seen->front() == Progress{5, 10, "half way"});
+}
+
+TEST_CASE("report_progress outside an isolate does nothing", "[isolate][progress]") {
+  CHECK_NOTHROW(cancellable::report_progress(1, 2, "nowhere"));
+}

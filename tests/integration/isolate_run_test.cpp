@@ -1,0 +1,189 @@
+#include "cancellable/isolate.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "cancellable/exceptions.hpp"
+#include "helpers/process_support.hpp"
+#include "helpers/test_support.hpp"
+
+using namespace cancellable;
+
+namespace {
+
+enum class Colour : std::uint8_t { red = 1, green = 2 };
+
+struct Point {  // trivially copyable, no serialize: copied as bytes
+  double x;
+  double y;
+  friend bool operator==(const Point&, const Point&) = default;
+};
+
+struct Summary {  // a user type with a cereal serialize member
+  std::string name;
+  std::vector<int> counts;
+  std::map<std::string, double> weights;
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(name, counts, weights);
+  }
+  friend bool operator==(const Summary&, const Summary&) = default;
+};
+
+std::atomic<int> forks{0};
+pid_t counting_fork() {
+  forks.fetch_add(1);
+  return ::fork();
+}
+
+template <class F>
+auto run_in_process(F&& fn) {
+  IsolateOptions options;
+  options.backend = Backend::process;
+  auto isolate = CancellableIsolate::spawn(std::forward<F>(fn), CancellationToken::none(), options);
+  REQUIRE(isolate.future().wait_for(test_support::kDeadline) == std::future_status::ready);
+  CHECK(isolate.backend() == Backend::process);
+  return isolate.future().get();
+}
+
+}  // namespace
+
+TEST_CASE("an isolate runs its work in a forked process and returns the result", "[isolate]") {
+  auto isolate = CancellableIsolate::spawn([] { return ::getpid(); });
+  const pid_t worker = isolate.future().get();
+  CHECK(worker != ::getpid());
+  CHECK(isolate.pid() == worker);
+  CHECK(isolate.backend() == Backend::process);
+  REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
+  CHECK(isolate.exited().get() == ProcessExit{ProcessExit::Kind::exited, 0, 0});
+}
+
+TEST_CASE("the work sees a copy of the parent's memory without serialization", "[isolate]") {
+  std::vector<int> data(1000);
+  for (int i = 0; i < 1000; ++i) data[i] = i;
+  const int* address = data.data();
+  auto sum = CancellableIsolate::run([&] {
+    // Same address, same contents: copy-on-write, nothing was sent.
+    long total = 0;
+    for (int i = 0; i < 1000; ++i) total += address[i];
+    return total;
+  });
+  CHECK(sum.get() == 999 * 1000 / 2);
+}
+
+TEST_CASE("results of every supported type cross the process boundary", "[isolate][codec]") {
+  SECTION("void") {
+    IsolateOptions options;
+    options.backend = Backend::process;
+    auto f = CancellableIsolate::run([] {}, CancellationToken::none(), options);
+    static_assert(std::is_same_v<decltype(f), Future<void>>);
+    CHECK_NOTHROW(f.get());
+  }
+  SECTION("numbers and enums") {
+    CHECK(run_in_process([] { return 42; }) == 42);
+    CHECK(run_in_process([] { return 2.5; }) == 2.5);
+    CHECK(run_in_process([] { return Colour::green; }) == Colour::green);
+  }
+  SECTION("strings, vectors and arrays") {
+    CHECK(run_in_process([] { return std::string("héllo \"world\"\n"); }) == "héllo \"world\"\n");
+    CHECK(run_in_process([] { return std::vector<int>{1, 2, 3}; }) == std::vector<int>{1, 2, 3});
+    CHECK(run_in_process([] { return std::vector<std::string>{"a", "", "c"}; }) ==
+          std::vector<std::string>{"a", "", "c"});
+    CHECK(run_in_process([] { return std::array<int, 3>{7, 8, 9}; }) == std::array<int, 3>{7, 8, 9});
+  }
+  SECTION("maps, optionals, pairs and tuples") {
+    using Map = std::map<std::string, int>;
+    CHECK(run_in_process([] { return Map{{"a", 1}, {"b", 2}}; }) == Map{{"a", 1}, {"b", 2}});
+    using Hash = std::unordered_map<int, std::string>;
+    CHECK(run_in_process([] { return Hash{{1, "x"}, {2, "y"}}; }) == Hash{{1, "x"}, {2, "y"}});
+    CHECK(run_in_process([] { return std::optional<int>(5); }) == std::optional<int>(5));
+    CHECK(run_in_process([] { return std::optional<std::string>(); }) == std::nullopt);
+    CHECK(run_in_process([] { return std::pair<int, std::string>(1, "one"); }) ==
+          std::pair<int, std::string>(1, "one"));
+    CHECK(run_in_process([] { return std::tuple<int, double, std::string>(1, 2.0, "3"); }) ==
+          std::tuple<int, double, std::string>(1, 2.0, "3"));
+  }
+  SECTION("nested combinations") {
+    using Nested = std::map<std::string, std::vector<std::pair<int, std::optional<std::string>>>>;
+    const Nested expected{{"k", {{1, "v"}, {2, std::nullopt}}}, {"empty", {}}};
+    CHECK(run_in_process([&] { return expected; }) == expected);
+  }
+  SECTION("user structs") {
+    CHECK(run_in_process([] { return Point{1.5, -2}; }) == Point{1.5, -2});
+    CHECK(run_in_process([] { return std::vector<Point>{{1, 2}, {3, 4}}; }) ==
+          std::vector<Point>{{1, 2}, {3, 4}});
+    const Summary expected{"s", {1, 2}, {{"w", 0.5}}};
+    CHECK(run_in_process([&] { return expected; }) == expected);
+  }
+}
+
+TEST_CASE("a large result travels through shared memory intact", "[isolate][codec]") {
+  constexpr std::size_t kBytes = 48u << 20;
+  auto result = CancellableIsolate::run([] {
+    std::vector<std::uint8_t> big(kBytes);
+    for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::uint8_t>(i * 31 + 7);
+    return big;
+  }).get();
+  REQUIRE(result.size() == kBytes);
+  bool intact = true;
+  for (std::size_t i = 0; i < result.size(); ++i) {
+    intact = intact && result[i] == static_cast<std::uint8_t>(i * 31 + 7);
+  }
+  CHECK(intact);
+  CHECK(process_support::count_result_shm() == 0);
+}
+
+TEST_CASE("a result larger than max_result_bytes fails with ResultTooLarge giving both sizes",
+          "[isolate][limits]") {
+  IsolateOptions options;
+  options.max_result_bytes = 1000;
+  auto f = CancellableIsolate::run([] { return std::string(5000, 'x'); }, CancellationToken::none(),
+                                   options);
+  try {
+    (void)f.get();
+    FAIL("expected ResultTooLarge");
+  } catch (const ResultTooLarge& e) {
+    CHECK(e.limit_bytes() == 1000);
+    CHECK(e.result_bytes() == 5000 + 8);  // cereal's size prefix, then the bytes
+    CHECK(std::string(e.what()).find("5008 bytes") != std::string::npos);
+    CHECK(std::string(e.what()).find("1000 bytes") != std::string::npos);
+  }
+}
+
+TEST_CASE("cancellable_compute runs callback(message) in an isolate", "[isolate]") {
+  auto f = cancellable_compute([](const std::string& s) { return s.size() + ::getpid() * 0; },
+                               std::string("message"));
+  CHECK(f.get() == 7);
+}
+
+TEST_CASE("a pre-cancelled token creates no process at all", "[isolate]") {
+  CancellationToken token;
+  token.cancel();
+  forks = 0;
+  detail::set_fork_function(counting_fork);
+  auto isolate = CancellableIsolate::spawn([] { return 1; }, token);
+  detail::set_fork_function(nullptr);
+  REQUIRE(isolate.future().is_ready());
+  CHECK(isolate.future().state()->error() == token.exception());
+  CHECK(forks.load() == 0);
+  CHECK(isolate.pid() == 0);
+  CHECK(isolate.exited().is_ready());
+}
+
+TEST_CASE("an isolate leaves nothing attached to its token once it finished", "[isolate]") {
+  CancellationToken token;
+  auto isolate = CancellableIsolate::spawn([] { return 3; }, token);
+  CHECK(isolate.future().get() == 3);
+  CHECK_FALSE(token.has_cancellables());
+}
