@@ -64,12 +64,11 @@ int main(int argc, char** argv) {
   std::vector<Row> all;
   for (const auto& scenario : scenarios()) {
     if (!only.empty() && !only.count(scenario.name)) continue;
+    if (!json) std::cerr << "running " << scenario.name << "...\n";
     auto rows = scenario.run(settings);
-    if (json) {
-      std::cout << format_json_lines(rows) << std::flush;
-    }
     all.insert(all.end(), rows.begin(), rows.end());
   }
-  if (!json) std::cout << format_table(all);
+  apply_cross_goals(all);
+  std::cout << (json ? format_json_lines(all) : format_table(all));
   return 0;
 }

@@ -12,46 +12,12 @@
 #include <sstream>
 #include <thread>
 
+#include "bench/measure.hpp"
 #include "cancellable/cancellable.hpp"
 
 namespace cancellable::bench {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-using namespace std::chrono_literals;
-
-double us_between(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration<double, std::micro>(to - from).count();
-}
-
-// Keeps the waiting thread asleep in the kernel before the event fires, as a
-// real waiter would be, without sleeping (a sleep's own lateness would add).
-void spin_for(std::chrono::nanoseconds duration) {
-  const auto until = Clock::now() + duration;
-  while (Clock::now() < until) {
-  }
-}
-
-Row make_row(std::string bench, std::string backend, std::vector<double> samples) {
-  Row row;
-  row.bench = std::move(bench);
-  row.backend = std::move(backend);
-  row.samples_us = std::move(samples);
-  return row;
-}
-
-void compare(Row& row, const Row& baseline) {
-  row.baseline = baseline.backend;
-  const double base = summarize(baseline.samples_us).p50;
-  if (base > 0) row.ratio_p50 = summarize(row.samples_us).p50 / base;
-}
-
-void set_p99_goal(Row& row, double limit_us) {
-  std::ostringstream text;
-  text << "p99 <= " << limit_us << " us";
-  row.goal = Goal{text.str(), summarize(row.samples_us).p99 <= limit_us};
-}
 
 // --- timeout_lateness ---------------------------------------------------------
 
@@ -169,50 +135,6 @@ std::vector<Row> cancel_notify(const Settings& settings) {
 
 // --- cancel_to_waiter ---------------------------------------------------------
 
-// One long-lived waiter thread, as a real caller blocked in get() would be.
-// For each sample it blocks in wait() while this thread fires; the result is
-// the microseconds from the fire to the waiter being awake again.
-class Waiter {
- public:
-  Waiter() : thread_([this] { loop(); }) {}
-  ~Waiter() {
-    stop_.store(true);
-    thread_.join();
-  }
-
-  double measure(const std::function<void()>& wait, const std::function<void()>& fire) {
-    wait_ = &wait;
-    phase_.store(kArmed, std::memory_order_release);
-    while (phase_.load(std::memory_order_acquire) != kWaiting) {
-    }
-    spin_for(200us);  // let the waiter fall asleep in the kernel
-    const auto fired = Clock::now();
-    fire();
-    while (phase_.load(std::memory_order_acquire) != kIdle) {
-    }
-    return us_between(fired, woke_);
-  }
-
- private:
-  enum : int { kIdle, kArmed, kWaiting };
-
-  void loop() {
-    while (!stop_.load()) {
-      if (phase_.load(std::memory_order_acquire) != kArmed) continue;
-      phase_.store(kWaiting, std::memory_order_release);
-      (*wait_)();
-      woke_ = Clock::now();
-      phase_.store(kIdle, std::memory_order_release);
-    }
-  }
-
-  std::atomic<int> phase_{kIdle};
-  std::atomic<bool> stop_{false};
-  const std::function<void()>* wait_ = nullptr;
-  Clock::time_point woke_;
-  std::thread thread_;
-};
-
 std::vector<Row> cancel_to_waiter(const Settings& settings) {
   const std::size_t samples = settings.quick ? 500 : 5000;
   constexpr std::size_t kWarmup = 20;
@@ -287,11 +209,43 @@ Summary summarize(std::vector<double> samples) {
   return s;
 }
 
+void apply_cross_goals(std::vector<Row>& rows) {
+  auto find = [&](const std::string& bench, const std::string& backend) -> const Row* {
+    for (const auto& row : rows) {
+      if (row.bench == bench && row.backend == backend) return &row;
+    }
+    return nullptr;
+  };
+  const Row* raw_kill = find("raw_kill_reap", "raw");
+  const Row* raw_fork = find("raw_fork_roundtrip", "raw");
+  for (auto& row : rows) {
+    if (row.bench == "cancel_to_reaped" && raw_kill) {
+      compare(row, *raw_kill);
+      if (row.backend == "fork") {
+        const double limit = 1.5 * summarize(raw_kill->samples_us).p99;
+        std::ostringstream text;
+        text << "p99 <= 1.5x raw_kill_reap p99 (" << fixed(limit) << " us)";
+        row.goal = Goal{text.str(), summarize(row.samples_us).p99 <= limit};
+      }
+    }
+    if (row.bench == "empty_roundtrip" && raw_fork) {
+      compare(row, *raw_fork);
+      if (row.backend == "fork") {
+        row.goal = Goal{"p50 <= 1.5x raw_fork_roundtrip p50", *row.ratio_p50 <= 1.5};
+      }
+    }
+  }
+}
+
 const std::vector<Scenario>& scenarios() {
   static const std::vector<Scenario> all = {
       {"timeout_lateness", timeout_lateness},
       {"cancel_notify", cancel_notify},
       {"cancel_to_waiter", cancel_to_waiter},
+      {"raw_kill_reap", raw_kill_reap},
+      {"cancel_to_exception", cancel_to_exception},
+      {"cancel_to_reaped", cancel_to_reaped},
+      {"empty_roundtrip", empty_roundtrip},
   };
   return all;
 }

@@ -46,6 +46,16 @@ struct Scenario {
   std::vector<Row> (*run)(const Settings&);
 };
 
+// The isolate scenarios (bench/isolate_scenarios.cpp).
+std::vector<Row> raw_kill_reap(const Settings&);
+std::vector<Row> cancel_to_exception(const Settings&);
+std::vector<Row> cancel_to_reaped(const Settings&);
+std::vector<Row> empty_roundtrip(const Settings&);
+
+// Goals that compare rows of different scenarios (cancel_to_reaped against
+// raw_kill_reap, empty_roundtrip against raw_fork_roundtrip), when both ran.
+void apply_cross_goals(std::vector<Row>& rows);
+
 // Every scenario, in the order they are run.
 const std::vector<Scenario>& scenarios();
 

@@ -35,8 +35,11 @@ struct ControlBlock {
   std::atomic<std::uint32_t> progress_stage_size{0};
   char progress_stage[96] = {};
 
-  // Name of the shared memory object for results too large to be inline.
+  // Name of the shared memory object for results too large to be inline,
+  // and whether the worker may have created it (set before creating it, so a
+  // worker killed half-way still tells the parent what to remove).
   char shm_name[64] = {};
+  std::atomic<std::uint32_t> shm_claimed{0};
 
   void write_progress(std::uint64_t done, std::uint64_t total, const char* stage,
                       std::size_t stage_size) noexcept;

@@ -18,6 +18,7 @@
 #include <boost/interprocess/anonymous_shared_memory.hpp>
 
 #include "cancellable/detail/isolate_runtime.hpp"
+#include "cancellable/detail/library_thread.hpp"
 #include "cancellable/detail/timer.hpp"
 #include "cancellable/executor.hpp"
 #include "runner/control_block.hpp"
@@ -136,6 +137,24 @@ class Record final : public IsolateRecord,
       pidfd_ = -1;
     }
     const ProcessExit exit = exit_of(info);
+    bool killed;
+    {
+      std::lock_guard lock(mutex_);
+      killed = kill_requested_;
+    }
+    if (!killed && spec_.deliver_is_trivial) {
+      // Decoding runs no user code (continuations are handed to the executor
+      // by the future itself): finish here, without a hop.
+      finish_process(exit);
+      return;
+    }
+    if (killed) {
+      // The future failed already: nothing to decode, so release everything
+      // here, without a hop to the executor.
+      remove_result_shm_if_claimed();
+      release_and_signal_exit(exit);
+      return;
+    }
     try {
       default_executor().post([self = shared_from_this(), exit] { self->finish_process(exit); });
     } catch (...) {
@@ -271,8 +290,14 @@ class Record final : public IsolateRecord,
         fail(std::current_exception());
       }
     }
-    remove_result_shm(block_->shm_name);
+    remove_result_shm_if_claimed();
     release_and_signal_exit(exit);
+  }
+
+  void remove_result_shm_if_claimed() noexcept {
+    if (block_ && block_->shm_claimed.load(std::memory_order_acquire)) {
+      remove_result_shm(block_->shm_name);
+    }
   }
 
   std::exception_ptr crash_error(const ProcessExit& exit) const {
@@ -318,6 +343,13 @@ class Record final : public IsolateRecord,
     if (on_progress) {
       try {
         default_executor().post([on_progress, p = *final_progress] { on_progress(p); });
+      } catch (...) {
+      }
+    }
+    if (on_library_thread()) {
+      // The work's captures are user objects: destroy them on the executor.
+      try {
+        default_executor().post([spec = std::make_shared<LaunchSpec>(std::move(spec))] {});
       } catch (...) {
       }
     }
@@ -372,6 +404,18 @@ class Record final : public IsolateRecord,
 };
 
 }  // namespace
+
+void validate_isolate_options(const IsolateOptions& options) {
+  if (options.timeout && options.timeout->count() < 0) {
+    throw std::invalid_argument("IsolateOptions::timeout must not be negative");
+  }
+  if (options.cpu_time_limit && options.cpu_time_limit->count() <= 0) {
+    throw std::invalid_argument("IsolateOptions::cpu_time_limit must be at least one second");
+  }
+  if (options.on_progress && options.progress_interval.count() <= 0) {
+    throw std::invalid_argument("IsolateOptions::progress_interval must be positive");
+  }
+}
 
 std::shared_ptr<IsolateRecord> make_isolate_record() { return std::make_shared<Record>(); }
 

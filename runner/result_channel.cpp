@@ -232,6 +232,7 @@ void ChildChannelImpl::reserve(std::size_t needed) {
   if (needed <= capacity_) return;
   std::size_t capacity = std::max<std::size_t>(needed, 1 << 20);
   if (!shm_) {
+    block_->shm_claimed.store(1, std::memory_order_release);
     bip::permissions owner_only;
     owner_only.set_permissions(0600);
     shm_ = std::make_unique<bip::shared_memory_object>(bip::create_only, block_->shm_name,
@@ -331,7 +332,7 @@ ResultReader::ResultReader(ControlBlock* block)
 
 ResultReader::~ResultReader() {
   region_.reset();
-  remove_result_shm(block_->shm_name);
+  if (block_->shm_claimed.load(std::memory_order_acquire)) remove_result_shm(block_->shm_name);
 }
 
 std::exception_ptr decode_exception(ResultView view) {

@@ -132,10 +132,13 @@ using isolate_result_t =
 
 struct CancellableIsolate {
   // Runs fn in a worker and returns a handle to it; see the header comment.
+  // Throws std::invalid_argument for invalid options (a negative timeout or
+  // CPU time limit, a progress_interval that is not positive).
   template <class F, class R = std::decay_t<typename detail::isolate_result_t<std::decay_t<F>>::type>>
   static Isolate<R> spawn(F&& fn, const CancellationToken& token = CancellationToken::none(),
                           IsolateOptions options = {}) {
     static_assert(!detail::is_future_v<R>, "an isolate's work must return a value, not a Future");
+    detail::validate_isolate_options(options);
     CancellationToken effective = token;
     if (options.timeout) {
       effective = MergedCancellationToken{token, TimeoutCancellationToken(*options.timeout)};
@@ -175,6 +178,11 @@ struct CancellableIsolate {
         core->complete(detail::decode_result<R>(view));
       }
     };
+    if constexpr (std::is_void_v<R>) {
+      spec.deliver_is_trivial = true;
+    } else {
+      spec.deliver_is_trivial = detail::raw_copyable_v<R>;
+    }
     spec.fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
     detail::start_isolate(record, std::move(spec));
     return isolate;

@@ -2,9 +2,15 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/interprocess/shared_memory_object.hpp>
+
 #include <array>
+#include <cstring>
+#include <memory>
 #include <atomic>
 #include <map>
 #include <optional>
@@ -17,6 +23,7 @@
 #include "cancellable/exceptions.hpp"
 #include "helpers/process_support.hpp"
 #include "helpers/test_support.hpp"
+#include "runner/result_channel.hpp"
 
 using namespace cancellable;
 
@@ -186,4 +193,65 @@ TEST_CASE("an isolate leaves nothing attached to its token once it finished", "[
   auto isolate = CancellableIsolate::spawn([] { return 3; }, token);
   CHECK(isolate.future().get() == 3);
   CHECK_FALSE(token.has_cancellables());
+}
+
+TEST_CASE("invalid isolate options are rejected with std::invalid_argument", "[isolate][options]") {
+  IsolateOptions negative_timeout;
+  negative_timeout.timeout = std::chrono::milliseconds(-1);
+  CHECK_THROWS_AS(CancellableIsolate::run([] { return 1; }, CancellationToken::none(), negative_timeout),
+                  std::invalid_argument);
+  IsolateOptions zero_cpu;
+  zero_cpu.cpu_time_limit = std::chrono::seconds(0);
+  CHECK_THROWS_AS(CancellableIsolate::run([] { return 1; }, CancellationToken::none(), zero_cpu),
+                  std::invalid_argument);
+  IsolateOptions busy_progress;
+  busy_progress.on_progress = [](const Progress&) {};
+  busy_progress.progress_interval = std::chrono::milliseconds(0);
+  try {
+    (void)CancellableIsolate::run([] { return 1; }, CancellationToken::none(), busy_progress);
+    FAIL("expected std::invalid_argument");
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()) == "IsolateOptions::progress_interval must be positive");
+  }
+}
+
+TEST_CASE("result objects left by a crashed parent are swept", "[isolate][shm]") {
+  // A process id that no longer exists: a child that has exited and been reaped.
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  const std::string name = "cancellable." + std::to_string(dead) + ".0.stale";
+  {
+    namespace bip = boost::interprocess;
+    bip::permissions owner_only;
+    owner_only.set_permissions(0600);
+    bip::shared_memory_object stale(bip::create_only, name.c_str(), bip::read_write, owner_only);
+    stale.truncate(4096);
+  }
+  REQUIRE(process_support::count_entries("/dev/shm", name) == 1);
+  detail::sweep_stale_result_shm();
+  CHECK(process_support::count_entries("/dev/shm", name) == 0);
+}
+
+TEST_CASE("result objects are created private to the user, mode 0600", "[isolate][shm]") {
+  auto block = std::make_unique<detail::ControlBlock>();
+  const std::string name = detail::make_result_shm_name();
+  std::strncpy(block->shm_name, name.c_str(), sizeof block->shm_name - 1);
+  {
+    detail::ChildChannelImpl channel(block.get(), {std::size_t{1} << 30, std::nullopt});
+    const std::string big(detail::InlinePayload::capacity() + 1, 'x');  // outgrows the inline area
+    channel.result_stream().write(big.data(), static_cast<std::streamsize>(big.size()));
+    channel.commit_result();
+  }
+  struct stat st {};
+  REQUIRE(::stat(("/dev/shm/" + name).c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(st.st_uid == ::geteuid());
+  {
+    detail::ResultReader reader(block.get());
+    CHECK(reader.outcome() == detail::Outcome::value);
+    CHECK(reader.view().size == detail::InlinePayload::capacity() + 1);
+  }
+  // The reader removed it.
+  CHECK(::stat(("/dev/shm/" + name).c_str(), &st) != 0);
 }

@@ -48,6 +48,9 @@ struct LaunchSpec {
   // Runs in the parent on the default executor: decodes a result and
   // completes the future. May throw (the future then fails with it).
   std::function<void(ResultView)> deliver;
+  // True when deliver runs no user code (void or trivially copyable result):
+  // it may then run on the reaper thread, saving a hop to the executor.
+  bool deliver_is_trivial = false;
   // Fails the future (the work failed, crashed or could not start).
   std::function<void(std::exception_ptr)> fail;
 };
@@ -70,6 +73,9 @@ class IsolateRecord {
   // backend, once the work returned.
   virtual Future<ProcessExit> exited() const = 0;
 };
+
+// Throws std::invalid_argument naming the first invalid option.
+void validate_isolate_options(const IsolateOptions& options);
 
 std::shared_ptr<IsolateRecord> make_isolate_record();
 // Starts the work described by spec; its outcome goes to spec.deliver or

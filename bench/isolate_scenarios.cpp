@@ -1,0 +1,150 @@
+// Isolate scenarios: what cancelling and running work in a worker costs,
+// next to the physical floor measured by the same program in the same run
+// (a bare fork, SIGKILL and waitpid).
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <stop_token>
+
+#include "bench/measure.hpp"
+#include "bench/scenarios.hpp"
+#include "cancellable/cancellable.hpp"
+
+namespace cancellable::bench {
+
+namespace {
+
+std::size_t samples_for(const Settings& settings) { return settings.quick ? 100 : 1000; }
+
+// A flag in memory shared with forked children.
+struct SharedFlag {
+  SharedFlag()
+      : flag(static_cast<std::atomic<int>*>(::mmap(nullptr, 4096, PROT_READ | PROT_WRITE,
+                                                   MAP_SHARED | MAP_ANONYMOUS, -1, 0))) {}
+  ~SharedFlag() { ::munmap(flag, 4096); }
+  std::atomic<int>* flag;
+};
+
+// The work of the cancellation scenarios: says it runs, then spins until
+// killed (process) or asked to stop (thread).
+int spin_until_stopped(std::stop_token stop) {
+  cancellable::report_progress(1, 1, "running");
+  while (!stop.stop_requested()) {
+  }
+  return 0;
+}
+
+IsolateOptions on(Backend backend) {
+  IsolateOptions options;
+  options.backend = backend;
+  return options;
+}
+
+// Starts a spinning isolate and returns once it runs.
+Isolate<int> start_spinning(const CancellationToken& token, Backend backend) {
+  auto isolate = CancellableIsolate::spawn(spin_until_stopped, token, on(backend));
+  while (!isolate.progress()) {
+  }
+  return isolate;
+}
+
+const char* name_of(Backend backend) { return backend == Backend::process ? "fork" : "thread"; }
+
+}  // namespace
+
+std::vector<Row> raw_kill_reap(const Settings& settings) {
+  SharedFlag running;
+  std::vector<double> samples;
+  for (std::size_t i = 0; i < samples_for(settings); ++i) {
+    running.flag->store(0);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      running.flag->store(1);
+      for (;;) {
+      }
+    }
+    while (running.flag->load() == 0) {
+    }
+    const auto start = Clock::now();
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    samples.push_back(us_between(start, Clock::now()));
+  }
+  return {make_row("raw_kill_reap", "raw", std::move(samples))};
+}
+
+std::vector<Row> cancel_to_exception(const Settings& settings) {
+  std::vector<Row> rows;
+  Waiter waiter;
+  for (const Backend backend : {Backend::process, Backend::thread}) {
+    std::vector<double> samples;
+    for (std::size_t i = 0; i < samples_for(settings); ++i) {
+      CancellationToken token;
+      auto isolate = start_spinning(token, backend);
+      const auto future = isolate.future();
+      samples.push_back(waiter.measure(
+          [&] {
+            try {
+              (void)future.get();
+            } catch (const CancelledException&) {
+            }
+          },
+          [&] { token.cancel(); }));
+      isolate.exited().wait();  // no overlap between samples
+    }
+    auto row = make_row("cancel_to_exception", name_of(backend), std::move(samples));
+    set_p99_goal(row, 100);
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+std::vector<Row> cancel_to_reaped(const Settings& settings) {
+  std::vector<Row> rows;
+  for (const Backend backend : {Backend::process, Backend::thread}) {
+    std::vector<double> samples;
+    for (std::size_t i = 0; i < samples_for(settings); ++i) {
+      CancellationToken token;
+      auto isolate = start_spinning(token, backend);
+      const auto exited = isolate.exited();
+      const auto start = Clock::now();
+      token.cancel();
+      exited.wait();  // blocked, as the raw baseline is in waitpid()
+      samples.push_back(us_between(start, Clock::now()));
+    }
+    rows.push_back(make_row("cancel_to_reaped", name_of(backend), std::move(samples)));
+  }
+  return rows;
+}
+
+std::vector<Row> empty_roundtrip(const Settings& settings) {
+  std::vector<Row> rows;
+  {
+    std::vector<double> samples;
+    for (std::size_t i = 0; i < samples_for(settings); ++i) {
+      const auto start = Clock::now();
+      const pid_t pid = ::fork();
+      if (pid == 0) ::_exit(0);
+      ::waitpid(pid, nullptr, 0);
+      samples.push_back(us_between(start, Clock::now()));
+    }
+    rows.push_back(make_row("raw_fork_roundtrip", "raw", std::move(samples)));
+  }
+  for (const Backend backend : {Backend::process, Backend::thread}) {
+    std::vector<double> samples;
+    for (std::size_t i = 0; i < samples_for(settings); ++i) {
+      const auto start = Clock::now();
+      auto isolate = CancellableIsolate::spawn([] {}, CancellationToken::none(), on(backend));
+      isolate.future().get();
+      samples.push_back(us_between(start, Clock::now()));
+      isolate.exited().wait();
+    }
+    rows.push_back(make_row("empty_roundtrip", name_of(backend), std::move(samples)));
+  }
+  return rows;
+}
+
+}  // namespace cancellable::bench

@@ -1,0 +1,104 @@
+// Measuring helpers shared by the benchmark scenarios.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/scenarios.hpp"
+
+namespace cancellable::bench {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+inline double us_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double, std::micro>(to - from).count();
+}
+
+// Keeps the waiting thread asleep in the kernel before the event fires, as a
+// real waiter would be, without sleeping (a sleep's own lateness would add).
+inline void spin_for(std::chrono::nanoseconds duration) {
+  const auto until = Clock::now() + duration;
+  while (Clock::now() < until) {
+  }
+}
+
+inline Row make_row(std::string bench, std::string backend, std::vector<double> samples) {
+  Row row;
+  row.bench = std::move(bench);
+  row.backend = std::move(backend);
+  row.samples_us = std::move(samples);
+  return row;
+}
+
+inline void compare(Row& row, const Row& baseline) {
+  row.baseline = baseline.backend;
+  const double base = summarize(baseline.samples_us).p50;
+  if (base > 0) row.ratio_p50 = summarize(row.samples_us).p50 / base;
+}
+
+inline void set_p99_goal(Row& row, double limit_us) {
+  std::ostringstream text;
+  text << "p99 <= " << limit_us << " us";
+  row.goal = Goal{text.str(), summarize(row.samples_us).p99 <= limit_us};
+}
+
+// One long-lived waiter thread, as a real caller blocked in get() would be.
+// For each sample it blocks in wait() while this thread fires; the result is
+// the microseconds from the fire to the waiter being awake again.
+class Waiter {
+ public:
+  Waiter() : thread_([this] { loop(); }) {}
+  ~Waiter() {
+    stop_.store(true);
+    phase_.store(kArmed);
+    phase_.notify_one();
+    thread_.join();
+  }
+
+  double measure(const std::function<void()>& wait, const std::function<void()>& fire) {
+    wait_ = &wait;
+    phase_.store(kArmed, std::memory_order_release);
+    phase_.notify_one();
+    while (phase_.load(std::memory_order_acquire) != kWaiting) {
+    }
+    spin_for(200us);  // let the waiter fall asleep in the kernel
+    const auto fired = Clock::now();
+    fire();
+    // Block (not spin): on a 2-core machine a spinning firer would keep the
+    // waiter off a core.
+    for (int phase; (phase = phase_.load(std::memory_order_acquire)) != kIdle;) {
+      phase_.wait(phase, std::memory_order_acquire);
+    }
+    return us_between(fired, woke_);
+  }
+
+ private:
+  enum : int { kIdle, kArmed, kWaiting };
+
+  void loop() {
+    for (;;) {
+      phase_.wait(kIdle, std::memory_order_acquire);  // asleep between samples
+      if (stop_.load()) return;
+      if (phase_.load(std::memory_order_acquire) != kArmed) continue;
+      phase_.store(kWaiting, std::memory_order_release);
+      (*wait_)();
+      woke_ = Clock::now();
+      phase_.store(kIdle, std::memory_order_release);
+      phase_.notify_one();
+    }
+  }
+
+  std::atomic<int> phase_{kIdle};
+  std::atomic<bool> stop_{false};
+  const std::function<void()>* wait_ = nullptr;
+  Clock::time_point woke_;
+  std::thread thread_;
+};
+
+}  // namespace cancellable::bench
