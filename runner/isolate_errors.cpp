@@ -36,8 +36,10 @@ std::string ProcessExit::str() const {
 
 IsolateCrashed::IsolateCrashed(ProcessExit exit, std::string detail)
     : std::runtime_error(with_prefix(
-          "IsolateCrashed", "the isolate's process " +
-                                (detail.empty() ? exit.str() : detail + " (" + exit.str() + ")"))),
+          "IsolateCrashed",
+          "the isolate's process " +
+              (detail.empty() ? (exit.kind == ProcessExit::Kind::killed ? "was " : "") + exit.str()
+                              : detail + " (" + exit.str() + ")"))),
       exit_(exit) {}
 
 MemoryLimitExceeded::MemoryLimitExceeded(std::size_t limit_bytes)

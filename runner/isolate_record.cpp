@@ -346,15 +346,15 @@ class Record final : public IsolateRecord,
       } catch (...) {
       }
     }
+    exited_->set_value(exit);
     if (on_library_thread()) {
-      // The work's captures are user objects: destroy them on the executor.
+      // The work's captures are user objects: destroy them on the executor,
+      // after the waiters of exited() have been woken.
       try {
         default_executor().post([spec = std::make_shared<LaunchSpec>(std::move(spec))] {});
       } catch (...) {
       }
     }
-    spec = LaunchSpec{};
-    exited_->set_value(exit);
   }
 
   void start_progress_watch() {
