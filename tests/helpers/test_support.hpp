@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cancellable/cancellable_base.hpp"
+#include "cancellable/cancellation_token.hpp"
 #include "cancellable/executor.hpp"
 
 namespace test_support {
@@ -138,6 +139,54 @@ class ExecutorBlocker {
   };
   std::shared_ptr<Shared> shared_;
 };
+
+// Several threads attach cancellables to `token` (half of them detach again
+// at once) while `cancellers` run on threads of their own. Returns how many
+// cancellables broke the rules: notified without having attached, notified
+// twice, or attached, never detached and not notified. No assertions here:
+// the caller checks the count on its own thread.
+inline int attach_race_violations(const cancellable::CancellationToken& token,
+                                  const std::vector<std::function<void()>>& cancellers,
+                                  int threads = 4, int per_thread = 200) {
+  std::vector<std::vector<std::unique_ptr<RecordingCancellable>>> cancellables(threads);
+  std::vector<std::vector<char>> attached(threads, std::vector<char>(per_thread, 0));
+  for (auto& list : cancellables) {
+    for (int i = 0; i < per_thread; ++i) list.push_back(std::make_unique<RecordingCancellable>());
+  }
+  std::atomic<int> ready{0};
+  std::vector<std::thread> running;
+  for (int t = 0; t < threads; ++t) {
+    running.emplace_back([&, t] {
+      ready.fetch_add(1);
+      for (int i = 0; i < per_thread; ++i) {
+        attached[t][i] = token.attach_cancellable(*cancellables[t][i]) ? 1 : 0;
+        if (i % 2 == 0) token.detach_cancellable(*cancellables[t][i]);
+      }
+    });
+  }
+  for (const auto& cancel : cancellers) {
+    running.emplace_back([&, cancel] {
+      while (ready.load() < threads) {
+      }
+      cancel();
+    });
+  }
+  for (auto& t : running) t.join();
+  int violations = 0;
+  for (int t = 0; t < threads; ++t) {
+    for (int i = 0; i < per_thread; ++i) {
+      const int calls = cancellables[t][i]->calls();
+      if (!attached[t][i]) {
+        violations += calls != 0;
+      } else if (i % 2 == 1) {
+        violations += calls != 1;  // attached and never detached: notified once
+      } else {
+        violations += calls > 1;  // detach raced the cancellation: at most once
+      }
+    }
+  }
+  return violations;
+}
 
 // Identity of the exception object an exception_ptr refers to.
 inline const void* object_of(const std::exception_ptr& e) {
