@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <system_error>
 #include <mutex>
 #include <new>
 #include <random>
@@ -20,6 +22,7 @@
 
 #include "cancellable/exceptions.hpp"
 #include "cancellable/isolate_errors.hpp"
+#include "cancellable/json_errors.hpp"
 
 namespace bip = boost::interprocess;
 
@@ -55,6 +58,9 @@ enum class ExceptionKind : std::uint32_t {
   timeout,            // extra0: nanoseconds
   memory_limit,       // extra0: limit in bytes
   result_too_large,   // extra0: result bytes, extra1: limit bytes
+  json_parse,         // extra0: simdjson error code; what: simdjson's message
+  system_error,       // extra0: error value, extra1: 1 if generic category
+  filesystem_error,   // extra0: error value, extra1: 1 if generic; what: path1
 };
 
 struct EncodedException {
@@ -96,6 +102,21 @@ EncodedException classify(const std::exception_ptr& error,
     out.kind = ExceptionKind::result_too_large;
     out.extra0 = e.result_bytes();
     out.extra1 = e.limit_bytes();
+    out.what = e.what();
+  } catch (const JsonParseError& e) {
+    out.kind = ExceptionKind::json_parse;
+    out.extra0 = static_cast<std::uint64_t>(e.simdjson_error());
+    out.what = e.simdjson_message();
+  } catch (const std::filesystem::filesystem_error& e) {
+    out.kind = ExceptionKind::filesystem_error;
+    out.extra0 = static_cast<std::uint64_t>(e.code().value());
+    out.extra1 = e.code().category() == std::generic_category() ? 1 : 0;
+    out.type_name = e.path1().string();
+    out.what = e.what();
+  } catch (const std::system_error& e) {
+    out.kind = ExceptionKind::system_error;
+    out.extra0 = static_cast<std::uint64_t>(e.code().value());
+    out.extra1 = e.code().category() == std::generic_category() ? 1 : 0;
     out.what = e.what();
   } catch (const std::bad_alloc& e) {
     if (memory_limit) {
@@ -145,6 +166,17 @@ std::string get_string(ResultView view, std::size_t& at) {
   std::string s(view.data + at, n);
   at += n;
   return s;
+}
+
+// what without the prefix and suffix a standard constructor adds (when present).
+std::string without_affixes(const std::string& what, const std::string& prefix,
+                            const std::string& suffix) {
+  std::string out = what;
+  if (out.rfind(prefix, 0) == 0) out.erase(0, prefix.size());
+  if (out.size() >= suffix.size() && out.compare(out.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    out.erase(out.size() - suffix.size());
+  }
+  return out;
 }
 
 struct Registry {
@@ -365,6 +397,22 @@ std::exception_ptr decode_exception(ResultView view) {
       return std::make_exception_ptr(MemoryLimitExceeded(extra0));
     case ExceptionKind::result_too_large:
       return std::make_exception_ptr(ResultTooLarge(extra0, extra1));
+    case ExceptionKind::json_parse:
+      return std::make_exception_ptr(JsonParseError(static_cast<int>(extra0), what));
+    case ExceptionKind::system_error: {
+      const std::error_code code(static_cast<int>(extra0),
+                                 extra1 ? std::generic_category() : std::system_category());
+      // The constructor appends ": <message>" again: pass what() without it.
+      return std::make_exception_ptr(
+          std::system_error(code, without_affixes(what, "", ": " + code.message())));
+    }
+    case ExceptionKind::filesystem_error: {
+      const std::error_code code(static_cast<int>(extra0),
+                                 extra1 ? std::generic_category() : std::system_category());
+      const std::string suffix = ": " + code.message() + " [" + type_name + "]";
+      return std::make_exception_ptr(std::filesystem::filesystem_error(
+          without_affixes(what, "filesystem error: ", suffix), std::filesystem::path(type_name), code));
+    }
     case ExceptionKind::other:
       break;
   }
