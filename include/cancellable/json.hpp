@@ -31,6 +31,8 @@
 // reads your buffer while it runs: keep it alive until the future completes.
 //
 // Files are opened and read inside the worker, never by the caller first.
+// Progress (Isolate::progress, IsolateOptions::on_progress) reports the stages
+// "parsing" (0 of 2) and "mapping" (1 of 2).
 //
 // Thread-safety: both functions may be called from any thread (see
 // isolate.hpp for what the mapping may do inside a forked worker).
@@ -88,9 +90,11 @@ auto parse_json(std::string_view json, F mapping,
           detail::throw_json_error(error);
         }
         simdjson::dom::element root;
+        report_progress(0, 2, "parsing");
         if (auto error = parser.parse(json.data(), json.size()).get(root)) {
           detail::throw_json_error(error);
         }
+        report_progress(1, 2, "mapping");
         return detail::map_json(mapping, root);
       },
       token, std::move(options));
@@ -113,7 +117,9 @@ auto parse_json_file(std::filesystem::path path, F mapping,
           detail::throw_json_error(error);
         }
         simdjson::dom::element root;
+        report_progress(0, 2, "parsing");
         if (auto error = parser.load(path.string()).get(root)) detail::throw_json_error(error);
+        report_progress(1, 2, "mapping");
         return detail::map_json(mapping, root);
       },
       token, std::move(options));
