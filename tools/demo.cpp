@@ -58,8 +58,8 @@ int run_demo() {
       const auto exit = isolate.exited().get();
       std::cout << "2. A runaway loop under a 100 ms TimeoutCancellationToken: the caller had "
                    "TimeoutException after "
-                << seen << " ms; the worker " << exit.str() << ", reaped after " << ms_since(start)
-                << " ms.\n";
+                << seen << " ms; the worker ended (" << exit.str() << ") and was reaped after "
+                << ms_since(start) << " ms.\n";
     }
   }
 
