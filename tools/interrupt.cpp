@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
-#include <regex>
 #include <thread>
 
 #include "tools/cli.hpp"
@@ -12,17 +11,28 @@
 namespace cancellable::cli {
 
 std::optional<std::chrono::nanoseconds> parse_duration(const std::string& text) {
-  static const std::regex pattern(R"(^([0-9]+(\.[0-9]+)?)(ns|us|ms|s|m)$)");
-  std::smatch match;
-  if (!std::regex_match(text, match, pattern)) return std::nullopt;
-  const double value = std::strtod(match[1].str().c_str(), nullptr);
-  const std::string unit = match[3];
-  const double ns = unit == "ns"   ? value
-                    : unit == "us" ? value * 1e3
-                    : unit == "ms" ? value * 1e6
-                    : unit == "s"  ? value * 1e9
-                                   : value * 60e9;
-  return std::chrono::nanoseconds(static_cast<std::int64_t>(ns));
+  // digits [. digits] unit, unit one of ns us ms s m
+  std::size_t i = 0;
+  auto digits = [&] {
+    const std::size_t start = i;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+    return i > start;
+  };
+  if (!digits()) return std::nullopt;
+  if (i < text.size() && text[i] == '.') {
+    ++i;
+    if (!digits()) return std::nullopt;
+  }
+  const double value = std::strtod(text.substr(0, i).c_str(), nullptr);
+  const std::string unit = text.substr(i);
+  double scale = 0;
+  if (unit == "ns") scale = 1;
+  else if (unit == "us") scale = 1e3;
+  else if (unit == "ms") scale = 1e6;
+  else if (unit == "s") scale = 1e9;
+  else if (unit == "m") scale = 60e9;
+  else return std::nullopt;
+  return std::chrono::nanoseconds(static_cast<std::int64_t>(value * scale));
 }
 
 struct InterruptWatcher::State {
