@@ -1,0 +1,28 @@
+// Internal: shared memory that a worker parses into and the caller reads in
+// place. One idle arena is kept warm between parses: its pages, once touched
+// by a worker, stay resident, and a first parse into fresh pages is far
+// slower than a parse into warm ones.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+namespace cancellable::detail {
+
+class JsonArena {
+ public:
+  virtual ~JsonArena() = default;
+  virtual char* data() const noexcept = 0;
+  virtual std::size_t size() const noexcept = 0;
+};
+
+// An arena of at least bytes (MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
+// created in this process so that forked workers share it). Reuses the idle
+// arena if it is large enough. The arena goes back to the cache when the last
+// reference is dropped. Throws std::system_error if mmap fails.
+std::shared_ptr<JsonArena> acquire_json_arena(std::size_t bytes);
+
+// Unmaps the idle arena (its memory is returned to the system).
+void release_idle_json_arena() noexcept;
+
+}  // namespace cancellable::detail

@@ -1,0 +1,185 @@
+// JsonDocument: a whole simdjson DOM parsed in a worker process and used here
+// in place, without a second parse and without a copy.
+//
+// simdjson's tape and string buffer are position-independent (offsets, not
+// pointers), so the worker parses straight into shared memory that this
+// process mapped before the fork, and the caller's simdjson::dom::document
+// points at the same pages. The memory is a warm arena: one idle arena is
+// kept between parses, so later parses write into pages that are already
+// resident (a first parse into fresh pages is much slower). The arena holds
+// about 8 bytes of tape per input byte of address space (reserved, not
+// used) and the used tape and strings in memory; release_json_arena() gives
+// the idle one back.
+//
+//   auto doc = cancellable::parse_json_document_file("big.json", token).get();
+//   for (auto user : doc.root().get_array()) { ... }
+//
+// Errors: as parse_json / parse_json_file (json.hpp).
+//
+// Lifetime: elements obtained from root() are valid while the JsonDocument
+// (or the future holding it) lives. A cancelled parse keeps its arena until
+// its worker has been reaped, so a dying worker never writes into memory that
+// another parse uses.
+//
+// Thread-safety: a JsonDocument is immutable; root() may be called from any
+// thread. Not copyable; movable.
+#pragma once
+
+#include <simdjson.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "cancellable/cancellation_token.hpp"
+#include "cancellable/detail/json_arena.hpp"
+#include "cancellable/isolate.hpp"
+#include "cancellable/json.hpp"
+
+namespace cancellable {
+
+class JsonDocument {
+ public:
+  JsonDocument(std::shared_ptr<detail::JsonArena> arena, std::size_t tape_offset,
+               std::size_t strings_offset, std::size_t json_bytes)
+      : arena_(std::move(arena)), json_bytes_(json_bytes) {
+    doc_.tape.reset(reinterpret_cast<std::uint64_t*>(arena_->data() + tape_offset));
+    doc_.string_buf.reset(reinterpret_cast<std::uint8_t*>(arena_->data() + strings_offset));
+  }
+  JsonDocument(JsonDocument&&) noexcept = default;
+  JsonDocument& operator=(JsonDocument&& other) noexcept {
+    release_buffers();
+    arena_ = std::move(other.arena_);
+    doc_ = std::move(other.doc_);
+    json_bytes_ = other.json_bytes_;
+    return *this;
+  }
+  ~JsonDocument() { release_buffers(); }
+
+  // The root of the document.
+  simdjson::dom::element root() const noexcept { return doc_.root(); }
+  // Bytes of JSON that were parsed.
+  std::size_t json_bytes() const noexcept { return json_bytes_; }
+
+ private:
+  // The buffers belong to the arena, not to the document.
+  void release_buffers() noexcept {
+    (void)doc_.tape.release();
+    (void)doc_.string_buf.release();
+  }
+
+  std::shared_ptr<detail::JsonArena> arena_;
+  simdjson::dom::document doc_;
+  std::size_t json_bytes_ = 0;
+};
+
+// Gives the idle arena's memory back to the system.
+inline void release_json_arena() noexcept { detail::release_idle_json_arena(); }
+
+namespace detail {
+
+// Where a document for `bytes` of JSON lives in its arena (as simdjson's
+// document::allocate sizes it).
+struct JsonLayout {
+  std::size_t capacity = 0;
+  std::size_t tape_offset = 0;
+  std::size_t strings_offset = 0;
+  std::size_t total = 0;
+
+  explicit JsonLayout(std::size_t bytes) {
+    capacity = std::max<std::size_t>(bytes, 64);
+    const std::size_t tape_entries = SIMDJSON_ROUNDUP_N(capacity + 3, 64);
+    const std::size_t string_bytes = SIMDJSON_ROUNDUP_N(5 * capacity / 3 + simdjson::SIMDJSON_PADDING, 64);
+    strings_offset = tape_entries * sizeof(std::uint64_t);
+    total = strings_offset + string_bytes;
+  }
+};
+
+// In the worker: parses json into the arena's pages.
+// padded: json has SIMDJSON_PADDING readable bytes after its end (else
+// simdjson copies it to a padded buffer first).
+inline void parse_into_arena(const char* json, std::size_t size, bool padded, const JsonLayout& layout,
+                             JsonArena& arena, std::size_t max_depth) {
+  simdjson::dom::parser parser;
+  if (auto error = parser.allocate(layout.capacity, max_depth)) throw_json_error(error);
+  // Let the document record its capacity (so that parse() does not allocate
+  // again), then swap its buffers for the arena's.
+  if (auto error = parser.doc.allocate(layout.capacity)) throw_json_error(error);
+  parser.doc.tape.reset(reinterpret_cast<std::uint64_t*>(arena.data() + layout.tape_offset));
+  parser.doc.string_buf.reset(reinterpret_cast<std::uint8_t*>(arena.data() + layout.strings_offset));
+  // The arena is not the parser's to free, whatever happens below.
+  struct Release {
+    simdjson::dom::parser& p;
+    ~Release() {
+      (void)p.doc.tape.release();
+      (void)p.doc.string_buf.release();
+    }
+  } release{parser};
+  report_progress(0, 1, "parsing");
+  simdjson::dom::element root;
+  if (auto error = parser.parse(json, size, !padded).get(root)) throw_json_error(error);
+}
+
+template <class Source>
+Future<JsonDocument> parse_document(std::size_t bytes, Source source, const CancellationToken& token,
+                                    IsolateOptions options, JsonOptions json_options) {
+  const JsonLayout layout(bytes);
+  auto arena = acquire_json_arena(layout.total);
+  // The work holds the arena too: it is kept until the worker is gone.
+  auto parsed = CancellableIsolate::run(
+      [arena, layout, source = std::move(source), json_options]() mutable {
+        source([&](const char* json, std::size_t size, bool padded) {
+          if (size > layout.capacity) {
+            throw std::runtime_error("the JSON input grew while it was being parsed");
+          }
+          parse_into_arena(json, size, padded, layout, *arena, json_options.max_depth);
+        });
+        return std::uint8_t{1};
+      },
+      token, std::move(options));
+  return parsed.then([arena, layout, bytes](std::uint8_t) {
+    return JsonDocument(arena, layout.tape_offset, layout.strings_offset, bytes);
+  });
+}
+
+}  // namespace detail
+
+// Parses json in an isolate into shared memory; the result is the document.
+// See json.hpp for the buffer-lifetime rule of the thread backend.
+inline Future<JsonDocument> parse_json_document(std::string_view json,
+                                                const CancellationToken& token = CancellationToken::none(),
+                                                IsolateOptions options = {}, JsonOptions json_options = {}) {
+  return detail::parse_document(
+      json.size(), [json](auto&& parse) { parse(json.data(), json.size(), false); }, token, std::move(options),
+      json_options);
+}
+
+// Opens, reads and parses the file in an isolate into shared memory.
+inline Future<JsonDocument> parse_json_document_file(std::filesystem::path path,
+                                                     const CancellationToken& token = CancellationToken::none(),
+                                                     IsolateOptions options = {},
+                                                     JsonOptions json_options = {}) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);  // a stat, not a read
+  if (ec) {
+    return make_failed_future<JsonDocument>(std::make_exception_ptr(
+        std::filesystem::filesystem_error("cannot read JSON file", path, ec)));
+  }
+  return detail::parse_document(
+      static_cast<std::size_t>(size),
+      [path](auto&& parse) {
+        simdjson::padded_string contents;
+        if (auto error = simdjson::padded_string::load(path.string()).get(contents)) {
+          detail::throw_json_error(error);
+        }
+        parse(contents.data(), contents.size(), true);
+      },
+      token, std::move(options), json_options);
+}
+
+}  // namespace cancellable

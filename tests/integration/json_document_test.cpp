@@ -1,0 +1,89 @@
+#include "cancellable/json_document.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "cancellable/exceptions.hpp"
+#include "cancellable/json_generator.hpp"
+#include "helpers/test_support.hpp"
+
+using namespace cancellable;
+
+namespace {
+
+std::string minified_in_thread(const std::string& json) {
+  simdjson::dom::parser parser;
+  return simdjson::to_string(parser.parse(json).value());
+}
+
+struct TempFile {
+  explicit TempFile(const std::string& contents)
+      : path(std::filesystem::temp_directory_path() /
+             ("cancellable-doc-test-" + std::to_string(::getpid()) + ".json")) {
+    std::ofstream(path, std::ios::binary) << contents;
+  }
+  ~TempFile() { std::filesystem::remove(path); }
+  std::filesystem::path path;
+};
+
+}  // namespace
+
+TEST_CASE("a document parsed in an isolate is the same DOM as an in-thread parse", "[json][document]") {
+  const auto json = generate_json(1'000'000, 21);
+  auto future = parse_json_document(json);
+  const JsonDocument& doc = future.get();
+  CHECK(doc.json_bytes() == json.size());
+  CHECK(simdjson::to_string(doc.root()) == minified_in_thread(json));
+}
+
+TEST_CASE("a document parsed from a file is the same DOM as an in-thread parse", "[json][document]") {
+  const auto json = generate_json(500'000, 22);
+  TempFile file(json);
+  auto future = parse_json_document_file(file.path);
+  CHECK(simdjson::to_string(future.get().root()) == minified_in_thread(json));
+}
+
+TEST_CASE("a document outlives the future it came from", "[json][document]") {
+  const auto json = generate_json(100'000, 23);
+  JsonDocument doc = [&] {
+    auto future = parse_json_document(json);
+    future.wait();
+    return std::move(const_cast<JsonDocument&>(future.get()));
+  }();
+  CHECK(simdjson::to_string(doc.root()) == minified_in_thread(json));
+}
+
+TEST_CASE("the arena is reused once a document is gone", "[json][document]") {
+  auto first = detail::acquire_json_arena(1 << 20);
+  const char* address = first->data();
+  auto concurrent = detail::acquire_json_arena(1 << 20);
+  CHECK(concurrent->data() != address);  // in use: a second arena
+  concurrent.reset();
+  first.reset();
+  auto again = detail::acquire_json_arena(1 << 20);
+  CHECK((again->data() == address || again->size() >= (1u << 20)));
+  release_json_arena();
+}
+
+TEST_CASE("bad input to a document parse fails with JsonParseError or filesystem_error",
+          "[json][document][errors]") {
+  auto malformed = parse_json_document(R"({"a": [1, 2,, 3]})");
+  REQUIRE(malformed.wait_for(test_support::kDeadline) == std::future_status::ready);
+  CHECK_THROWS_AS(malformed.get(), JsonParseError);
+  auto missing = parse_json_document_file("/nonexistent/none.json");
+  CHECK_THROWS_AS(missing.get(), std::filesystem::filesystem_error);
+}
+
+TEST_CASE("a document parse is cancelled at once", "[json][document][cancel]") {
+  const auto json = generate_json(50'000'000, 24);
+  CancellationToken token;
+  auto future = parse_json_document(json, token);
+  token.cancel();
+  CHECK(future.is_ready());
+  CHECK_THROWS_AS(future.get(), CancelledException);
+}
