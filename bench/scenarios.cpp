@@ -246,6 +246,8 @@ const std::vector<Scenario>& scenarios() {
       {"cancel_to_exception", cancel_to_exception},
       {"cancel_to_reaped", cancel_to_reaped},
       {"empty_roundtrip", empty_roundtrip},
+      {"json_parse_100mb", json_parse_100mb},
+      {"cancel_mid_parse", cancel_mid_parse},
   };
   return all;
 }

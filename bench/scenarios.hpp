@@ -51,6 +51,9 @@ std::vector<Row> raw_kill_reap(const Settings&);
 std::vector<Row> cancel_to_exception(const Settings&);
 std::vector<Row> cancel_to_reaped(const Settings&);
 std::vector<Row> empty_roundtrip(const Settings&);
+// The JSON scenarios (bench/json_scenarios.cpp).
+std::vector<Row> json_parse_100mb(const Settings&);
+std::vector<Row> cancel_mid_parse(const Settings&);
 
 // Goals that compare rows of different scenarios (cancel_to_reaped against
 // raw_kill_reap, empty_roundtrip against raw_fork_roundtrip), when both ran.
