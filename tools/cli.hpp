@@ -30,8 +30,10 @@ class InterruptWatcher {
   InterruptWatcher& operator=(const InterruptWatcher&) = delete;
   bool interrupted() const noexcept;
 
- private:
+ public:
   struct State;
+
+ private:
   State* state_;
 };
 

@@ -41,11 +41,14 @@ struct InterruptWatcher::State {
   std::thread thread;
 };
 
+// The watcher's state, reachable for the whole run: its thread may still be
+// waiting in sigwait() when the process exits. A global with external
+// linkage, so that the store is not optimized away.
+InterruptWatcher::State* interrupt_watcher_state = nullptr;
+
 InterruptWatcher::InterruptWatcher(CancellationToken token) {
-  // Reachable for the whole run (the watcher thread outlives this object).
-  static State* current = nullptr;
-  current = new State{std::move(token), {}, {}};
-  state_ = current;
+  interrupt_watcher_state = new State{std::move(token), {}, {}};
+  state_ = interrupt_watcher_state;
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);

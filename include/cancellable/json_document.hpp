@@ -11,7 +11,8 @@
 // used) and the used tape and strings in memory; release_json_arena() gives
 // the idle one back.
 //
-//   auto doc = cancellable::parse_json_document_file("big.json", token).get();
+//   auto parsed = cancellable::parse_json_document_file("big.json", token);
+//   const cancellable::JsonDocument& doc = parsed.get();
 //   for (auto user : doc.root().get_array()) { ... }
 //
 // Errors: as parse_json / parse_json_file (json.hpp).
