@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <stop_token>
 
 #include "bench/measure.hpp"
@@ -53,28 +54,68 @@ Isolate<int> start_spinning(const CancellationToken& token, Backend backend) {
 
 const char* name_of(Backend backend) { return backend == Backend::process ? "fork" : "thread"; }
 
-}  // namespace
-
-std::vector<Row> raw_kill_reap(const Settings& settings) {
-  SharedFlag running;
-  std::vector<double> samples;
-  for (std::size_t i = 0; i < samples_for(settings); ++i) {
-    running.flag->store(0);
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      running.flag->store(1);
-      for (;;) {
-      }
+// One raw sample: SIGKILL + waitpid of a spinning forked child.
+double raw_kill_reap_once(SharedFlag& running) {
+  running.flag->store(0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    running.flag->store(1);
+    for (;;) {
     }
-    while (running.flag->load() == 0) {
-    }
-    const auto start = Clock::now();
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    samples.push_back(us_between(start, Clock::now()));
   }
-  return {make_row("raw_kill_reap", "raw", std::move(samples))};
+  while (running.flag->load() == 0) {
+  }
+  const auto start = Clock::now();
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return us_between(start, Clock::now());
 }
+
+// One sample of cancel() until exited() is complete.
+double cancel_to_reaped_once(Backend backend) {
+  CancellationToken token;
+  auto isolate = start_spinning(token, backend);
+  const auto exited = isolate.exited();
+  const auto start = Clock::now();
+  token.cancel();
+  exited.wait();  // blocked, as the raw baseline is in waitpid()
+  return us_between(start, Clock::now());
+}
+
+double raw_fork_roundtrip_once() {
+  const auto start = Clock::now();
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  ::waitpid(pid, nullptr, 0);
+  return us_between(start, Clock::now());
+}
+
+double empty_roundtrip_once(Backend backend) {
+  const auto start = Clock::now();
+  auto isolate = CancellableIsolate::spawn([] {}, CancellationToken::none(), on(backend));
+  isolate.future().get();
+  const double us = us_between(start, Clock::now());
+  isolate.exited().wait();
+  return us;
+}
+
+// Runs the measurements of one scenario in turn, sample by sample, rotating
+// their order: on a noisy machine a drift (another tenant, frequency) then
+// hits the baseline and the measured rows alike, which back-to-back blocks
+// of samples would not guarantee.
+std::vector<std::vector<double>> interleaved(std::size_t samples,
+                                             const std::vector<std::function<double()>>& measures) {
+  std::vector<std::vector<double>> out(measures.size());
+  for (std::size_t i = 0; i < samples; ++i) {
+    for (std::size_t k = 0; k < measures.size(); ++k) {
+      const std::size_t j = (i + k) % measures.size();
+      out[j].push_back(measures[j]());
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 std::vector<Row> cancel_to_exception(const Settings& settings) {
   std::vector<Row> rows;
@@ -103,48 +144,23 @@ std::vector<Row> cancel_to_exception(const Settings& settings) {
 }
 
 std::vector<Row> cancel_to_reaped(const Settings& settings) {
-  std::vector<Row> rows;
-  for (const Backend backend : {Backend::process, Backend::thread}) {
-    std::vector<double> samples;
-    for (std::size_t i = 0; i < samples_for(settings); ++i) {
-      CancellationToken token;
-      auto isolate = start_spinning(token, backend);
-      const auto exited = isolate.exited();
-      const auto start = Clock::now();
-      token.cancel();
-      exited.wait();  // blocked, as the raw baseline is in waitpid()
-      samples.push_back(us_between(start, Clock::now()));
-    }
-    rows.push_back(make_row("cancel_to_reaped", name_of(backend), std::move(samples)));
-  }
-  return rows;
+  SharedFlag running;
+  auto samples = interleaved(samples_for(settings),
+                             {[&] { return raw_kill_reap_once(running); },
+                              [] { return cancel_to_reaped_once(Backend::process); },
+                              [] { return cancel_to_reaped_once(Backend::thread); }});
+  return {make_row("raw_kill_reap", "raw", std::move(samples[0])),
+          make_row("cancel_to_reaped", "fork", std::move(samples[1])),
+          make_row("cancel_to_reaped", "thread", std::move(samples[2]))};
 }
 
 std::vector<Row> empty_roundtrip(const Settings& settings) {
-  std::vector<Row> rows;
-  {
-    std::vector<double> samples;
-    for (std::size_t i = 0; i < samples_for(settings); ++i) {
-      const auto start = Clock::now();
-      const pid_t pid = ::fork();
-      if (pid == 0) ::_exit(0);
-      ::waitpid(pid, nullptr, 0);
-      samples.push_back(us_between(start, Clock::now()));
-    }
-    rows.push_back(make_row("raw_fork_roundtrip", "raw", std::move(samples)));
-  }
-  for (const Backend backend : {Backend::process, Backend::thread}) {
-    std::vector<double> samples;
-    for (std::size_t i = 0; i < samples_for(settings); ++i) {
-      const auto start = Clock::now();
-      auto isolate = CancellableIsolate::spawn([] {}, CancellationToken::none(), on(backend));
-      isolate.future().get();
-      samples.push_back(us_between(start, Clock::now()));
-      isolate.exited().wait();
-    }
-    rows.push_back(make_row("empty_roundtrip", name_of(backend), std::move(samples)));
-  }
-  return rows;
+  auto samples = interleaved(samples_for(settings), {raw_fork_roundtrip_once,
+                                                     [] { return empty_roundtrip_once(Backend::process); },
+                                                     [] { return empty_roundtrip_once(Backend::thread); }});
+  return {make_row("raw_fork_roundtrip", "raw", std::move(samples[0])),
+          make_row("empty_roundtrip", "fork", std::move(samples[1])),
+          make_row("empty_roundtrip", "thread", std::move(samples[2]))};
 }
 
 }  // namespace cancellable::bench

@@ -242,7 +242,6 @@ const std::vector<Scenario>& scenarios() {
       {"timeout_lateness", timeout_lateness},
       {"cancel_notify", cancel_notify},
       {"cancel_to_waiter", cancel_to_waiter},
-      {"raw_kill_reap", raw_kill_reap},
       {"cancel_to_exception", cancel_to_exception},
       {"cancel_to_reaped", cancel_to_reaped},
       {"empty_roundtrip", empty_roundtrip},

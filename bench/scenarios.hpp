@@ -47,9 +47,10 @@ struct Scenario {
 };
 
 // The isolate scenarios (bench/isolate_scenarios.cpp).
-std::vector<Row> raw_kill_reap(const Settings&);
 std::vector<Row> cancel_to_exception(const Settings&);
+// Also yields its baseline row, raw_kill_reap, measured interleaved with it.
 std::vector<Row> cancel_to_reaped(const Settings&);
+// Also yields its baseline row, raw_fork_roundtrip, measured interleaved.
 std::vector<Row> empty_roundtrip(const Settings&);
 // The JSON scenarios (bench/json_scenarios.cpp).
 std::vector<Row> json_parse_100mb(const Settings&);
