@@ -1,12 +1,15 @@
 // One isolate run: starting the worker (fork, or a thread), killing it,
 // reaping it, delivering its outcome and releasing what it held.
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -14,6 +17,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 #include <boost/interprocess/anonymous_shared_memory.hpp>
 
@@ -45,6 +49,51 @@ pid_t do_fork() {
   return ::fork();
 }
 
+// Control blocks of finished runs, kept mapped for the next ones: mapping and
+// unmapping 16 KiB of shared memory per run costs system calls and, for the
+// unmap, a TLB shoot-down across CPUs. A block goes back only after its
+// worker was reaped, so no process of that run writes to it any more (except
+// one that left the worker's process group, which the library cannot reach).
+class ControlBlockPool {
+ public:
+  using Region = std::unique_ptr<bip::mapped_region>;
+
+  Region acquire() {
+    {
+      std::lock_guard lock(mutex_);
+      if (!idle_.empty()) {
+        Region region = std::move(idle_.back());
+        idle_.pop_back();
+        return region;
+      }
+    }
+    return std::make_unique<bip::mapped_region>(bip::anonymous_shared_memory(ControlBlock::kSize));
+  }
+
+  void give_back(Region region) noexcept {
+    if (!region) return;
+    try {
+      std::lock_guard lock(mutex_);
+      if (idle_.size() < kMaxIdle) {
+        idle_.push_back(std::move(region));
+        return;
+      }
+    } catch (...) {
+    }
+    // Unmapped here, outside the lock.
+  }
+
+ private:
+  static constexpr std::size_t kMaxIdle = 8;
+  std::mutex mutex_;
+  std::vector<Region> idle_;
+};
+
+ControlBlockPool& control_block_pool() {
+  static auto* pool = new ControlBlockPool();  // never destroyed: used until exit
+  return *pool;
+}
+
 ProcessExit exit_of(const siginfo_t& info) {
   ProcessExit exit;
   if (info.si_code == CLD_EXITED) {
@@ -65,6 +114,7 @@ class Record final : public IsolateRecord,
 
   ~Record() override {
     if (pidfd_ >= 0) ::close(pidfd_);
+    if (wake_fd_ >= 0) ::close(wake_fd_);
   }
 
   Backend backend() const noexcept override { return backend_.load(std::memory_order_acquire); }
@@ -123,28 +173,107 @@ class Record final : public IsolateRecord,
 
   // Reaper thread: the process has exited.
   void on_process_exit() noexcept override {
-    siginfo_t info{};
     {
       std::lock_guard lock(mutex_);
-      siginfo_t peek{};
-      ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &peek, WEXITED | WNOWAIT);
-      // Whatever the child started in its group dies with it. The unreaped
-      // child keeps the group id reserved, so this cannot hit a stranger.
-      ::kill(-pid_.load(), SIGKILL);
-      ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED);
-      reaped_ = true;
-      ::close(pidfd_);
-      pidfd_ = -1;
+      if (reap_owner_ == ReapOwner::waiter) {
+        // A waiting thread took the reap over; if it gives it back, it sees this.
+        reaper_deferred_ = true;
+        return;
+      }
+      if (reap_owner_ != ReapOwner::none) return;
+      reap_owner_ = ReapOwner::reaper;
     }
-    const ProcessExit exit = exit_of(info);
+    reap_and_finish();
+  }
+
+  // A thread about to block in get() or exited().wait(): rather than wait to
+  // be woken by the reaper, wait for the process itself and reap it here, as
+  // a bare waitpid() would. Saves one thread wake-up between exit and waiter.
+  // A wait for the result also ends when the result's future completes
+  // otherwise (cancellation): the reap then goes back to the reaper.
+  void help_wait(const FutureStateBase& state) noexcept override {
+    const bool for_result = &state != exited_.get();
+    int fd;
+    int wake_fd = -1;
+    std::uint64_t watch;
+    {
+      std::lock_guard lock(mutex_);
+      if (reap_owner_ != ReapOwner::none || pidfd_ < 0 || (for_result && kill_requested_)) return;
+      if (for_result) {
+        if (wake_fd_ < 0) wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (wake_fd_ < 0) return;
+        wake_fd = wake_fd_;
+      }
+      reap_owner_ = ReapOwner::waiter;  // neither pidfd nor wake_fd closes now
+      waiting_for_result_ = for_result;
+      fd = pidfd_;
+      watch = reaper_watch_;
+    }
+    if (!for_result) {
+      // Nothing but the exit ends this wait: the reaper need not wake for it
+      // (on two CPUs its wake-up and its lock would compete with this thread).
+      stop_watching(watch);
+    }
+    pollfd fds[2] = {{fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};  // a negative fd is skipped
+    while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
+    }
+    if (fds[0].revents == 0) {
+      // Woken: the result is there (cancellation), the worker still runs.
+      // The reaper still watches it; if it saw the exit meanwhile, it left
+      // the reap to this thread.
+      {
+        std::lock_guard lock(mutex_);
+        waiting_for_result_ = false;
+        if (!reaper_deferred_) {
+          reap_owner_ = ReapOwner::none;
+          return;
+        }
+      }
+    } else if (for_result) {
+      stop_watching(watch);
+    }
+    reap_and_finish();
+  }
+
+  // The future this thread may be helping with has completed.
+  void wake(const FutureStateBase& state) noexcept override {
+    if (&state == exited_.get()) return;
+    std::lock_guard lock(mutex_);
+    if (reap_owner_ == ReapOwner::waiter && waiting_for_result_ && wake_fd_ >= 0) {
+      ::eventfd_write(wake_fd_, 1);
+    }
+  }
+
+ private:
+  enum class ReapOwner { none, reaper, waiter };
+
+  // The process has exited and this thread owns its reap.
+  void reap_and_finish() noexcept {
+    siginfo_t info{};
     bool killed;
     {
       std::lock_guard lock(mutex_);
       killed = kill_requested_;
+      if (!killed) {
+        // Whatever the child started in its group dies with it. The unreaped
+        // child keeps the group id reserved, so this cannot hit a stranger.
+        // (After a kill the group has its SIGKILL already, and no member can
+        // fork once it is pending.)
+        siginfo_t peek{};
+        ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &peek, WEXITED | WNOWAIT);
+        ::kill(-pid_.load(), SIGKILL);
+      }
+      ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED);
+      reaped_ = true;
+      ::close(pidfd_);
+      pidfd_ = -1;
+      if (wake_fd_ >= 0) ::close(wake_fd_);  // no one polls it any more
+      wake_fd_ = -1;
     }
-    if (!killed && spec_.deliver_is_trivial) {
-      // Decoding runs no user code (continuations are handed to the executor
-      // by the future itself): finish here, without a hop.
+    const ProcessExit exit = exit_of(info);
+    if (!killed && (spec_.deliver_is_trivial || !on_library_thread())) {
+      // Decoding runs no user code, or this is the caller's own thread
+      // waiting in exited(): finish here, without a hop.
       finish_process(exit);
       return;
     }
@@ -162,7 +291,6 @@ class Record final : public IsolateRecord,
     }
   }
 
- private:
   void kill_locked() noexcept {
     const pid_t pid = pid_.load(std::memory_order_relaxed);
     if (pid <= 0 || reaped_) return;
@@ -172,8 +300,7 @@ class Record final : public IsolateRecord,
 
   void start_process(bool forced) {
     try {
-      control_region_ = std::make_unique<bip::mapped_region>(
-          bip::anonymous_shared_memory(ControlBlock::kSize));
+      control_region_ = control_block_pool().acquire();
     } catch (const std::exception&) {
       if (!forced) return start_thread();
       fail(std::current_exception());
@@ -203,11 +330,13 @@ class Record final : public IsolateRecord,
     ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 
     if (pid < 0) {
+      ControlBlockPool::Region unused;
       {
         std::lock_guard lock(mutex_);
         block_ = nullptr;
-        control_region_.reset();
+        unused = std::move(control_region_);
       }
+      control_block_pool().give_back(std::move(unused));
       if (!forced && (fork_error == EAGAIN || fork_error == ENOMEM || fork_error == ENOSYS)) {
         return start_thread();
       }
@@ -234,7 +363,8 @@ class Record final : public IsolateRecord,
       pid_.store(pid, std::memory_order_release);
       if (kill_requested_) kill_locked();
     }
-    reap_when_exited(shared_from_this());
+    reaper_watch_ = reap_when_exited(shared_from_this());
+    exited_->set_wait_helper(weak_from_this());
     start_progress_watch();
   }
 
@@ -324,12 +454,13 @@ class Record final : public IsolateRecord,
     std::function<void(const Progress&)> on_progress;
     std::optional<Progress> final_progress;
     LaunchSpec spec;
+    ControlBlockPool::Region region;
     {
       std::lock_guard lock(mutex_);
       if (block_) final_progress = block_->read_progress();
       last_progress_ = final_progress;
       block_ = nullptr;
-      control_region_.reset();
+      region = std::move(control_region_);
       heap_block_.reset();
       timer = std::move(progress_timer_);
       finished_ = true;
@@ -339,6 +470,7 @@ class Record final : public IsolateRecord,
       spec = std::move(spec_);
       spec_ = LaunchSpec{};
     }
+    control_block_pool().give_back(std::move(region));
     if (timer) timer->cancel();
     if (on_progress) {
       try {
@@ -387,6 +519,11 @@ class Record final : public IsolateRecord,
   mutable std::mutex mutex_;
   bool kill_requested_ = false;
   bool reaped_ = false;
+  ReapOwner reap_owner_ = ReapOwner::none;
+  bool reaper_deferred_ = false;
+  bool waiting_for_result_ = false;
+  int wake_fd_ = -1;  // eventfd that ends a waiter's wait for the result
+  std::uint64_t reaper_watch_ = 0;
   bool finished_ = false;
   std::atomic<Backend> backend_{Backend::automatic};
   std::atomic<pid_t> pid_{0};

@@ -25,21 +25,31 @@ class Reaper {
     std::thread([this] { loop(); }).detach();
   }
 
-  void watch(std::shared_ptr<Reapable> child) {
+  std::uint64_t watch(std::shared_ptr<Reapable> child) {
     const int fd = child->pidfd();
-    {
-      std::lock_guard lock(mutex_);
-      children_[fd] = std::move(child);
-    }
+    std::lock_guard lock(mutex_);
+    const std::uint64_t id = ++last_id_;
+    // Events carry the id, not the fd: an fd number closed by a thread that
+    // reaped its own child may be reused before a stale event is handled.
     epoll_event event{};
     event.events = EPOLLIN;
-    event.data.fd = fd;
+    event.data.u64 = id;
     if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &event) != 0) {
-      const int error = errno;
-      std::lock_guard lock(mutex_);
-      children_.erase(fd);
-      throw std::system_error(error, std::generic_category(), "epoll_ctl");
+      throw std::system_error(errno, std::generic_category(), "epoll_ctl");
     }
+    children_.emplace(id, std::move(child));
+    return id;
+  }
+
+  void unwatch(std::uint64_t id) noexcept {
+    std::shared_ptr<Reapable> child;
+    std::lock_guard lock(mutex_);
+    auto it = children_.find(id);
+    if (it == children_.end()) return;
+    child = std::move(it->second);
+    children_.erase(it);
+    // Under the lock, while the pidfd is still open: see loop().
+    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, child->pidfd(), nullptr);
   }
 
  private:
@@ -50,24 +60,27 @@ class Reaper {
       const int n = ::epoll_wait(epoll_, events, 64, -1);
       if (n < 0) continue;  // EINTR
       for (int i = 0; i < n; ++i) {
-        const int fd = events[i].data.fd;
         std::shared_ptr<Reapable> child;
         {
           std::lock_guard lock(mutex_);
-          auto it = children_.find(fd);
-          if (it == children_.end()) continue;
+          auto it = children_.find(events[i].data.u64);
+          if (it == children_.end()) continue;  // unwatched meanwhile
           child = std::move(it->second);
           children_.erase(it);
+          // Whoever removes a child from the map removes its pidfd from the
+          // epoll set, under the lock: the owner closes the pidfd only after
+          // unwatch() returned, so the fd number cannot be someone else's yet.
+          ::epoll_ctl(epoll_, EPOLL_CTL_DEL, child->pidfd(), nullptr);
         }
-        ::epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
-        child->on_process_exit();  // closes the pidfd
+        child->on_process_exit();
       }
     }
   }
 
   const int epoll_;
   std::mutex mutex_;
-  std::unordered_map<int, std::shared_ptr<Reapable>> children_;
+  std::uint64_t last_id_ = 0;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Reapable>> children_;
 };
 
 Reaper& reaper() {
@@ -78,6 +91,8 @@ Reaper& reaper() {
 
 }  // namespace
 
-void reap_when_exited(std::shared_ptr<Reapable> child) { reaper().watch(std::move(child)); }
+std::uint64_t reap_when_exited(std::shared_ptr<Reapable> child) { return reaper().watch(std::move(child)); }
+
+void stop_watching(std::uint64_t id) noexcept { reaper().unwatch(id); }
 
 }  // namespace cancellable::detail

@@ -3,6 +3,7 @@
 // user code: what follows a reap is handed to the default executor.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 
 namespace cancellable::detail {
@@ -13,11 +14,17 @@ class Reapable {
   virtual ~Reapable() = default;
   virtual int pidfd() const noexcept = 0;
   // Called on the reaper thread once the process has exited: reap it and
-  // hand on the rest. Must not block.
+  // hand on the rest (or do nothing if another thread has taken the reap
+  // over). Must not block.
   virtual void on_process_exit() noexcept = 0;
 };
 
-// Watches child until it exits. Keeps it alive until then.
-void reap_when_exited(std::shared_ptr<Reapable> child);
+// Watches child until it exits (or until stop_watching). Keeps it alive until
+// then. Returns the watch's id.
+std::uint64_t reap_when_exited(std::shared_ptr<Reapable> child);
+
+// The reaper forgets the watch; on_process_exit may still run once if the
+// reaper already took the watch's event. Call before closing the pidfd.
+void stop_watching(std::uint64_t id) noexcept;
 
 }  // namespace cancellable::detail

@@ -11,7 +11,11 @@
 // the child's whole process group gets SIGKILL at once and the future fails
 // with the token's exception (the same std::exception_ptr). One reaper thread
 // watches every child through a pidfd and reaps it in the background: no
-// zombie remains, and the shared memory is unmapped and removed.
+// zombie remains, and the shared memory is released. A thread blocked in
+// get() or exited().wait() (without a timeout) does not wait for the reaper:
+// it waits for the worker's exit itself and reaps it, as a bare waitpid()
+// would; the futures it completes there run their continuations on it, as on
+// any completing thread. A cancellation still wakes it at once.
 //
 // ## Fork in a threaded program: what the child may touch
 // fork() copies the whole address space but only the calling thread. Every
@@ -184,6 +188,7 @@ struct CancellableIsolate {
       spec.deliver_is_trivial = detail::raw_copyable_v<R>;
     }
     spec.fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
+    isolate.future().state()->set_wait_helper(record);
     detail::start_isolate(record, std::move(spec));
     return isolate;
   }

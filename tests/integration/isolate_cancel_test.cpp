@@ -12,6 +12,7 @@
 #include <new>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cancellable/exceptions.hpp"
@@ -228,6 +229,109 @@ TEST_CASE("2000 runs with random cancellation leave no zombies, fds, mappings or
   CHECK(process_support::count_fds() == fds);
   CHECK(process_support::count_mappings() <= mappings + 2);  // allocator noise, not one per run
   CHECK(process_support::count_result_shm() == 0);
+}
+
+TEST_CASE("a thread blocked in exited() reaps its worker and leaves nothing behind",
+          "[isolate][leaks]") {
+  // exited().wait() reaps the worker on the waiting thread (no hop through
+  // the reaper thread); the reaper may get the same exit event at the same
+  // moment. Whichever way each run goes, every outcome must be right and
+  // nothing may leak.
+  auto runs = [](int count, std::mt19937& random) {
+    int wrong = 0;
+    for (int i = 0; i < count; ++i) {
+      CancellationToken token;
+      const int work_us = static_cast<int>(random() % 200);
+      const bool big = random() % 2;  // beyond the inline area: a named shm object
+      auto isolate = CancellableIsolate::spawn([work_us, big] {
+        spin_for(std::chrono::microseconds(work_us));
+        return std::string(big ? 100'000 : 10, 'r');
+      }, token);
+      std::thread canceller;
+      if (random() % 2) {
+        const auto delay = std::chrono::microseconds(random() % 200);
+        canceller = std::thread([token, delay]() mutable {
+          spin_for(delay);
+          token.cancel();
+        });
+      }
+      const auto exited = isolate.exited();
+      exited.wait();  // unbounded: this thread reaps
+      if (canceller.joinable()) canceller.join();
+      // exited() completes only after the future has its outcome.
+      if (!isolate.future().is_ready()) ++wrong;
+      if (auto error = isolate.future().state()->error()) {
+        if (error != token.exception()) ++wrong;
+      } else if (isolate.future().get().size() != (big ? 100'000u : 10u)) {
+        ++wrong;
+      }
+      const ProcessExit exit = exited.get();
+      if (!(exit == ProcessExit{ProcessExit::Kind::exited, 0, 0}) && exit.signal != SIGKILL) ++wrong;
+    }
+    return wrong;
+  };
+  std::mt19937 random(77);
+  REQUIRE(runs(50, random) == 0);  // warm up
+  const int fds = process_support::count_fds();
+  const int mappings = process_support::count_mappings();
+  CHECK(runs(500, random) == 0);
+  CHECK(process_support::count_children() == 0);
+  CHECK(process_support::count_fds() == fds);
+  CHECK(process_support::count_mappings() <= mappings + 2);
+  CHECK(process_support::count_result_shm() == 0);
+}
+
+TEST_CASE("cancelling wakes a thread blocked in get() and the reaper still reaps the worker",
+          "[isolate][cancel]") {
+  // get() waits for the worker itself (it would reap it on exit); a
+  // cancellation must end that wait at once and hand the worker back to the
+  // reaper, which then reaps it with nobody waiting in exited().
+  std::mt19937 random(99);
+  int wrong = 0;
+  std::vector<Future<ProcessExit>> exits;
+  for (int i = 0; i < 300; ++i) {
+    CancellationToken token;
+    const int work_us = static_cast<int>(random() % 300);
+    auto isolate = CancellableIsolate::spawn([work_us] {
+      spin_for(std::chrono::microseconds(work_us));
+      return work_us;
+    }, token);
+    const auto delay = std::chrono::microseconds(random() % 300);
+    std::thread canceller([token, delay]() mutable {
+      spin_for(delay);
+      token.cancel();
+    });
+    try {
+      if (isolate.future().get() != work_us) ++wrong;  // completed first
+    } catch (const CancelledException&) {
+      if (isolate.future().state()->error() != token.exception()) ++wrong;
+    }
+    canceller.join();
+    exits.push_back(isolate.exited());
+  }
+  CHECK(wrong == 0);
+  REQUIRE(process_support::wait_all(exits));
+  CHECK(process_support::count_children() == 0);
+}
+
+TEST_CASE("two threads waiting for exited() both wake once the worker is reaped", "[isolate][cancel]") {
+  for (int i = 0; i < 50; ++i) {
+    CancellationToken token;
+    auto isolate = CancellableIsolate::spawn([] { spin_forever(); }, token);
+    const auto exited = isolate.exited();
+    std::atomic<bool> other_woke{false};
+    std::thread other([exited, &other_woke] {
+      exited.wait();
+      other_woke = true;
+    });
+    std::thread canceller([token]() mutable { token.cancel(); });
+    exited.wait();
+    other.join();
+    canceller.join();
+    REQUIRE(other_woke);
+    REQUIRE(exited.get().signal == SIGKILL);
+  }
+  CHECK(process_support::count_children() == 0);
 }
 
 TEST_CASE("if the parent is killed, its isolate children die too", "[isolate][parent-death]") {

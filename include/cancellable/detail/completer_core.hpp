@@ -22,9 +22,10 @@ class CompleterCore final : public Cancellable {
  public:
   // Attaches to token; if it is already cancelled, the future fails with its
   // exception and on_cancel runs before the constructor returns.
-  // before_fail, if given, runs on cancellation before the future fails (an
-  // isolate kills its worker there, so that the kill is not delayed by
-  // continuations).
+  // before_fail, if given, runs on cancellation as soon as the future has
+  // failed and its waiters are woken, before its continuations run (an
+  // isolate kills its worker there: neither the woken waiter nor the kill
+  // waits for continuations).
   CompleterCore(const CancellationToken& token, std::function<void()> on_cancel,
                 std::function<void()> before_fail = nullptr)
       : on_cancel_(std::move(on_cancel)), before_fail_(std::move(before_fail)) {
@@ -84,9 +85,10 @@ class CompleterCore final : public Cancellable {
   }
 
   void on_cancel(std::exception_ptr exception) override {
-    if (before_fail_) before_fail_();
     cancelled_.store(true, std::memory_order_release);
-    state_->set_exception(std::move(exception));
+    state_->set_exception_then(std::move(exception), [this] {
+      if (before_fail_) before_fail_();
+    });
     if (on_cancel_) on_cancel_();
   }
 

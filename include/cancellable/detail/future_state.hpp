@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <type_traits>
@@ -18,6 +19,25 @@
 
 namespace cancellable::detail {
 
+class FutureStateBase;
+
+// Something that can complete a state faster from the thread that waits for
+// it than by waking that thread from elsewhere (an isolate's worker can be
+// reaped by the thread blocked in get() or exited(), as a bare waitpid()
+// would).
+class WaitHelper {
+ public:
+  // Called by a thread about to block in an unbounded wait() on state, which
+  // is not ready. May block until state is complete, or until wake() for
+  // state; must not throw.
+  virtual void help_wait(const FutureStateBase& state) noexcept = 0;
+  // state has just been completed while a thread may be in help_wait(state).
+  virtual void wake(const FutureStateBase& state) noexcept = 0;
+
+ protected:
+  ~WaitHelper() = default;
+};
+
 class FutureStateBase {
  public:
   FutureStateBase() = default;
@@ -28,8 +48,28 @@ class FutureStateBase {
 
   void wait() const {
     if (is_ready()) return;
+    std::shared_ptr<WaitHelper> helper;
+    {
+      std::unique_lock lock(mutex_);
+      if (done_) return;
+      helper = helper_.lock();
+      if (!helper || helping_) {
+        cv_.wait(lock, [this] { return done_; });
+        return;
+      }
+      helping_ = true;
+    }
+    helper->help_wait(*this);
     std::unique_lock lock(mutex_);
+    helping_ = false;
     cv_.wait(lock, [this] { return done_; });
+  }
+
+  // Unbounded waits on this state first call helper (while it lives), one
+  // thread at a time.
+  void set_wait_helper(std::weak_ptr<WaitHelper> helper) {
+    std::lock_guard lock(mutex_);
+    helper_ = std::move(helper);
   }
 
   template <class Clock, class Duration>
@@ -45,6 +85,13 @@ class FutureStateBase {
   // Fails the state; false if it was already complete.
   bool set_exception(std::exception_ptr e) {
     return complete([&] { error_ = std::move(e); });
+  }
+
+  // Fails the state, wakes its waiters, runs then_before_callbacks, and only
+  // then runs (or hands on) the continuations; false if already complete.
+  template <class F>
+  bool set_exception_then(std::exception_ptr e, F&& then_before_callbacks) {
+    return complete([&] { error_ = std::move(e); }, std::forward<F>(then_before_callbacks));
   }
 
   // Runs callback once the state is complete: inline now if it already is.
@@ -64,9 +111,10 @@ class FutureStateBase {
  protected:
   ~FutureStateBase() = default;
 
-  template <class Store>
-  bool complete(Store&& store) {
+  template <class Store, class BeforeCallbacks = void (*)()>
+  bool complete(Store&& store, BeforeCallbacks&& before_callbacks = [] {}) {
     std::vector<std::function<void()>> callbacks;
+    std::shared_ptr<WaitHelper> helper;
     {
       std::lock_guard lock(mutex_);
       if (done_) return false;
@@ -74,8 +122,11 @@ class FutureStateBase {
       done_ = true;
       ready_.store(true, std::memory_order_release);
       callbacks.swap(callbacks_);
+      if (helping_) helper = helper_.lock();
     }
     cv_.notify_all();
+    if (helper) helper->wake(*this);
+    before_callbacks();
     if (callbacks.empty()) return true;
     if (on_library_thread()) {
       for (auto& callback : callbacks) default_executor().post(std::move(callback));
@@ -92,6 +143,8 @@ class FutureStateBase {
   std::atomic<bool> ready_{false};
   std::exception_ptr error_;
   std::vector<std::function<void()>> callbacks_;
+  std::weak_ptr<WaitHelper> helper_;
+  mutable bool helping_ = false;  // a thread is in helper_->help_wait(*this)
 };
 
 template <class T>

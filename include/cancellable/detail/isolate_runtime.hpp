@@ -56,8 +56,9 @@ struct LaunchSpec {
 };
 
 // One isolate run. Shared by the caller's handle, the future's cancellation
-// hook and the reaper.
-class IsolateRecord {
+// hook and the reaper. As a WaitHelper of the run's futures, it lets a thread
+// blocked in get() or exited() reap the worker itself.
+class IsolateRecord : public WaitHelper {
  public:
   virtual ~IsolateRecord() = default;
   // The backend that runs the work (process or thread), once started.
