@@ -2,7 +2,9 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <mutex>
 #include <system_error>
 
@@ -66,6 +68,31 @@ std::shared_ptr<JsonArena> acquire_json_arena(std::size_t bytes) {
   }
   return std::shared_ptr<JsonArena>(mapping.release(),
                                     [](JsonArena* a) { give_back(static_cast<Mapping*>(a)); });
+}
+
+ScratchMemory::ScratchMemory(std::size_t bytes) {
+  constexpr std::size_t kHugePage = std::size_t{2} << 20;
+  size_ = (std::max<std::size_t>(bytes, 1) + kHugePage - 1) / kHugePage * kHugePage;
+  // Over-reserve by one huge page so that the region can start on a huge-page
+  // boundary (mmap only promises 4 KiB alignment).
+  void* p = ::mmap(nullptr, size_ + kHugePage, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "JSON scratch: mmap");
+  char* start = static_cast<char*>(p);
+  char* aligned = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(start) + kHugePage - 1) /
+                                          kHugePage * kHugePage);
+  if (aligned > start) ::munmap(start, static_cast<std::size_t>(aligned - start));
+  char* end = start + size_ + kHugePage;
+  if (end > aligned + size_) ::munmap(aligned + size_, static_cast<std::size_t>(end - (aligned + size_)));
+  data_ = aligned;
+  // Advice only: without transparent huge pages this is a plain mapping.
+  // Small parses keep small pages: a huge page is zeroed whole on first touch.
+  constexpr std::size_t kHugePagesFrom = std::size_t{16} << 20;
+  if (size_ >= kHugePagesFrom) (void)::madvise(data_, size_, MADV_HUGEPAGE);
+}
+
+ScratchMemory::~ScratchMemory() {
+  if (data_) ::munmap(data_, size_);
 }
 
 void release_idle_json_arena() noexcept {

@@ -38,9 +38,14 @@
 // isolate.hpp for what the mapping may do inside a forked worker).
 #pragma once
 
+#include <fcntl.h>
 #include <simdjson.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
 #include <cstddef>
 #include <filesystem>
 #include <string>
@@ -50,6 +55,7 @@
 #include <utility>
 
 #include "cancellable/cancellation_token.hpp"
+#include "cancellable/detail/json_arena.hpp"
 #include "cancellable/isolate.hpp"
 #include "cancellable/json_errors.hpp"
 
@@ -76,6 +82,113 @@ decltype(auto) map_json(F& mapping, simdjson::dom::element root) {
   }
 }
 
+// Where a document for `bytes` of JSON puts its tape and strings (as
+// simdjson's document::allocate sizes them), from the start of one block.
+struct JsonLayout {
+  std::size_t capacity = 0;
+  std::size_t tape_offset = 0;
+  std::size_t strings_offset = 0;
+  std::size_t total = 0;
+
+  explicit JsonLayout(std::size_t bytes) {
+    capacity = std::max<std::size_t>(bytes, 64);
+    const std::size_t tape_entries = SIMDJSON_ROUNDUP_N(capacity + 3, 64);
+    const std::size_t string_bytes = SIMDJSON_ROUNDUP_N(5 * capacity / 3 + simdjson::SIMDJSON_PADDING, 64);
+    strings_offset = tape_entries * sizeof(std::uint64_t);
+    total = strings_offset + string_bytes;
+  }
+};
+
+// In the worker: a simdjson parser whose buffers (a padded copy of the
+// input, the structural indexes and, unless the caller gives a place for
+// them, the tape and strings) live in one fresh ScratchMemory rather than in
+// simdjson's own allocations: huge pages where the system has them, and one
+// mapping to drop when the worker exits.
+class ScratchParser {
+ public:
+  // document: where the tape and strings go (JsonLayout of capacity), or
+  // null to keep them in the scratch memory too.
+  ScratchParser(std::size_t capacity, std::size_t max_depth, char* document = nullptr)
+      : layout_(capacity),
+        input_bytes_(SIMDJSON_ROUNDUP_N(layout_.capacity + simdjson::SIMDJSON_PADDING, 64)),
+        structural_bytes_(SIMDJSON_ROUNDUP_N(
+            (SIMDJSON_ROUNDUP_N(layout_.capacity, 64) + 2 + 7) * sizeof(std::uint32_t), 64)),
+        memory_(input_bytes_ + structural_bytes_ + (document ? 0 : layout_.total)) {
+    if (auto error = parser_.allocate(layout_.capacity, max_depth)) throw_json_error(error);
+    // Let the document record its capacity (so that parse() does not
+    // allocate again), then swap simdjson's buffers for ours.
+    if (auto error = parser_.doc.allocate(layout_.capacity)) throw_json_error(error);
+    char* scratch = memory_.data();
+    char* doc = document ? document : scratch + input_bytes_ + structural_bytes_;
+    parser_.implementation->structural_indexes.reset(
+        reinterpret_cast<std::uint32_t*>(scratch + input_bytes_));
+    parser_.doc.tape.reset(reinterpret_cast<std::uint64_t*>(doc + layout_.tape_offset));
+    parser_.doc.string_buf.reset(reinterpret_cast<std::uint8_t*>(doc + layout_.strings_offset));
+  }
+  ~ScratchParser() {
+    // The buffers are not simdjson's to free.
+    (void)parser_.implementation->structural_indexes.release();
+    (void)parser_.doc.tape.release();
+    (void)parser_.doc.string_buf.release();
+  }
+  ScratchParser(const ScratchParser&) = delete;
+  ScratchParser& operator=(const ScratchParser&) = delete;
+
+  // Room for capacity() bytes of JSON (and the padding simdjson reads past it).
+  char* input() noexcept { return memory_.data(); }
+  std::size_t capacity() const noexcept { return layout_.capacity; }
+
+  // Parses the first size bytes of input(); throws JsonParseError.
+  simdjson::dom::element parse(std::size_t size) {
+    std::memset(input() + size, 0, simdjson::SIMDJSON_PADDING);
+    simdjson::dom::element root;
+    if (auto error = parser_.parse(input(), size, false).get(root)) throw_json_error(error);
+    return root;
+  }
+
+ private:
+  JsonLayout layout_;
+  std::size_t input_bytes_;
+  std::size_t structural_bytes_;
+  ScratchMemory memory_;
+  simdjson::dom::parser parser_;  // destroyed before memory_
+};
+
+// In the worker: reads the file at path (expected to hold about `expected`
+// bytes, found by a stat) into a new ScratchParser's input, reports the stage
+// "parsing" (0 of stages), parses it and returns parse(root).
+// Throws std::filesystem::filesystem_error if the file cannot be read.
+template <class Parse>
+decltype(auto) with_parsed_file(const std::filesystem::path& path, std::size_t max_depth, char* document,
+                                std::size_t expected, std::uint64_t stages, Parse&& parse) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    throw std::filesystem::filesystem_error("cannot read JSON file", path,
+                                            std::error_code(errno, std::generic_category()));
+  }
+  struct Close {
+    int fd;
+    ~Close() { ::close(fd); }
+  } close_at_end{fd};
+  ScratchParser parser(expected, max_depth, document);
+  std::size_t size = 0;
+  for (;;) {
+    // One byte more than the capacity: a file that grew is noticed.
+    const std::size_t room = parser.capacity() + 1 - size;
+    const ssize_t n = ::read(fd, parser.input() + size, room);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      throw std::filesystem::filesystem_error("cannot read JSON file", path,
+                                              std::error_code(errno, std::generic_category()));
+    }
+    if (n == 0) break;
+    size += static_cast<std::size_t>(n);
+    if (size > parser.capacity()) throw std::runtime_error("the JSON file grew while it was being parsed");
+  }
+  report_progress(0, stages, "parsing");
+  return parse(parser.parse(size));
+}
+
 }  // namespace detail
 
 // Parses json in an isolate and returns mapping(root) computed there.
@@ -85,15 +198,10 @@ auto parse_json(std::string_view json, F mapping,
                 IsolateOptions options = {}, JsonOptions json_options = {}) {
   return CancellableIsolate::run(
       [json, mapping = std::move(mapping), json_options]() mutable {
-        simdjson::dom::parser parser;
-        if (auto error = parser.allocate(std::max<std::size_t>(json.size(), 64), json_options.max_depth)) {
-          detail::throw_json_error(error);
-        }
-        simdjson::dom::element root;
+        detail::ScratchParser parser(json.size(), json_options.max_depth);
+        std::memcpy(parser.input(), json.data(), json.size());
         report_progress(0, 2, "parsing");
-        if (auto error = parser.parse(json.data(), json.size()).get(root)) {
-          detail::throw_json_error(error);
-        }
+        const simdjson::dom::element root = parser.parse(json.size());
         report_progress(1, 2, "mapping");
         return detail::map_json(mapping, root);
       },
@@ -112,15 +220,11 @@ auto parse_json_file(std::filesystem::path path, F mapping,
         if (ec) {
           throw std::filesystem::filesystem_error("cannot read JSON file", path, ec);
         }
-        simdjson::dom::parser parser;
-        if (auto error = parser.allocate(std::max<std::size_t>(size, 64), json_options.max_depth)) {
-          detail::throw_json_error(error);
-        }
-        simdjson::dom::element root;
-        report_progress(0, 2, "parsing");
-        if (auto error = parser.load(path.string()).get(root)) detail::throw_json_error(error);
-        report_progress(1, 2, "mapping");
-        return detail::map_json(mapping, root);
+        return detail::with_parsed_file(path, json_options.max_depth, nullptr, static_cast<std::size_t>(size), 2,
+                                        [&](simdjson::dom::element root) {
+                                          report_progress(1, 2, "mapping");
+                                          return detail::map_json(mapping, root);
+                                        });
       },
       token, std::move(options));
 }

@@ -30,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <stdexcept>
@@ -84,48 +85,6 @@ inline void release_json_arena() noexcept { detail::release_idle_json_arena(); }
 
 namespace detail {
 
-// Where a document for `bytes` of JSON lives in its arena (as simdjson's
-// document::allocate sizes it).
-struct JsonLayout {
-  std::size_t capacity = 0;
-  std::size_t tape_offset = 0;
-  std::size_t strings_offset = 0;
-  std::size_t total = 0;
-
-  explicit JsonLayout(std::size_t bytes) {
-    capacity = std::max<std::size_t>(bytes, 64);
-    const std::size_t tape_entries = SIMDJSON_ROUNDUP_N(capacity + 3, 64);
-    const std::size_t string_bytes = SIMDJSON_ROUNDUP_N(5 * capacity / 3 + simdjson::SIMDJSON_PADDING, 64);
-    strings_offset = tape_entries * sizeof(std::uint64_t);
-    total = strings_offset + string_bytes;
-  }
-};
-
-// In the worker: parses json into the arena's pages.
-// padded: json has SIMDJSON_PADDING readable bytes after its end (else
-// simdjson copies it to a padded buffer first).
-inline void parse_into_arena(const char* json, std::size_t size, bool padded, const JsonLayout& layout,
-                             JsonArena& arena, std::size_t max_depth) {
-  simdjson::dom::parser parser;
-  if (auto error = parser.allocate(layout.capacity, max_depth)) throw_json_error(error);
-  // Let the document record its capacity (so that parse() does not allocate
-  // again), then swap its buffers for the arena's.
-  if (auto error = parser.doc.allocate(layout.capacity)) throw_json_error(error);
-  parser.doc.tape.reset(reinterpret_cast<std::uint64_t*>(arena.data() + layout.tape_offset));
-  parser.doc.string_buf.reset(reinterpret_cast<std::uint8_t*>(arena.data() + layout.strings_offset));
-  // The arena is not the parser's to free, whatever happens below.
-  struct Release {
-    simdjson::dom::parser& p;
-    ~Release() {
-      (void)p.doc.tape.release();
-      (void)p.doc.string_buf.release();
-    }
-  } release{parser};
-  report_progress(0, 1, "parsing");
-  simdjson::dom::element root;
-  if (auto error = parser.parse(json, size, !padded).get(root)) throw_json_error(error);
-}
-
 template <class Source>
 Future<JsonDocument> parse_document(std::size_t bytes, Source source, const CancellationToken& token,
                                     IsolateOptions options, JsonOptions json_options) {
@@ -134,12 +93,9 @@ Future<JsonDocument> parse_document(std::size_t bytes, Source source, const Canc
   // The work holds the arena too: it is kept until the worker is gone.
   auto parsed = CancellableIsolate::run(
       [arena, layout, source = std::move(source), json_options]() mutable {
-        source([&](const char* json, std::size_t size, bool padded) {
-          if (size > layout.capacity) {
-            throw std::runtime_error("the JSON input grew while it was being parsed");
-          }
-          parse_into_arena(json, size, padded, layout, *arena, json_options.max_depth);
-        });
+        // Input and structural indexes in private scratch memory; the tape and
+        // strings straight into the shared arena, where the caller uses them.
+        source(json_options.max_depth, arena->data(), layout.capacity);
         return std::uint8_t{1};
       },
       token, std::move(options));
@@ -156,8 +112,14 @@ inline Future<JsonDocument> parse_json_document(std::string_view json,
                                                 const CancellationToken& token = CancellationToken::none(),
                                                 IsolateOptions options = {}, JsonOptions json_options = {}) {
   return detail::parse_document(
-      json.size(), [json](auto&& parse) { parse(json.data(), json.size(), false); }, token, std::move(options),
-      json_options);
+      json.size(),
+      [json](std::size_t max_depth, char* document, std::size_t capacity) {
+        detail::ScratchParser parser(capacity, max_depth, document);
+        std::memcpy(parser.input(), json.data(), json.size());
+        report_progress(0, 1, "parsing");
+        (void)parser.parse(json.size());
+      },
+      token, std::move(options), json_options);
 }
 
 // Opens, reads and parses the file in an isolate into shared memory.
@@ -173,12 +135,8 @@ inline Future<JsonDocument> parse_json_document_file(std::filesystem::path path,
   }
   return detail::parse_document(
       static_cast<std::size_t>(size),
-      [path](auto&& parse) {
-        simdjson::padded_string contents;
-        if (auto error = simdjson::padded_string::load(path.string()).get(contents)) {
-          detail::throw_json_error(error);
-        }
-        parse(contents.data(), contents.size(), true);
+      [path](std::size_t max_depth, char* document, std::size_t capacity) {
+        detail::with_parsed_file(path, max_depth, document, capacity, 1, [](simdjson::dom::element) { return 0; });
       },
       token, std::move(options), json_options);
 }

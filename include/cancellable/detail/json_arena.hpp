@@ -25,4 +25,24 @@ std::shared_ptr<JsonArena> acquire_json_arena(std::size_t bytes);
 // Unmaps the idle arena (its memory is returned to the system).
 void release_idle_json_arena() noexcept;
 
+// Private scratch memory for one parse in a worker: fresh anonymous pages,
+// backed by transparent huge pages where the system allows it (a 100 MB
+// parse then takes ~50 page faults instead of ~25,000, and far fewer TLB
+// misses). Address space is reserved, not committed: only touched pages
+// cost memory. Unmapped on destruction. Throws std::system_error if mmap
+// fails.
+class ScratchMemory {
+ public:
+  explicit ScratchMemory(std::size_t bytes);
+  ~ScratchMemory();
+  ScratchMemory(const ScratchMemory&) = delete;
+  ScratchMemory& operator=(const ScratchMemory&) = delete;
+  char* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+
+ private:
+  char* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
 }  // namespace cancellable::detail
