@@ -20,15 +20,6 @@ namespace {
 
 std::size_t samples_for(const Settings& settings) { return settings.quick ? 100 : 1000; }
 
-// A flag in memory shared with forked children.
-struct SharedFlag {
-  SharedFlag()
-      : flag(static_cast<std::atomic<int>*>(::mmap(nullptr, 4096, PROT_READ | PROT_WRITE,
-                                                   MAP_SHARED | MAP_ANONYMOUS, -1, 0))) {}
-  ~SharedFlag() { ::munmap(flag, 4096); }
-  std::atomic<int>* flag;
-};
-
 // The work of the cancellation scenarios: says it runs, then spins until
 // killed (process) or asked to stop (thread).
 int spin_until_stopped(std::stop_token stop) {

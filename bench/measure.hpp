@@ -1,6 +1,8 @@
 // Measuring helpers shared by the benchmark scenarios.
 #pragma once
 
+#include <sys/mman.h>
+
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -99,6 +101,15 @@ class Waiter {
   const std::function<void()>* wait_ = nullptr;
   Clock::time_point woke_;
   std::thread thread_;
+};
+
+// A flag in memory shared with forked children.
+struct SharedFlag {
+  SharedFlag()
+      : flag(static_cast<std::atomic<int>*>(::mmap(nullptr, 4096, PROT_READ | PROT_WRITE,
+                                                   MAP_SHARED | MAP_ANONYMOUS, -1, 0))) {}
+  ~SharedFlag() { ::munmap(flag, 4096); }
+  std::atomic<int>* flag;
 };
 
 }  // namespace cancellable::bench

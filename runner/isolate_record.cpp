@@ -2,6 +2,7 @@
 // reaping it, delivering its outcome and releasing what it held.
 #include <poll.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -193,20 +194,30 @@ class Record final : public IsolateRecord,
   // otherwise (cancellation): the reap then goes back to the reaper.
   void help_wait(const FutureStateBase& state) noexcept override {
     const bool for_result = &state != exited_.get();
-    int fd;
-    int wake_fd = -1;
+    int fds_to_poll[2] = {-1, -1};
     std::uint64_t watch;
     {
       std::lock_guard lock(mutex_);
       if (reap_owner_ != ReapOwner::none || pidfd_ < 0 || (for_result && kill_requested_)) return;
       if (for_result) {
+        // A cancellation hands the reap back (see wake()) while this thread
+        // may not have reached poll() yet, and the reaper may then close
+        // pidfd_ and wake_fd_: poll copies of them.
         if (wake_fd_ < 0) wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (wake_fd_ < 0) return;
-        wake_fd = wake_fd_;
+        fds_to_poll[0] = ::fcntl(pidfd_, F_DUPFD_CLOEXEC, 0);
+        fds_to_poll[1] = ::fcntl(wake_fd_, F_DUPFD_CLOEXEC, 0);
+        if (fds_to_poll[0] < 0 || fds_to_poll[1] < 0) {
+          for (const int fd : fds_to_poll) {
+            if (fd >= 0) ::close(fd);
+          }
+          return;
+        }
+      } else {
+        fds_to_poll[0] = pidfd_;  // closed only by the reap, which is this thread's now
       }
-      reap_owner_ = ReapOwner::waiter;  // neither pidfd nor wake_fd closes now
+      reap_owner_ = ReapOwner::waiter;
       waiting_for_result_ = for_result;
-      fd = pidfd_;
       watch = reaper_watch_;
     }
     if (!for_result) {
@@ -214,32 +225,45 @@ class Record final : public IsolateRecord,
       // (on two CPUs its wake-up and its lock would compete with this thread).
       stop_watching(watch);
     }
-    pollfd fds[2] = {{fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};  // a negative fd is skipped
-    while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
+    pollfd fds[2] = {{fds_to_poll[0], POLLIN, 0}, {fds_to_poll[1], POLLIN, 0}};  // -1 is skipped
+    int ready;
+    while ((ready = ::poll(fds, 2, -1)) < 0 && errno == EINTR) {
     }
-    if (fds[0].revents == 0) {
-      // Woken: the result is there (cancellation), the worker still runs.
-      // The reaper still watches it; if it saw the exit meanwhile, it left
-      // the reap to this thread.
+    if (for_result) {
+      ::close(fds_to_poll[0]);
+      ::close(fds_to_poll[1]);
+      if (ready > 0 && fds[0].revents == 0) {
+        // Woken by a cancellation, which handed the reap back to the reaper
+        // (still watching): return without touching the lock the
+        // cancelling thread holds while it kills the worker.
+        return;
+      }
       {
         std::lock_guard lock(mutex_);
         waiting_for_result_ = false;
-        if (!reaper_deferred_) {
+        if (reap_owner_ != ReapOwner::waiter) return;  // handed back
+        if (ready < 0 && !reaper_deferred_) {
+          // poll failed: leave the reap to the reaper.
           reap_owner_ = ReapOwner::none;
           return;
         }
       }
-    } else if (for_result) {
       stop_watching(watch);
     }
     reap_and_finish();
   }
 
-  // The future this thread may be helping with has completed.
+  // The future this thread may be helping with has completed (on the
+  // completing thread; for the result, by a cancellation: any other outcome
+  // is delivered after the reap).
   void wake(const FutureStateBase& state) noexcept override {
     if (&state == exited_.get()) return;
     std::lock_guard lock(mutex_);
-    if (reap_owner_ == ReapOwner::waiter && waiting_for_result_ && wake_fd_ >= 0) {
+    if (reap_owner_ == ReapOwner::waiter && waiting_for_result_ && !reaper_deferred_) {
+      // Hand the reap back to the reaper, which still watches the worker
+      // (unless it already saw the exit: then the waiter reaps it anyway).
+      reap_owner_ = ReapOwner::none;
+      waiting_for_result_ = false;
       ::eventfd_write(wake_fd_, 1);
     }
   }

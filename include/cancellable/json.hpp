@@ -155,12 +155,12 @@ class ScratchParser {
 };
 
 // In the worker: reads the file at path (expected to hold about `expected`
-// bytes, found by a stat) into a new ScratchParser's input, reports the stage
-// "parsing" (0 of stages), parses it and returns parse(root).
+// bytes, found by a stat) into a new ScratchParser's input, calls
+// parsing_starts(), parses it and returns parse(root).
 // Throws std::filesystem::filesystem_error if the file cannot be read.
-template <class Parse>
+template <class Started, class Parse>
 decltype(auto) with_parsed_file(const std::filesystem::path& path, std::size_t max_depth, char* document,
-                                std::size_t expected, std::uint64_t stages, Parse&& parse) {
+                                std::size_t expected, Started&& parsing_starts, Parse&& parse) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     throw std::filesystem::filesystem_error("cannot read JSON file", path,
@@ -185,7 +185,7 @@ decltype(auto) with_parsed_file(const std::filesystem::path& path, std::size_t m
     size += static_cast<std::size_t>(n);
     if (size > parser.capacity()) throw std::runtime_error("the JSON file grew while it was being parsed");
   }
-  report_progress(0, stages, "parsing");
+  parsing_starts();
   return parse(parser.parse(size));
 }
 
@@ -220,7 +220,8 @@ auto parse_json_file(std::filesystem::path path, F mapping,
         if (ec) {
           throw std::filesystem::filesystem_error("cannot read JSON file", path, ec);
         }
-        return detail::with_parsed_file(path, json_options.max_depth, nullptr, static_cast<std::size_t>(size), 2,
+        return detail::with_parsed_file(path, json_options.max_depth, nullptr, static_cast<std::size_t>(size),
+                                        [] { report_progress(0, 2, "parsing"); },
                                         [&](simdjson::dom::element root) {
                                           report_progress(1, 2, "mapping");
                                           return detail::map_json(mapping, root);

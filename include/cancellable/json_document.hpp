@@ -136,7 +136,9 @@ inline Future<JsonDocument> parse_json_document_file(std::filesystem::path path,
   return detail::parse_document(
       static_cast<std::size_t>(size),
       [path](std::size_t max_depth, char* document, std::size_t capacity) {
-        detail::with_parsed_file(path, max_depth, document, capacity, 1, [](simdjson::dom::element) { return 0; });
+        detail::with_parsed_file(
+            path, max_depth, document, capacity, [] { report_progress(0, 1, "parsing"); },
+            [](simdjson::dom::element) { return 0; });
       },
       token, std::move(options), json_options);
 }
