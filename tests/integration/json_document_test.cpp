@@ -48,6 +48,17 @@ TEST_CASE("a document parsed from a file is the same DOM as an in-thread parse",
   CHECK(simdjson::to_string(future.get().root()) == minified_in_thread(json));
 }
 
+TEST_CASE("a document large enough for huge pages is the same DOM as an in-thread parse",
+          "[json][document]") {
+  // Input and structural indexes in scratch memory on huge pages, tape and
+  // strings in the shared arena.
+  const auto json = generate_json(40'000'000, 25);
+  TempFile file(json);
+  const std::string expected = minified_in_thread(json);
+  CHECK(simdjson::to_string(parse_json_document_file(file.path).get().root()) == expected);
+  CHECK(simdjson::to_string(parse_json_document(json).get().root()) == expected);
+}
+
 TEST_CASE("a document outlives the future it came from", "[json][document]") {
   const auto json = generate_json(100'000, 23);
   JsonDocument doc = [&] {

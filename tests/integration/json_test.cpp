@@ -107,6 +107,29 @@ TEST_CASE("a file is parsed in an isolate", "[json]") {
   CHECK(parse_json_file(file.path, totals_of).get() == totals_in_thread(json));
 }
 
+TEST_CASE("a parse large enough for huge pages equals in-thread parsing, from a buffer and a file",
+          "[json]") {
+  // From 16 MiB on, the worker's scratch memory is advised onto huge pages.
+  const auto json = generate_json(40'000'000, 13);
+  const auto expected = totals_in_thread(json);
+  CHECK(parse_json(json, totals_of).get() == expected);
+  TempFile file(json);
+  CHECK(parse_json_file(file.path, totals_of).get() == expected);
+  IsolateOptions on_thread;
+  on_thread.backend = Backend::thread;
+  CHECK(parse_json_file(file.path, totals_of, CancellationToken::none(), on_thread).get() == expected);
+}
+
+TEST_CASE("a path that is a directory fails with std::filesystem::filesystem_error", "[json][errors]") {
+  auto error = failure_of(parse_json_file(std::filesystem::temp_directory_path(), totals_of));
+  REQUIRE(error);
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::filesystem::filesystem_error& e) {
+    CHECK(e.path1() == std::filesystem::temp_directory_path());
+  }
+}
+
 TEST_CASE("bad JSON fails with JsonParseError carrying simdjson's code and message", "[json][errors]") {
   struct Case {
     const char* name;
