@@ -70,7 +70,7 @@ std::shared_ptr<JsonArena> acquire_json_arena(std::size_t bytes) {
                                     [](JsonArena* a) { give_back(static_cast<Mapping*>(a)); });
 }
 
-ScratchMemory::ScratchMemory(std::size_t bytes) {
+ScratchMemory::ScratchMemory(std::size_t bytes, bool huge_pages) {
   constexpr std::size_t kHugePage = std::size_t{2} << 20;
   size_ = (std::max<std::size_t>(bytes, 1) + kHugePage - 1) / kHugePage * kHugePage;
   // Over-reserve by one huge page so that the region can start on a huge-page
@@ -88,7 +88,7 @@ ScratchMemory::ScratchMemory(std::size_t bytes) {
   // Advice only: without transparent huge pages this is a plain mapping.
   // Small parses keep small pages: a huge page is zeroed whole on first touch.
   constexpr std::size_t kHugePagesFrom = std::size_t{16} << 20;
-  if (size_ >= kHugePagesFrom) (void)::madvise(data_, size_, MADV_HUGEPAGE);
+  if (huge_pages && size_ >= kHugePagesFrom) (void)::madvise(data_, size_, MADV_HUGEPAGE);
 }
 
 ScratchMemory::~ScratchMemory() {

@@ -64,6 +64,14 @@ namespace cancellable {
 struct JsonOptions {
   // Deeper documents fail with JsonParseError (simdjson::DEPTH_ERROR).
   std::size_t max_depth = simdjson::DEFAULT_MAX_DEPTH;
+  // Inputs of 16 MiB or more: the worker keeps its input copy, simdjson's
+  // structural indexes and (for a mapping) the tape on transparent huge
+  // pages (MADV_HUGEPAGE). Much faster when huge pages are at hand, as in a
+  // program that parses again and again; much slower for an occasional
+  // parse on a virtual machine that hands free memory back to its host (each
+  // huge page is then first faulted in by the host). Off by default; see
+  // bench/README.md for both cases measured.
+  bool huge_pages = false;
 };
 
 namespace detail {
@@ -102,19 +110,19 @@ struct JsonLayout {
 // In the worker: a simdjson parser whose buffers (a padded copy of the
 // input, the structural indexes and, unless the caller gives a place for
 // them, the tape and strings) live in one fresh ScratchMemory rather than in
-// simdjson's own allocations: huge pages where the system has them, and one
-// mapping to drop when the worker exits.
+// simdjson's own allocations: no copy of a file through a padded_string,
+// huge pages if asked for, and one mapping to drop when the worker exits.
 class ScratchParser {
  public:
   // document: where the tape and strings go (JsonLayout of capacity), or
   // null to keep them in the scratch memory too.
-  ScratchParser(std::size_t capacity, std::size_t max_depth, char* document = nullptr)
+  ScratchParser(std::size_t capacity, const JsonOptions& options, char* document = nullptr)
       : layout_(capacity),
         input_bytes_(SIMDJSON_ROUNDUP_N(layout_.capacity + simdjson::SIMDJSON_PADDING, 64)),
         structural_bytes_(SIMDJSON_ROUNDUP_N(
             (SIMDJSON_ROUNDUP_N(layout_.capacity, 64) + 2 + 7) * sizeof(std::uint32_t), 64)),
-        memory_(input_bytes_ + structural_bytes_ + (document ? 0 : layout_.total)) {
-    if (auto error = parser_.allocate(layout_.capacity, max_depth)) throw_json_error(error);
+        memory_(input_bytes_ + structural_bytes_ + (document ? 0 : layout_.total), options.huge_pages) {
+    if (auto error = parser_.allocate(layout_.capacity, options.max_depth)) throw_json_error(error);
     // Let the document record its capacity (so that parse() does not
     // allocate again), then swap simdjson's buffers for ours.
     if (auto error = parser_.doc.allocate(layout_.capacity)) throw_json_error(error);
@@ -159,7 +167,7 @@ class ScratchParser {
 // parsing_starts(), parses it and returns parse(root).
 // Throws std::filesystem::filesystem_error if the file cannot be read.
 template <class Started, class Parse>
-decltype(auto) with_parsed_file(const std::filesystem::path& path, std::size_t max_depth, char* document,
+decltype(auto) with_parsed_file(const std::filesystem::path& path, const JsonOptions& options, char* document,
                                 std::size_t expected, Started&& parsing_starts, Parse&& parse) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -170,7 +178,7 @@ decltype(auto) with_parsed_file(const std::filesystem::path& path, std::size_t m
     int fd;
     ~Close() { ::close(fd); }
   } close_at_end{fd};
-  ScratchParser parser(expected, max_depth, document);
+  ScratchParser parser(expected, options, document);
   std::size_t size = 0;
   for (;;) {
     // One byte more than the capacity: a file that grew is noticed.
@@ -198,7 +206,7 @@ auto parse_json(std::string_view json, F mapping,
                 IsolateOptions options = {}, JsonOptions json_options = {}) {
   return CancellableIsolate::run(
       [json, mapping = std::move(mapping), json_options]() mutable {
-        detail::ScratchParser parser(json.size(), json_options.max_depth);
+        detail::ScratchParser parser(json.size(), json_options);
         std::memcpy(parser.input(), json.data(), json.size());
         report_progress(0, 2, "parsing");
         const simdjson::dom::element root = parser.parse(json.size());
@@ -220,7 +228,7 @@ auto parse_json_file(std::filesystem::path path, F mapping,
         if (ec) {
           throw std::filesystem::filesystem_error("cannot read JSON file", path, ec);
         }
-        return detail::with_parsed_file(path, json_options.max_depth, nullptr, static_cast<std::size_t>(size),
+        return detail::with_parsed_file(path, json_options, nullptr, static_cast<std::size_t>(size),
                                         [] { report_progress(0, 2, "parsing"); },
                                         [&](simdjson::dom::element root) {
                                           report_progress(1, 2, "mapping");

@@ -95,7 +95,7 @@ Future<JsonDocument> parse_document(std::size_t bytes, Source source, const Canc
       [arena, layout, source = std::move(source), json_options]() mutable {
         // Input and structural indexes in private scratch memory; the tape and
         // strings straight into the shared arena, where the caller uses them.
-        source(json_options.max_depth, arena->data(), layout.capacity);
+        source(json_options, arena->data(), layout.capacity);
         return std::uint8_t{1};
       },
       token, std::move(options));
@@ -113,8 +113,8 @@ inline Future<JsonDocument> parse_json_document(std::string_view json,
                                                 IsolateOptions options = {}, JsonOptions json_options = {}) {
   return detail::parse_document(
       json.size(),
-      [json](std::size_t max_depth, char* document, std::size_t capacity) {
-        detail::ScratchParser parser(capacity, max_depth, document);
+      [json](const JsonOptions& json_options, char* document, std::size_t capacity) {
+        detail::ScratchParser parser(capacity, json_options, document);
         std::memcpy(parser.input(), json.data(), json.size());
         report_progress(0, 1, "parsing");
         (void)parser.parse(json.size());
@@ -135,9 +135,9 @@ inline Future<JsonDocument> parse_json_document_file(std::filesystem::path path,
   }
   return detail::parse_document(
       static_cast<std::size_t>(size),
-      [path](std::size_t max_depth, char* document, std::size_t capacity) {
+      [path](const JsonOptions& json_options, char* document, std::size_t capacity) {
         detail::with_parsed_file(
-            path, max_depth, document, capacity, [] { report_progress(0, 1, "parsing"); },
+            path, json_options, document, capacity, [] { report_progress(0, 1, "parsing"); },
             [](simdjson::dom::element) { return 0; });
       },
       token, std::move(options), json_options);

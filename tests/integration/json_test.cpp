@@ -107,17 +107,23 @@ TEST_CASE("a file is parsed in an isolate", "[json]") {
   CHECK(parse_json_file(file.path, totals_of).get() == totals_in_thread(json));
 }
 
-TEST_CASE("a parse large enough for huge pages equals in-thread parsing, from a buffer and a file",
-          "[json]") {
-  // From 16 MiB on, the worker's scratch memory is advised onto huge pages.
+TEST_CASE("a large parse equals in-thread parsing, on small pages and on huge pages", "[json]") {
+  // From 16 MiB on, JsonOptions::huge_pages advises the worker's scratch
+  // memory onto huge pages.
   const auto json = generate_json(40'000'000, 13);
   const auto expected = totals_in_thread(json);
-  CHECK(parse_json(json, totals_of).get() == expected);
   TempFile file(json);
-  CHECK(parse_json_file(file.path, totals_of).get() == expected);
+  for (const bool huge_pages : {false, true}) {
+    const JsonOptions json_options{.huge_pages = huge_pages};
+    CHECK(parse_json(json, totals_of, CancellationToken::none(), {}, json_options).get() == expected);
+    CHECK(parse_json_file(file.path, totals_of, CancellationToken::none(), {}, json_options).get() ==
+          expected);
+  }
   IsolateOptions on_thread;
   on_thread.backend = Backend::thread;
-  CHECK(parse_json_file(file.path, totals_of, CancellationToken::none(), on_thread).get() == expected);
+  CHECK(parse_json_file(file.path, totals_of, CancellationToken::none(), on_thread,
+                        JsonOptions{.huge_pages = true})
+            .get() == expected);
 }
 
 TEST_CASE("a path that is a directory fails with std::filesystem::filesystem_error", "[json][errors]") {
