@@ -36,9 +36,15 @@ TEST_CASE("microtasks are taken before ordinary work already queued", "[executor
   std::vector<int> order;
   Event all_done;
   auto record = [&](int id) {
-    std::lock_guard lock(mutex);
-    order.push_back(id);
-    if (order.size() == 4) all_done.set();
+    bool done;
+    {
+      std::lock_guard lock(mutex);
+      order.push_back(id);
+      done = order.size() == 4;
+    }
+    // After the unlock: once all_done is set, this test may return and
+    // destroy the mutex.
+    if (done) all_done.set();
   };
   default_executor().post([&] { record(1); });
   default_executor().post([&] { record(2); });
