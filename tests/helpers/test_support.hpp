@@ -9,14 +9,17 @@
 #include <condition_variable>
 #include <exception>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
 #include "cancellable/cancellable_base.hpp"
 #include "cancellable/cancellation_token.hpp"
 #include "cancellable/executor.hpp"
+#include "cancellable/future.hpp"
 
 namespace test_support {
 
@@ -25,6 +28,17 @@ using namespace std::chrono_literals;
 // Long enough that a correct program never hits it; a failing test says so
 // instead of hanging.
 inline constexpr auto kDeadline = 10s;
+
+// The failure of f once it is complete (null if it succeeded). If f is not
+// complete within kDeadline: a std::runtime_error saying so, which no test
+// expects, so the test's own check fails.
+template <class T>
+std::exception_ptr failure_of(const cancellable::Future<T>& f) {
+  if (f.wait_for(kDeadline) != std::future_status::ready) {
+    return std::make_exception_ptr(std::runtime_error("the future did not complete by the test deadline"));
+  }
+  return f.state()->error();
+}
 
 // A flag that one thread sets and another waits for, with a deadline.
 class Event {

@@ -70,11 +70,7 @@ int json_error_of(const std::exception_ptr& e) {
   }
 }
 
-template <class R>
-std::exception_ptr failure_of(const Future<R>& f) {
-  REQUIRE(f.wait_for(test_support::kDeadline) == std::future_status::ready);
-  return f.state()->error();
-}
+using test_support::failure_of;
 
 }  // namespace
 

@@ -21,10 +21,7 @@ using test_support::ExecutorBlocker;
 
 namespace {
 
-std::exception_ptr failure_of(const Future<int>& f) {
-  REQUIRE(f.wait_for(test_support::kDeadline) == std::future_status::ready);
-  return f.state()->error();
-}
+using test_support::failure_of;
 
 // A computation that waits until released, so that tests control when it ends.
 struct Gate {
