@@ -227,7 +227,10 @@ TEST_CASE("2000 runs with random cancellation leave no zombies, fds, mappings or
   REQUIRE(batch(2000, random));
   CHECK(process_support::count_children() == 0);
   CHECK(process_support::count_fds() == fds);
-  CHECK(process_support::count_mappings() <= mappings + 2);  // allocator noise, not one per run
+  // A few new mappings are allocator noise (AddressSanitizer's allocator maps
+  // a region per size class as it first needs one); a leak of one per run
+  // would add 2,000.
+  CHECK(process_support::count_mappings() <= mappings + 16);
   CHECK(process_support::count_result_shm() == 0);
 }
 
@@ -277,7 +280,7 @@ TEST_CASE("a thread blocked in exited() reaps its worker and leaves nothing behi
   CHECK(runs(500, random) == 0);
   CHECK(process_support::count_children() == 0);
   CHECK(process_support::count_fds() == fds);
-  CHECK(process_support::count_mappings() <= mappings + 2);
+  CHECK(process_support::count_mappings() <= mappings + 16);  // noise; a leak would add 500
   CHECK(process_support::count_result_shm() == 0);
 }
 
