@@ -295,6 +295,7 @@ class Record final : public IsolateRecord,
       wake_fd_ = -1;
     }
     const ProcessExit exit = exit_of(info);
+    release_worker_memory();
     if (!killed && (spec_.deliver_is_trivial || !on_library_thread())) {
       // Decoding runs no user code, or this is the caller's own thread
       // waiting in exited(): finish here, without a hop.
@@ -312,6 +313,15 @@ class Record final : public IsolateRecord,
       default_executor().post([self = shared_from_this(), exit] { self->finish_process(exit); });
     } catch (...) {
       finish_process(exit);
+    }
+  }
+
+  // The worker is gone: what it wrote into is free for the next run.
+  void release_worker_memory() noexcept {
+    std::shared_ptr<void> memory;
+    {
+      std::lock_guard lock(mutex_);
+      memory = std::move(spec_.worker_memory);
     }
   }
 

@@ -132,6 +132,64 @@ using isolate_result_t =
     std::conditional_t<std::is_invocable_v<F&, std::stop_token>,
                        std::invoke_result<F&, std::stop_token>, std::invoke_result<F&>>;
 
+// CancellableIsolate::spawn, with memory the worker writes into (see
+// LaunchSpec::worker_memory).
+template <class R, class F>
+Isolate<R> spawn_isolate(F&& fn, const CancellationToken& token, IsolateOptions options,
+                       std::shared_ptr<void> worker_memory) {
+  static_assert(!is_future_v<R>, "an isolate's work must return a value, not a Future");
+  validate_isolate_options(options);
+  CancellationToken effective = token;
+  if (options.timeout) {
+    effective = MergedCancellationToken{token, TimeoutCancellationToken(*options.timeout)};
+  }
+  if (effective.is_cancelled()) {
+    return Isolate<R>(make_failed_future<R>(effective.exception()), nullptr);
+  }
+  auto record = make_isolate_record();
+  auto core = std::make_shared<CompleterCore<R>>(effective, nullptr,
+                                                          [record] { record->kill(); });
+  Isolate<R> isolate(core->future(), record);
+  if (core->was_cancelled()) return isolate;
+
+  auto work = std::make_shared<std::decay_t<F>>(std::forward<F>(fn));
+  LaunchSpec spec;
+  spec.options = std::move(options);
+  spec.token = effective;
+  spec.child_body = [work](ChildChannel& channel) {
+    // The worker never gets a stop request: it is killed instead.
+    std::stop_token never;
+    if constexpr (std::is_void_v<R>) {
+      invoke_isolate_fn(*work, never);
+    } else {
+      encode_result<R>(invoke_isolate_fn(*work, never), channel.result_stream());
+    }
+    channel.commit_result();
+  };
+  spec.thread_body = [work, core](std::stop_token stop) {
+    complete_core_with(core, [&]() -> decltype(auto) {
+      return invoke_isolate_fn(*work, stop);
+    });
+  };
+  spec.deliver = [core](ResultView view) {
+    if constexpr (std::is_void_v<R>) {
+      core->complete();
+    } else {
+      core->complete(decode_result<R>(view));
+    }
+  };
+  if constexpr (std::is_void_v<R>) {
+    spec.deliver_is_trivial = true;
+  } else {
+    spec.deliver_is_trivial = raw_copyable_v<R>;
+  }
+  spec.fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
+  spec.worker_memory = std::move(worker_memory);
+  isolate.future().state()->set_wait_helper(record);
+  start_isolate(record, std::move(spec));
+  return isolate;
+}
+
 }  // namespace detail
 
 struct CancellableIsolate {
@@ -141,56 +199,7 @@ struct CancellableIsolate {
   template <class F, class R = std::decay_t<typename detail::isolate_result_t<std::decay_t<F>>::type>>
   static Isolate<R> spawn(F&& fn, const CancellationToken& token = CancellationToken::none(),
                           IsolateOptions options = {}) {
-    static_assert(!detail::is_future_v<R>, "an isolate's work must return a value, not a Future");
-    detail::validate_isolate_options(options);
-    CancellationToken effective = token;
-    if (options.timeout) {
-      effective = MergedCancellationToken{token, TimeoutCancellationToken(*options.timeout)};
-    }
-    if (effective.is_cancelled()) {
-      return Isolate<R>(detail::make_failed_future<R>(effective.exception()), nullptr);
-    }
-    auto record = detail::make_isolate_record();
-    auto core = std::make_shared<detail::CompleterCore<R>>(effective, nullptr,
-                                                            [record] { record->kill(); });
-    Isolate<R> isolate(core->future(), record);
-    if (core->was_cancelled()) return isolate;
-
-    auto work = std::make_shared<std::decay_t<F>>(std::forward<F>(fn));
-    detail::LaunchSpec spec;
-    spec.options = std::move(options);
-    spec.token = effective;
-    spec.child_body = [work](detail::ChildChannel& channel) {
-      // The worker never gets a stop request: it is killed instead.
-      std::stop_token never;
-      if constexpr (std::is_void_v<R>) {
-        detail::invoke_isolate_fn(*work, never);
-      } else {
-        detail::encode_result<R>(detail::invoke_isolate_fn(*work, never), channel.result_stream());
-      }
-      channel.commit_result();
-    };
-    spec.thread_body = [work, core](std::stop_token stop) {
-      detail::complete_core_with(core, [&]() -> decltype(auto) {
-        return detail::invoke_isolate_fn(*work, stop);
-      });
-    };
-    spec.deliver = [core](detail::ResultView view) {
-      if constexpr (std::is_void_v<R>) {
-        core->complete();
-      } else {
-        core->complete(detail::decode_result<R>(view));
-      }
-    };
-    if constexpr (std::is_void_v<R>) {
-      spec.deliver_is_trivial = true;
-    } else {
-      spec.deliver_is_trivial = detail::raw_copyable_v<R>;
-    }
-    spec.fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
-    isolate.future().state()->set_wait_helper(record);
-    detail::start_isolate(record, std::move(spec));
-    return isolate;
+    return detail::spawn_isolate<R>(std::forward<F>(fn), token, std::move(options), nullptr);
   }
 
   // spawn(fn, token, options).future().

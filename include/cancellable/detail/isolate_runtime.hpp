@@ -53,6 +53,11 @@ struct LaunchSpec {
   bool deliver_is_trivial = false;
   // Fails the future (the work failed, crashed or could not start).
   std::function<void(std::exception_ptr)> fail;
+  // Memory the worker writes into (a JSON arena), if any: released as soon
+  // as a worker process is reaped, before its outcome is delivered, so that
+  // a caller woken by the outcome finds it free for the next run. (For the
+  // thread backend: once the work returned.)
+  std::shared_ptr<void> worker_memory;
 };
 
 // One isolate run. Shared by the caller's handle, the future's cancellation
