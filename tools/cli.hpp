@@ -43,7 +43,6 @@ struct ParseArgs {
   std::optional<std::chrono::nanoseconds> timeout;
   std::string backend = "fork";
   std::optional<std::string> pointer;
-  bool huge_pages = false;
 };
 int run_parse(const ParseArgs& args);
 int run_bench(bool quick, bool json);

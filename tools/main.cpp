@@ -24,8 +24,6 @@ int main(int argc, char** argv) {
   parse->add_option("--timeout", timeout_text, "Give up after this long: 500ms, 2s, 1m (exit 124)");
   parse->add_option("--backend", parse_args.backend, "fork (default) or thread")
       ->check(CLI::IsMember({"fork", "thread"}));
-  parse->add_flag("--huge-pages", parse_args.huge_pages,
-                  "Parse on transparent huge pages (JsonOptions::huge_pages)");
   std::string pointer_text;
   auto* pointer_option =
       parse->add_option("--pointer", pointer_text, "Print the value at this JSON pointer, e.g. /0/name");

@@ -96,7 +96,7 @@ int run_parse(const ParseArgs& args) {
         s.finished_at_ns = now_ns();
         return s;
       },
-      interrupt, options, JsonOptions{.huge_pages = args.huge_pages});
+      interrupt, options);
 
   try {
     const Summary s = future.get();

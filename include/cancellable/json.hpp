@@ -30,7 +30,15 @@
 // copy-on-write snapshot taken when the call returns, but the thread backend
 // reads your buffer while it runs: keep it alive until the future completes.
 //
-// Files are opened and read inside the worker, never by the caller first.
+// Files are opened and mapped (or, if they cannot be mapped, read) inside
+// the worker, never read by the caller first (the caller only stats them, to
+// size the arena). A mapped file that is truncated during its parse kills the
+// worker with SIGBUS: the future fails with IsolateCrashed.
+//
+// Memory: the worker parses into a warm arena, shared memory that this
+// process keeps between parses (see json_document.hpp); a helper thread in
+// the worker maps in the pages the last parse touched while the file is read.
+//
 // Progress (Isolate::progress, IsolateOptions::on_progress) reports the stages
 // "parsing" (0 of 2) and "mapping" (1 of 2).
 //
@@ -40,6 +48,8 @@
 
 #include <fcntl.h>
 #include <simdjson.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,9 +58,13 @@
 #include <cstring>
 #include <cstddef>
 #include <filesystem>
+#include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -64,14 +78,6 @@ namespace cancellable {
 struct JsonOptions {
   // Deeper documents fail with JsonParseError (simdjson::DEPTH_ERROR).
   std::size_t max_depth = simdjson::DEFAULT_MAX_DEPTH;
-  // Inputs of 16 MiB or more: the worker keeps its input copy, simdjson's
-  // structural indexes and (for a mapping) the tape on transparent huge
-  // pages (MADV_HUGEPAGE). Much faster when huge pages are at hand, as in a
-  // program that parses again and again; much slower for an occasional
-  // parse on a virtual machine that hands free memory back to its host (each
-  // huge page is then first faulted in by the host). Off by default; see
-  // bench/README.md for both cases measured.
-  bool huge_pages = false;
 };
 
 namespace detail {
@@ -90,50 +96,128 @@ decltype(auto) map_json(F& mapping, simdjson::dom::element root) {
   }
 }
 
-// Where a document for `bytes` of JSON puts its tape and strings (as
-// simdjson's document::allocate sizes them), from the start of one block.
+// Where a parse of up to `bytes` of JSON puts its buffers in one block of
+// memory: a page recording how the block was used (JsonArenaUse), then
+// simdjson's tape and strings (sized as document::allocate sizes them), its
+// structural indexes (as parser::allocate sizes them) and room for a copy of
+// the input with its padding. Every region starts on a 4 KiB boundary.
 struct JsonLayout {
+  static constexpr std::size_t kPage = 4096;
   std::size_t capacity = 0;
   std::size_t tape_offset = 0;
   std::size_t strings_offset = 0;
+  std::size_t structurals_offset = 0;
+  std::size_t input_offset = 0;
   std::size_t total = 0;
 
   explicit JsonLayout(std::size_t bytes) {
+    const auto pages = [](std::size_t n) { return (n + kPage - 1) / kPage * kPage; };
     capacity = std::max<std::size_t>(bytes, 64);
-    const std::size_t tape_entries = SIMDJSON_ROUNDUP_N(capacity + 3, 64);
-    const std::size_t string_bytes = SIMDJSON_ROUNDUP_N(5 * capacity / 3 + simdjson::SIMDJSON_PADDING, 64);
-    strings_offset = tape_entries * sizeof(std::uint64_t);
-    total = strings_offset + string_bytes;
+    tape_offset = kPage;
+    strings_offset = tape_offset + pages(SIMDJSON_ROUNDUP_N(capacity + 3, 64) * sizeof(std::uint64_t));
+    structurals_offset =
+        strings_offset + pages(SIMDJSON_ROUNDUP_N(5 * capacity / 3 + simdjson::SIMDJSON_PADDING, 64));
+    input_offset = structurals_offset + pages((SIMDJSON_ROUNDUP_N(capacity, 64) + 2 + 7) * sizeof(std::uint32_t));
+    total = input_offset + pages(capacity + simdjson::SIMDJSON_PADDING);
   }
 };
 
-// In the worker: a simdjson parser whose buffers (a padded copy of the
-// input, the structural indexes and, unless the caller gives a place for
-// them, the tape and strings) live in one fresh ScratchMemory rather than in
-// simdjson's own allocations: no copy of a file through a padded_string,
-// huge pages if asked for, and one mapping to drop when the worker exits.
+// The first page of a warm arena: how the last parse into it used each
+// region, and how much of each region holds pages. A worker maps in the
+// pages it will likely touch with one madvise(MADV_POPULATE_READ) per region
+// (minor faults in a batch) instead of taking one page fault per page. All
+// zero in a new arena. Written only by the one worker that holds the arena.
+struct JsonArenaUse {
+  enum Region : std::size_t { kTape, kStrings, kStructurals, kInput, kRegions };
+  std::uint64_t json_bytes = 0;           // input size of the last parse
+  std::uint64_t used[kRegions] = {};      // bytes used by the last parse
+  std::uint64_t resident[kRegions] = {};  // bytes from the region's start that hold pages
+};
+
+// Maps in [start, start + bytes) with one call; a no-op where the kernel
+// cannot (before Linux 5.14: the pages then fault in one by one).
+inline void prefault(const char* start, std::size_t bytes) noexcept {
+  if (bytes > 0) (void)::madvise(const_cast<char*>(start), bytes, MADV_POPULATE_READ);
+}
+
+// Bytes from start (page-aligned) that hold pages, at least `known` and at
+// most `bytes`: the pages of a region are written from its start on, so a
+// binary search with mincore finds where they end.
+inline std::size_t resident_prefix(const char* start, std::size_t known, std::size_t bytes) noexcept {
+  constexpr std::size_t kPage = JsonLayout::kPage;
+  std::size_t low = known / kPage;  // pages [0, low) hold pages
+  std::size_t high = bytes / kPage;
+  while (low < high) {
+    const std::size_t mid = low + (high - low) / 2;
+    unsigned char resident = 0;
+    if (::mincore(const_cast<char*>(start) + mid * kPage, kPage, &resident) != 0) break;
+    if (resident & 1) {
+      low = mid + 1;
+    } else {
+      high = mid;
+    }
+  }
+  return low * kPage;
+}
+
+// In the worker: a simdjson parser whose buffers live in one block laid out
+// as JsonLayout says instead of in simdjson's own allocations: either a warm
+// shared arena (the caller's, kept between parses, where a JsonDocument's
+// tape must be) or fresh private memory.
 class ScratchParser {
  public:
-  // document: where the tape and strings go (JsonLayout of capacity), or
-  // null to keep them in the scratch memory too.
-  ScratchParser(std::size_t capacity, const JsonOptions& options, char* document = nullptr)
-      : layout_(capacity),
-        input_bytes_(SIMDJSON_ROUNDUP_N(layout_.capacity + simdjson::SIMDJSON_PADDING, 64)),
-        structural_bytes_(SIMDJSON_ROUNDUP_N(
-            (SIMDJSON_ROUNDUP_N(layout_.capacity, 64) + 2 + 7) * sizeof(std::uint32_t), 64)),
-        memory_(input_bytes_ + structural_bytes_ + (document ? 0 : layout_.total), options.huge_pages) {
-    if (auto error = parser_.allocate(layout_.capacity, options.max_depth)) throw_json_error(error);
-    // Let the document record its capacity (so that parse() does not
-    // allocate again), then swap simdjson's buffers for ours.
-    if (auto error = parser_.doc.allocate(layout_.capacity)) throw_json_error(error);
-    char* scratch = memory_.data();
-    char* doc = document ? document : scratch + input_bytes_ + structural_bytes_;
-    parser_.implementation->structural_indexes.reset(
-        reinterpret_cast<std::uint32_t*>(scratch + input_bytes_));
-    parser_.doc.tape.reset(reinterpret_cast<std::uint64_t*>(doc + layout_.tape_offset));
-    parser_.doc.string_buf.reset(reinterpret_cast<std::uint8_t*>(doc + layout_.strings_offset));
+  // Parses into arena (which must have room for bytes). The pages that a
+  // parse like the last one into this arena touched are mapped in on a
+  // helper thread while this one goes on (reading the input, then parsing:
+  // the structural indexes are mapped first, as they are written first).
+  ScratchParser(JsonArena& arena, std::size_t bytes, const JsonOptions& options)
+      : layout_(arena.capacity()), base_(arena.data()), use_(reinterpret_cast<JsonArenaUse*>(arena.data())) {
+    if (arena.size() < layout_.total || bytes > layout_.capacity) {
+      throw std::logic_error("JSON arena: too small for its capacity or for this input");
+    }
+    prepare(bytes, options);
+    if (use_->json_bytes == 0) return;
+    const double scale = static_cast<double>(bytes) / static_cast<double>(use_->json_bytes);
+    std::size_t total = 0;
+    for (const std::size_t r : {JsonArenaUse::kStructurals, JsonArenaUse::kTape, JsonArenaUse::kStrings}) {
+      // A little more than the last parse used, scaled to this input; only
+      // pages that exist already (populating a hole would allocate).
+      const double expected = static_cast<double>(use_->used[r]) * scale * 1.125 + 65536.0;
+      const std::size_t length = static_cast<std::size_t>(
+          std::min(expected, static_cast<double>(std::min<std::uint64_t>(use_->resident[r], region_size(r)))));
+      prefaults_[r] = length;
+      total += length;
+    }
+    const auto map_in = [this] {
+      for (const std::size_t r : {JsonArenaUse::kStructurals, JsonArenaUse::kTape, JsonArenaUse::kStrings}) {
+        prefault(region(r), prefaults_[r]);
+      }
+    };
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    // The sanitizers' runtimes do not support new threads in a child forked
+    // from a threaded program.
+    map_in();
+#else
+    if (total < (std::size_t{8} << 20)) {
+      map_in();  // not worth a thread
+      return;
+    }
+    try {
+      helper_ = std::thread(map_in);
+    } catch (const std::system_error&) {
+      map_in();
+    }
+#endif
   }
+
+  // Parses into fresh private memory.
+  ScratchParser(std::size_t bytes, const JsonOptions& options)
+      : layout_(bytes), scratch_(std::in_place, layout_.total), base_(scratch_->data()) {
+    prepare(bytes, options);
+  }
+
   ~ScratchParser() {
+    if (helper_.joinable()) helper_.join();
     // The buffers are not simdjson's to free.
     (void)parser_.implementation->structural_indexes.release();
     (void)parser_.doc.tape.release();
@@ -142,59 +226,221 @@ class ScratchParser {
   ScratchParser(const ScratchParser&) = delete;
   ScratchParser& operator=(const ScratchParser&) = delete;
 
-  // Room for capacity() bytes of JSON (and the padding simdjson reads past it).
-  char* input() noexcept { return memory_.data(); }
+  // Room for capacity() bytes of JSON and its padding.
+  char* input() noexcept { return region(JsonArenaUse::kInput); }
   std::size_t capacity() const noexcept { return layout_.capacity; }
 
-  // Parses the first size bytes of input(); throws JsonParseError.
-  simdjson::dom::element parse(std::size_t size) {
-    std::memset(input() + size, 0, simdjson::SIMDJSON_PADDING);
+  // Copies json into input() and maps in its pages first if they exist.
+  void copy_in(std::string_view json) {
+    if (use_) prefault(input(), std::min<std::size_t>(json.size(), use_->resident[JsonArenaUse::kInput]));
+    std::memcpy(input(), json.data(), json.size());
+  }
+
+  // Parses size bytes at json, which must be followed by
+  // simdjson::SIMDJSON_PADDING readable bytes (input() is); throws
+  // JsonParseError.
+  simdjson::dom::element parse(const char* json, std::size_t size) {
+    if (json == input()) std::memset(input() + size, 0, simdjson::SIMDJSON_PADDING);
     simdjson::dom::element root;
-    if (auto error = parser_.parse(input(), size, false).get(root)) throw_json_error(error);
+    const auto error = parser_.parse(json, size, false).get(root);
+    if (helper_.joinable()) helper_.join();
+    if (use_ && !error) record_use(json == input() ? size : 0, size);
+    if (error) throw_json_error(error);
     return root;
   }
 
  private:
+  char* region(std::size_t r) const noexcept {
+    constexpr std::size_t kTape = JsonArenaUse::kTape, kStrings = JsonArenaUse::kStrings,
+                          kStructurals = JsonArenaUse::kStructurals;
+    const std::size_t offset = r == kTape       ? layout_.tape_offset
+                               : r == kStrings     ? layout_.strings_offset
+                               : r == kStructurals ? layout_.structurals_offset
+                                                   : layout_.input_offset;
+    return base_ + offset;
+  }
+  std::size_t region_size(std::size_t r) const noexcept {
+    const std::size_t end = r + 1 < JsonArenaUse::kRegions ? static_cast<std::size_t>(region(r + 1) - base_)
+                                                            : layout_.total;
+    return end - static_cast<std::size_t>(region(r) - base_);
+  }
+
+  void prepare(std::size_t bytes, const JsonOptions& options) {
+    const std::size_t capacity = std::max<std::size_t>(bytes, 64);
+    if (auto error = parser_.allocate(capacity, options.max_depth)) throw_json_error(error);
+    // Let the document record its capacity (so that parse() does not
+    // allocate again), then swap simdjson's buffers for ours.
+    if (auto error = parser_.doc.allocate(capacity)) throw_json_error(error);
+    parser_.implementation->structural_indexes.reset(
+        reinterpret_cast<std::uint32_t*>(region(JsonArenaUse::kStructurals)));
+    parser_.doc.tape.reset(reinterpret_cast<std::uint64_t*>(region(JsonArenaUse::kTape)));
+    parser_.doc.string_buf.reset(reinterpret_cast<std::uint8_t*>(region(JsonArenaUse::kStrings)));
+  }
+
+  void record_use(std::size_t input_bytes, std::size_t json_bytes) noexcept {
+    JsonArenaUse& use = *use_;
+    use.json_bytes = json_bytes;
+    // The root's tape entry holds the tape's length in entries.
+    use.used[JsonArenaUse::kTape] =
+        (parser_.doc.tape[0] & simdjson::internal::JSON_VALUE_MASK) * sizeof(std::uint64_t);
+    use.used[JsonArenaUse::kStructurals] =
+        std::uint64_t{parser_.implementation->n_structural_indexes} * sizeof(std::uint32_t);
+    use.used[JsonArenaUse::kInput] = input_bytes;
+    for (const std::size_t r : {JsonArenaUse::kTape, JsonArenaUse::kStructurals, JsonArenaUse::kInput}) {
+      use.resident[r] = std::max(use.resident[r], use.used[r]);
+    }
+    // simdjson does not say how much of the string buffer it wrote.
+    const std::size_t strings = resident_prefix(region(JsonArenaUse::kStrings), use.resident[JsonArenaUse::kStrings],
+                                                region_size(JsonArenaUse::kStrings));
+    use.used[JsonArenaUse::kStrings] = strings;
+    use.resident[JsonArenaUse::kStrings] = strings;
+  }
+
   JsonLayout layout_;
-  std::size_t input_bytes_;
-  std::size_t structural_bytes_;
-  ScratchMemory memory_;
-  simdjson::dom::parser parser_;  // destroyed before memory_
+  std::optional<ScratchMemory> scratch_;
+  char* base_ = nullptr;
+  JsonArenaUse* use_ = nullptr;   // null in private memory
+  std::size_t prefaults_[JsonArenaUse::kRegions] = {};
+  std::thread helper_;            // mapping pages in, if started
+  simdjson::dom::parser parser_;  // destroyed before scratch_
 };
 
-// In the worker: reads the file at path (expected to hold about `expected`
-// bytes, found by a stat) into a new ScratchParser's input, calls
-// parsing_starts(), parses it and returns parse(root).
-// Throws std::filesystem::filesystem_error if the file cannot be read.
-template <class Started, class Parse>
-decltype(auto) with_parsed_file(const std::filesystem::path& path, const JsonOptions& options, char* document,
-                                std::size_t expected, Started&& parsing_starts, Parse&& parse) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    throw std::filesystem::filesystem_error("cannot read JSON file", path,
-                                            std::error_code(errno, std::generic_category()));
+// A file mapped read-only for parsing, followed by at least
+// simdjson::SIMDJSON_PADDING zero bytes. data() is null if the file cannot
+// be mapped.
+class MappedJsonFile {
+ public:
+  MappedJsonFile(int fd, std::size_t size) {
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    const auto pages = [page](std::size_t n) { return (n + page - 1) / page * page; };
+    length_ = pages(size + simdjson::SIMDJSON_PADDING);
+    // Anonymous zero pages for the padding, the file mapped over the start.
+    void* region = ::mmap(nullptr, length_, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (region == MAP_FAILED) return;
+    if (size > 0 && ::mmap(region, pages(size), PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0) == MAP_FAILED) {
+      ::munmap(region, length_);  // not mappable: the caller reads it instead
+      return;
+    }
+    data_ = static_cast<const char*>(region);
+    size_ = pages(size);
   }
+
+  // Reads the file in and maps all its pages with one call. False on an I/O
+  // error (the caller reads the file instead, and reports the error as a
+  // filesystem_error); true, doing nothing, where the kernel cannot
+  // (before Linux 5.14: the pages then fault in one by one).
+  bool populate() noexcept {
+    return size_ == 0 || ::madvise(const_cast<char*>(data_), size_, MADV_POPULATE_READ) == 0 || errno == EINVAL;
+  }
+  ~MappedJsonFile() {
+    if (data_) ::munmap(const_cast<char*>(data_), length_);
+  }
+  MappedJsonFile(const MappedJsonFile&) = delete;
+  MappedJsonFile& operator=(const MappedJsonFile&) = delete;
+  const char* data() const noexcept { return data_; }
+
+ private:
+  const char* data_ = nullptr;
+  std::size_t length_ = 0;
+  std::size_t size_ = 0;  // of the file's part, in whole pages
+};
+
+[[noreturn]] inline void throw_read_error(const std::filesystem::path& path, int error) {
+  throw std::filesystem::filesystem_error("cannot read JSON file", path,
+                                          std::error_code(error, std::generic_category()));
+}
+
+// Reads all of fd (a pipe, a /proc file, a file that cannot be mapped).
+inline std::string read_all(int fd, const std::filesystem::path& path) {
+  std::string contents;
+  std::size_t size = 0;
+  for (;;) {
+    if (contents.size() - size < 65536) contents.resize(std::max<std::size_t>(2 * contents.size(), 1 << 20));
+    const ssize_t n = ::read(fd, contents.data() + size, contents.size() - size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_read_error(path, errno);
+    if (n == 0) break;
+    size += static_cast<std::size_t>(n);
+  }
+  contents.resize(size);
+  return contents;
+}
+
+// In the worker: opens the file at path, maps it (or reads it if it cannot
+// be mapped), calls parsing_starts(), parses it and returns parse(root).
+// The parser's buffers are in arena if it is given and has room; otherwise
+// in fresh private memory, unless in_arena, when a file too large for the
+// arena fails with std::runtime_error (it grew since the caller sized the
+// arena). Throws std::filesystem::filesystem_error if the file cannot be
+// read. A mapped file that shrinks during the parse kills the worker with
+// SIGBUS (IsolateCrashed).
+template <class Started, class Parse>
+decltype(auto) with_parsed_file(const std::filesystem::path& path, const JsonOptions& options, JsonArena* arena,
+                                bool in_arena, Started&& parsing_starts, Parse&& parse) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw_read_error(path, errno);
   struct Close {
     int fd;
     ~Close() { ::close(fd); }
   } close_at_end{fd};
-  ScratchParser parser(expected, options, document);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_read_error(path, errno);
+  if (S_ISDIR(st.st_mode)) throw_read_error(path, EISDIR);
+
+  std::optional<MappedJsonFile> mapped;
+  std::string contents;
   std::size_t size = 0;
-  for (;;) {
-    // One byte more than the capacity: a file that grew is noticed.
-    const std::size_t room = parser.capacity() + 1 - size;
-    const ssize_t n = ::read(fd, parser.input() + size, room);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      throw std::filesystem::filesystem_error("cannot read JSON file", path,
-                                              std::error_code(errno, std::generic_category()));
-    }
-    if (n == 0) break;
-    size += static_cast<std::size_t>(n);
-    if (size > parser.capacity()) throw std::runtime_error("the JSON file grew while it was being parsed");
+  if (S_ISREG(st.st_mode) && st.st_size > 0) {  // (files in /proc say 0 and are read)
+    size = static_cast<std::size_t>(st.st_size);
+    mapped.emplace(fd, size);
+    if (!mapped->data()) mapped.reset();
   }
+  if (!mapped) {
+    contents = read_all(fd, path);
+    size = contents.size();
+  }
+  // The parser after the mapping (its helper thread maps pages in, and a
+  // new mapping would wait for it), before reading the file in.
+  std::optional<ScratchParser> parser;
+  if (arena && size <= arena->capacity()) {
+    parser.emplace(*arena, size, options);
+  } else if (in_arena) {
+    throw std::runtime_error("the JSON file grew while it was being parsed");
+  } else {
+    parser.emplace(size, options);
+  }
+  if (mapped && !mapped->populate()) {
+    mapped.reset();
+    contents = read_all(fd, path);  // reports the I/O error
+    if (contents.size() > parser->capacity()) {
+      throw std::runtime_error("the JSON file grew while it was being parsed");
+    }
+    size = contents.size();
+  }
+  const char* json = mapped ? mapped->data() : parser->input();
+  if (!mapped) parser->copy_in(contents);
   parsing_starts();
-  return parse(parser.parse(size));
+  return parse(parser->parse(json, size));
+}
+
+}  // namespace detail
+
+namespace detail {
+
+// The warm arena a worker parses `bytes` of JSON into.
+inline std::shared_ptr<JsonArena> arena_for(std::size_t bytes) {
+  const JsonLayout layout(bytes);
+  return acquire_json_arena(layout.capacity, layout.total);
+}
+
+// Runs work in an isolate that parses into arena (null: private memory).
+// The arena stays reserved for the worker until the worker is gone, and
+// goes back to the cache before the outcome is delivered.
+template <class Work>
+auto run_json_work(Work work, std::shared_ptr<JsonArena> arena, const CancellationToken& token,
+                   IsolateOptions options) {
+  using R = std::decay_t<typename isolate_result_t<Work>::type>;
+  return spawn_isolate<R>(std::move(work), token, std::move(options), std::move(arena)).future();
 }
 
 }  // namespace detail
@@ -204,16 +450,23 @@ template <class F>
 auto parse_json(std::string_view json, F mapping,
                 const CancellationToken& token = CancellationToken::none(),
                 IsolateOptions options = {}, JsonOptions json_options = {}) {
-  return CancellableIsolate::run(
-      [json, mapping = std::move(mapping), json_options]() mutable {
-        detail::ScratchParser parser(json.size(), json_options);
-        std::memcpy(parser.input(), json.data(), json.size());
+  auto arena = detail::arena_for(json.size());
+  detail::JsonArena* const memory = arena.get();
+  return detail::run_json_work(
+      [json, mapping = std::move(mapping), json_options, arena = memory]() mutable {
+        std::optional<detail::ScratchParser> parser;
+        if (arena) {
+          parser.emplace(*arena, json.size(), json_options);
+        } else {
+          parser.emplace(json.size(), json_options);
+        }
+        parser->copy_in(json);
         report_progress(0, 2, "parsing");
-        const simdjson::dom::element root = parser.parse(json.size());
+        const simdjson::dom::element root = parser->parse(parser->input(), json.size());
         report_progress(1, 2, "mapping");
         return detail::map_json(mapping, root);
       },
-      token, std::move(options));
+      std::move(arena), token, std::move(options));
 }
 
 // Opens and parses the file at path in an isolate and returns mapping(root).
@@ -221,21 +474,21 @@ template <class F>
 auto parse_json_file(std::filesystem::path path, F mapping,
                      const CancellationToken& token = CancellationToken::none(),
                      IsolateOptions options = {}, JsonOptions json_options = {}) {
-  return CancellableIsolate::run(
-      [path = std::move(path), mapping = std::move(mapping), json_options]() mutable {
-        std::error_code ec;
-        const auto size = std::filesystem::file_size(path, ec);
-        if (ec) {
-          throw std::filesystem::filesystem_error("cannot read JSON file", path, ec);
-        }
-        return detail::with_parsed_file(path, json_options, nullptr, static_cast<std::size_t>(size),
+  // A stat, not a read, to size the arena; the worker reports the errors.
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  auto arena = ec ? nullptr : detail::arena_for(static_cast<std::size_t>(size));
+  detail::JsonArena* const memory = arena.get();
+  return detail::run_json_work(
+      [path = std::move(path), mapping = std::move(mapping), json_options, arena = memory]() mutable {
+        return detail::with_parsed_file(path, json_options, arena, false,
                                         [] { report_progress(0, 2, "parsing"); },
                                         [&](simdjson::dom::element root) {
                                           report_progress(1, 2, "mapping");
                                           return detail::map_json(mapping, root);
                                         });
       },
-      token, std::move(options));
+      std::move(arena), token, std::move(options));
 }
 
 }  // namespace cancellable

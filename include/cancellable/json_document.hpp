@@ -6,10 +6,13 @@
 // process mapped before the fork, and the caller's simdjson::dom::document
 // points at the same pages. The memory is a warm arena: one idle arena is
 // kept between parses, so later parses write into pages that are already
-// resident (a first parse into fresh pages is much slower). The arena holds
-// about 8 bytes of tape per input byte of address space (reserved, not
-// used) and the used tape and strings in memory; release_json_arena() gives
-// the idle one back.
+// resident (a first parse into fresh pages is much slower). parse_json and
+// parse_json_file (json.hpp) use the same arena for their worker's buffers.
+// An arena reserves about 15 bytes of address space per input byte (tape 8,
+// structural indexes 4, strings 1.7, a copy of the input 1; reserved, not
+// used) and keeps in memory the pages that parses touched, as a reused
+// simdjson parser keeps its buffers; release_json_arena() gives the idle one
+// back.
 //
 //   auto parsed = cancellable::parse_json_document_file("big.json", token);
 //   const cancellable::JsonDocument& doc = parsed.get();
@@ -88,18 +91,19 @@ namespace detail {
 template <class Source>
 Future<JsonDocument> parse_document(std::size_t bytes, Source source, const CancellationToken& token,
                                     IsolateOptions options, JsonOptions json_options) {
-  const JsonLayout layout(bytes);
-  auto arena = acquire_json_arena(layout.total);
-  // The work holds the arena too: it is kept until the worker is gone.
-  auto parsed = CancellableIsolate::run(
-      [arena, layout, source = std::move(source), json_options]() mutable {
-        // Input and structural indexes in private scratch memory; the tape and
-        // strings straight into the shared arena, where the caller uses them.
-        source(json_options, arena->data(), layout.capacity);
+  const JsonLayout needed(bytes);
+  auto arena = acquire_json_arena(needed.capacity, needed.total);
+  JsonArena* const memory = arena.get();
+  auto parsed = run_json_work(
+      [arena = memory, source = std::move(source), json_options]() mutable {
+        // Everything in the shared arena, where the caller uses the tape and
+        // strings in place.
+        source(json_options, *arena);
         return std::uint8_t{1};
       },
-      token, std::move(options));
-  return parsed.then([arena, layout, bytes](std::uint8_t) {
+      arena, token, std::move(options));
+  return parsed.then([arena, bytes](std::uint8_t) {
+    const JsonLayout layout(arena->capacity());
     return JsonDocument(arena, layout.tape_offset, layout.strings_offset, bytes);
   });
 }
@@ -113,11 +117,11 @@ inline Future<JsonDocument> parse_json_document(std::string_view json,
                                                 IsolateOptions options = {}, JsonOptions json_options = {}) {
   return detail::parse_document(
       json.size(),
-      [json](const JsonOptions& json_options, char* document, std::size_t capacity) {
-        detail::ScratchParser parser(capacity, json_options, document);
-        std::memcpy(parser.input(), json.data(), json.size());
+      [json](const JsonOptions& json_options, detail::JsonArena& arena) {
+        detail::ScratchParser parser(arena, json.size(), json_options);
+        parser.copy_in(json);
         report_progress(0, 1, "parsing");
-        (void)parser.parse(json.size());
+        (void)parser.parse(parser.input(), json.size());
       },
       token, std::move(options), json_options);
 }
@@ -135,9 +139,9 @@ inline Future<JsonDocument> parse_json_document_file(std::filesystem::path path,
   }
   return detail::parse_document(
       static_cast<std::size_t>(size),
-      [path](const JsonOptions& json_options, char* document, std::size_t capacity) {
+      [path](const JsonOptions& json_options, detail::JsonArena& arena) {
         detail::with_parsed_file(
-            path, json_options, document, capacity, [] { report_progress(0, 1, "parsing"); },
+            path, json_options, &arena, true, [] { report_progress(0, 1, "parsing"); },
             [](simdjson::dom::element) { return 0; });
       },
       token, std::move(options), json_options);

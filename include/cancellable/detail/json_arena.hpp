@@ -14,26 +14,27 @@ class JsonArena {
   virtual ~JsonArena() = default;
   virtual char* data() const noexcept = 0;
   virtual std::size_t size() const noexcept = 0;
+  // The largest JSON input (in bytes) that this arena was laid out for.
+  virtual std::size_t capacity() const noexcept = 0;
 };
 
-// An arena of at least bytes (MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
-// created in this process so that forked workers share it). Reuses the idle
-// arena if it is large enough. The arena goes back to the cache when the last
-// reference is dropped. Throws std::system_error if mmap fails.
-std::shared_ptr<JsonArena> acquire_json_arena(std::size_t bytes);
+// An arena for JSON inputs of up to capacity bytes, of at least bytes
+// (MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, created in this process so
+// that forked workers share it; zero-filled when new). Reuses the idle arena
+// if its capacity is large enough. The arena goes back to the cache when the
+// last reference is dropped. Throws std::system_error if mmap fails.
+std::shared_ptr<JsonArena> acquire_json_arena(std::size_t capacity, std::size_t bytes);
 
 // Unmaps the idle arena (its memory is returned to the system).
 void release_idle_json_arena() noexcept;
 
-// Private scratch memory for one parse in a worker: fresh anonymous pages,
-// with huge_pages and a region of 16 MiB or more advised onto transparent
-// huge pages (one page fault per 2 MiB touched instead of 512, and far fewer
-// TLB misses). Address space is reserved, not committed: only touched pages
-// cost memory. Unmapped on destruction. Throws std::system_error if mmap
-// fails.
+// Private scratch memory for one parse in a worker that has no arena:
+// fresh anonymous pages. Address space is reserved, not committed: only
+// touched pages cost memory. Unmapped on destruction. Throws
+// std::system_error if mmap fails.
 class ScratchMemory {
  public:
-  ScratchMemory(std::size_t bytes, bool huge_pages);
+  explicit ScratchMemory(std::size_t bytes);
   ~ScratchMemory();
   ScratchMemory(const ScratchMemory&) = delete;
   ScratchMemory& operator=(const ScratchMemory&) = delete;
