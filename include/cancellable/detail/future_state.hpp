@@ -131,7 +131,14 @@ class FutureStateBase {
     if (on_library_thread()) {
       for (auto& callback : callbacks) default_executor().post(std::move(callback));
     } else {
-      for (auto& callback : callbacks) callback();
+      for (auto& callback : callbacks) {
+        // Each callback is destroyed as soon as it has run: what it holds
+        // (say, the state of a continuation's future, which a woken waiter
+        // may be dropping right now) is released at once, not after the
+        // other callbacks.
+        std::function<void()> run = std::move(callback);
+        run();
+      }
     }
     return true;
   }
