@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <mutex>
 #include <system_error>
+#include <vector>
 
 namespace cancellable::detail {
 
@@ -33,9 +34,15 @@ class Mapping final : public JsonArena {
   std::size_t capacity_;
 };
 
+// Up to two idle arenas: when a document is destroyed, its arena may go
+// back a few microseconds later, on the thread that completed its future (it
+// holds the future's state until it returns), and a parse that starts at
+// once would otherwise get a fresh, cold arena.
+constexpr std::size_t kMaxIdle = 2;
+
 struct Cache {
   std::mutex mutex;
-  std::unique_ptr<Mapping> idle;
+  std::vector<std::unique_ptr<Mapping>> idle;
 };
 
 Cache& cache() {
@@ -48,12 +55,22 @@ void give_back(Mapping* mapping) noexcept {
   std::unique_ptr<Mapping> dropped;
   {
     std::lock_guard lock(cache().mutex);
-    if (!cache().idle || cache().idle->capacity() < returned->capacity()) {
-      dropped = std::move(cache().idle);
-      cache().idle = std::move(returned);
+    auto& idle = cache().idle;
+    try {
+      idle.push_back(std::move(returned));
+    } catch (...) {
+      dropped = std::move(returned);
+    }
+    if (idle.size() > kMaxIdle) {
+      // Keep the larger ones.
+      auto smallest = std::min_element(idle.begin(), idle.end(), [](const auto& a, const auto& b) {
+        return a->capacity() < b->capacity();
+      });
+      dropped = std::move(*smallest);
+      idle.erase(smallest);
     }
   }
-  // Unmapped outside the lock: dropped (a smaller idle arena) or returned.
+  // Unmapped outside the lock.
 }
 
 }  // namespace
@@ -62,8 +79,18 @@ std::shared_ptr<JsonArena> acquire_json_arena(std::size_t capacity, std::size_t 
   std::unique_ptr<Mapping> mapping;
   {
     std::lock_guard lock(cache().mutex);
-    if (cache().idle && cache().idle->capacity() >= capacity && cache().idle->size() >= bytes) {
-      mapping = std::move(cache().idle);
+    auto& idle = cache().idle;
+    // The smallest that fits.
+    auto best = idle.end();
+    for (auto it = idle.begin(); it != idle.end(); ++it) {
+      if ((*it)->capacity() >= capacity && (*it)->size() >= bytes &&
+          (best == idle.end() || (*it)->capacity() < (*best)->capacity())) {
+        best = it;
+      }
+    }
+    if (best != idle.end()) {
+      mapping = std::move(*best);
+      idle.erase(best);
     }
   }
   if (!mapping) {
@@ -85,9 +112,11 @@ ScratchMemory::~ScratchMemory() {
 }
 
 void release_idle_json_arena() noexcept {
-  std::unique_ptr<Mapping> dropped;
-  std::lock_guard lock(cache().mutex);
-  dropped = std::move(cache().idle);
+  std::vector<std::unique_ptr<Mapping>> dropped;
+  {
+    std::lock_guard lock(cache().mutex);
+    dropped.swap(cache().idle);
+  }
 }
 
 }  // namespace cancellable::detail

@@ -4,14 +4,17 @@
 // simdjson's tape and string buffer are position-independent (offsets, not
 // pointers), so the worker parses straight into shared memory that this
 // process mapped before the fork, and the caller's simdjson::dom::document
-// points at the same pages. The memory is a warm arena: one idle arena is
-// kept between parses, so later parses write into pages that are already
-// resident (a first parse into fresh pages is much slower). parse_json and
+// points at the same pages. The memory is a warm arena: up to two idle
+// arenas are kept between parses, so later parses write into pages that are
+// already resident (a first parse into fresh pages is much slower). Two,
+// because a document's arena may go back a few microseconds after the
+// document's future is dropped (on the thread that completed it), and a
+// parse started at once would otherwise get a cold one. parse_json and
 // parse_json_file (json.hpp) use the same arena for their worker's buffers.
 // An arena reserves about 15 bytes of address space per input byte (tape 8,
 // structural indexes 4, strings 1.7, a copy of the input 1; reserved, not
 // used) and keeps in memory the pages that parses touched, as a reused
-// simdjson parser keeps its buffers; release_json_arena() gives the idle one
+// simdjson parser keeps its buffers; release_json_arena() gives the idle ones
 // back.
 //
 //   auto parsed = cancellable::parse_json_document_file("big.json", token);
@@ -83,7 +86,7 @@ class JsonDocument {
   std::size_t json_bytes_ = 0;
 };
 
-// Gives the idle arena's memory back to the system.
+// Gives the idle arenas' memory back to the system.
 inline void release_json_arena() noexcept { detail::release_idle_json_arena(); }
 
 namespace detail {
@@ -102,9 +105,12 @@ Future<JsonDocument> parse_document(std::size_t bytes, Source source, const Canc
         return std::uint8_t{1};
       },
       arena, token, std::move(options));
-  return parsed.then([arena, bytes](std::uint8_t) {
+  // The document takes the continuation's reference: once the document is
+  // gone, the arena is idle again (not held until the continuation itself is
+  // destroyed, on whichever thread ran it).
+  return parsed.then([arena = std::move(arena), bytes](std::uint8_t) mutable {
     const JsonLayout layout(arena->capacity());
-    return JsonDocument(arena, layout.tape_offset, layout.strings_offset, bytes);
+    return JsonDocument(std::move(arena), layout.tape_offset, layout.strings_offset, bytes);
   });
 }
 

@@ -1,5 +1,5 @@
 // Internal: shared memory that a worker parses into and the caller reads in
-// place. One idle arena is kept warm between parses: its pages, once touched
+// place. Up to two idle arenas are kept warm between parses: their pages, once touched
 // by a worker, stay resident, and a first parse into fresh pages is far
 // slower than a parse into warm ones.
 #pragma once
@@ -20,12 +20,12 @@ class JsonArena {
 
 // An arena for JSON inputs of up to capacity bytes, of at least bytes
 // (MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, created in this process so
-// that forked workers share it; zero-filled when new). Reuses the idle arena
+// that forked workers share it; zero-filled when new). Reuses an idle arena
 // if its capacity is large enough. The arena goes back to the cache when the
 // last reference is dropped. Throws std::system_error if mmap fails.
 std::shared_ptr<JsonArena> acquire_json_arena(std::size_t capacity, std::size_t bytes);
 
-// Unmaps the idle arena (its memory is returned to the system).
+// Unmaps the idle arenas (their memory is returned to the system).
 void release_idle_json_arena() noexcept;
 
 // Private scratch memory for one parse in a worker that has no arena:
