@@ -431,24 +431,21 @@ decltype(auto) with_parsed_file(const std::filesystem::path& path, const JsonOpt
   return parse(parser->parse(json, size));
 }
 
-}  // namespace detail
-
-namespace detail {
-
 // The warm arena a worker parses `bytes` of JSON into.
 inline std::shared_ptr<JsonArena> arena_for(std::size_t bytes) {
   const JsonLayout layout(bytes);
   return acquire_json_arena(layout.capacity, layout.total);
 }
 
-// Runs work in an isolate that parses into arena (null: private memory).
-// The arena stays reserved for the worker until the worker is gone, and
-// goes back to the cache before the outcome is delivered.
+// Runs work(arena.get()) in an isolate that parses into arena (null:
+// private memory). The arena stays reserved for the worker until the worker
+// is gone, and goes back to the cache before the outcome is delivered.
 template <class Work>
-auto run_json_work(Work work, std::shared_ptr<JsonArena> arena, const CancellationToken& token,
+auto run_json_work(std::shared_ptr<JsonArena> arena, Work work, const CancellationToken& token,
                    IsolateOptions options) {
-  using R = std::decay_t<typename isolate_result_t<Work>::type>;
-  return spawn_isolate<R>(std::move(work), token, std::move(options), std::move(arena)).future();
+  auto in_worker = [work = std::move(work), memory = arena.get()]() mutable { return work(memory); };
+  using R = std::decay_t<typename isolate_result_t<decltype(in_worker)>::type>;
+  return spawn_isolate<R>(std::move(in_worker), token, std::move(options), std::move(arena)).future();
 }
 
 }  // namespace detail
@@ -458,23 +455,17 @@ template <class F>
 auto parse_json(std::string_view json, F mapping,
                 const CancellationToken& token = CancellationToken::none(),
                 IsolateOptions options = {}, JsonOptions json_options = {}) {
-  auto arena = detail::arena_for(json.size());
-  detail::JsonArena* const memory = arena.get();
   return detail::run_json_work(
-      [json, mapping = std::move(mapping), json_options, arena = memory]() mutable {
-        std::optional<detail::ScratchParser> parser;
-        if (arena) {
-          parser.emplace(*arena, json.size(), json_options);
-        } else {
-          parser.emplace(json.size(), json_options);
-        }
-        parser->copy_in(json);
+      detail::arena_for(json.size()),
+      [json, mapping = std::move(mapping), json_options](detail::JsonArena* arena) mutable {
+        detail::ScratchParser parser(*arena, json.size(), json_options);
+        parser.copy_in(json);
         report_progress(0, 2, "parsing");
-        const simdjson::dom::element root = parser->parse(parser->input(), json.size());
+        const simdjson::dom::element root = parser.parse(parser.input(), json.size());
         report_progress(1, 2, "mapping");
         return detail::map_json(mapping, root);
       },
-      std::move(arena), token, std::move(options));
+      token, std::move(options));
 }
 
 // Opens and parses the file at path in an isolate and returns mapping(root).
@@ -485,10 +476,9 @@ auto parse_json_file(std::filesystem::path path, F mapping,
   // A stat, not a read, to size the arena; the worker reports the errors.
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
-  auto arena = ec ? nullptr : detail::arena_for(static_cast<std::size_t>(size));
-  detail::JsonArena* const memory = arena.get();
   return detail::run_json_work(
-      [path = std::move(path), mapping = std::move(mapping), json_options, arena = memory]() mutable {
+      ec ? nullptr : detail::arena_for(static_cast<std::size_t>(size)),
+      [path = std::move(path), mapping = std::move(mapping), json_options](detail::JsonArena* arena) mutable {
         return detail::with_parsed_file(path, json_options, arena, false,
                                         [] { report_progress(0, 2, "parsing"); },
                                         [&](simdjson::dom::element root) {
@@ -496,7 +486,7 @@ auto parse_json_file(std::filesystem::path path, F mapping,
                                           return detail::map_json(mapping, root);
                                         });
       },
-      std::move(arena), token, std::move(options));
+      token, std::move(options));
 }
 
 }  // namespace cancellable

@@ -94,17 +94,16 @@ namespace detail {
 template <class Source>
 Future<JsonDocument> parse_document(std::size_t bytes, Source source, const CancellationToken& token,
                                     IsolateOptions options, JsonOptions json_options) {
-  const JsonLayout needed(bytes);
-  auto arena = acquire_json_arena(needed.capacity, needed.total);
-  JsonArena* const memory = arena.get();
+  auto arena = arena_for(bytes);
   auto parsed = run_json_work(
-      [arena = memory, source = std::move(source), json_options]() mutable {
+      arena,
+      [source = std::move(source), json_options](JsonArena* arena) mutable {
         // Everything in the shared arena, where the caller uses the tape and
         // strings in place.
         source(json_options, *arena);
         return std::uint8_t{1};
       },
-      arena, token, std::move(options));
+      token, std::move(options));
   // The document takes the continuation's reference: once the document is
   // gone, the arena is idle again (not held until the continuation itself is
   // destroyed, on whichever thread ran it).
