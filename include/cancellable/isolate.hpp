@@ -136,7 +136,7 @@ using isolate_result_t =
 // LaunchSpec::worker_memory).
 template <class R, class F>
 Isolate<R> spawn_isolate(F&& fn, const CancellationToken& token, IsolateOptions options,
-                       std::shared_ptr<void> worker_memory) {
+                         std::shared_ptr<void> worker_memory) {
   static_assert(!is_future_v<R>, "an isolate's work must return a value, not a Future");
   validate_isolate_options(options);
   CancellationToken effective = token;
@@ -147,8 +147,7 @@ Isolate<R> spawn_isolate(F&& fn, const CancellationToken& token, IsolateOptions 
     return Isolate<R>(make_failed_future<R>(effective.exception()), nullptr);
   }
   auto record = make_isolate_record();
-  auto core = std::make_shared<CompleterCore<R>>(effective, nullptr,
-                                                          [record] { record->kill(); });
+  auto core = std::make_shared<CompleterCore<R>>(effective, nullptr, [record] { record->kill(); });
   Isolate<R> isolate(core->future(), record);
   if (core->was_cancelled()) return isolate;
 
@@ -167,9 +166,7 @@ Isolate<R> spawn_isolate(F&& fn, const CancellationToken& token, IsolateOptions 
     channel.commit_result();
   };
   spec.thread_body = [work, core](std::stop_token stop) {
-    complete_core_with(core, [&]() -> decltype(auto) {
-      return invoke_isolate_fn(*work, stop);
-    });
+    complete_core_with(core, [&]() -> decltype(auto) { return invoke_isolate_fn(*work, stop); });
   };
   spec.deliver = [core](ResultView view) {
     if constexpr (std::is_void_v<R>) {
