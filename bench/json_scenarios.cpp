@@ -233,7 +233,7 @@ std::vector<Row> cancel_mid_parse(const Settings& settings) {
           [path = file.path(), memory = arena.get()] {
             return parse_in_worker(path, memory, [] { report_progress(0, 2, "parsing"); });
           },
-          token, {}, arena);
+          token, {}, arena, true);
       while (!isolate.progress()) std::this_thread::yield();
       std::this_thread::sleep_for(10ms);
       const auto future = isolate.future();

@@ -4,7 +4,8 @@
 // when both sides unmap it); for the thread backend, on the heap.
 //
 // No lock lives here: the worker may be killed at any instruction. The parent
-// reads the outcome only after the worker has exited; progress is a seqlock
+// reads the outcome only after the worker has exited, or has signalled (the
+// commit descriptor) that the outcome is complete; progress is a seqlock
 // that the parent retries, never waits on.
 #pragma once
 

@@ -18,6 +18,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <boost/interprocess/anonymous_shared_memory.hpp>
@@ -116,6 +117,7 @@ class Record final : public IsolateRecord,
   ~Record() override {
     if (pidfd_ >= 0) ::close(pidfd_);
     if (wake_fd_ >= 0) ::close(wake_fd_);
+    if (commit_fd_ >= 0) ::close(commit_fd_);
   }
 
   Backend backend() const noexcept override { return backend_.load(std::memory_order_acquire); }
@@ -187,6 +189,29 @@ class Record final : public IsolateRecord,
     reap_and_finish();
   }
 
+  // Reaper thread: the worker process signalled that its outcome is
+  // committed (deliver_at_commit). Delivers it now, before the exit.
+  void on_commit() noexcept {
+    bool trivial;
+    {
+      std::lock_guard lock(mutex_);
+      if (early_ != EarlyDelivery::none || kill_requested_ || reaped_ || !block_) return;
+      // Nothing committed (a thread the work left behind wrote the
+      // descriptor?): the exit decides.
+      if (static_cast<Outcome>(block_->outcome.load(std::memory_order_acquire)) == Outcome::none) return;
+      early_ = EarlyDelivery::running;
+      trivial = spec_.deliver_is_trivial;
+    }
+    // The worker writes nothing any more: its memory is free for the next run.
+    release_worker_memory();
+    if (trivial) return deliver_committed();
+    try {
+      default_executor().post([self = shared_from_this()] { self->deliver_committed(); });
+    } catch (...) {
+      deliver_committed();
+    }
+  }
+
   // A thread about to block in get() or exited().wait(): rather than wait to
   // be woken by the reaper, wait for the process itself and reap it here, as
   // a bare waitpid() would. Saves one thread wake-up between exit and waiter.
@@ -198,7 +223,9 @@ class Record final : public IsolateRecord,
     std::uint64_t watch;
     {
       std::lock_guard lock(mutex_);
-      if (reap_owner_ != ReapOwner::none || pidfd_ < 0 || (for_result && kill_requested_)) return;
+      if (reap_owner_ != ReapOwner::none || pidfd_ < 0) return;
+      // The result comes without the exit (or has come): wait for it, not for the exit.
+      if (for_result && (kill_requested_ || early_ != EarlyDelivery::none)) return;
       if (for_result) {
         // A cancellation hands the reap back (see wake()) while this thread
         // may not have reached poll() yet, and the reaper may then close
@@ -270,11 +297,27 @@ class Record final : public IsolateRecord,
 
  private:
   enum class ReapOwner { none, reaper, waiter };
+  // An outcome delivered before the worker's exit (deliver_at_commit).
+  enum class EarlyDelivery { none, running, done };
+
+  // What the reaper watches to learn of a committed outcome.
+  class CommitWatch final : public Reapable {
+   public:
+    CommitWatch(std::shared_ptr<Record> record, int fd) : record_(std::move(record)), fd_(fd) {}
+    int pidfd() const noexcept override { return fd_; }
+    void on_process_exit() noexcept override { record_->on_commit(); }
+
+   private:
+    std::shared_ptr<Record> record_;
+    int fd_;
+  };
 
   // The process has exited and this thread owns its reap.
   void reap_and_finish() noexcept {
     siginfo_t info{};
     bool killed;
+    bool delivered_early;
+    std::uint64_t commit_watch;
     {
       std::lock_guard lock(mutex_);
       killed = kill_requested_;
@@ -293,9 +336,24 @@ class Record final : public IsolateRecord,
       pidfd_ = -1;
       if (wake_fd_ >= 0) ::close(wake_fd_);  // no one polls it any more
       wake_fd_ = -1;
+      delivered_early = early_ != EarlyDelivery::none;  // if not, on_commit() now does nothing
+      commit_watch = std::exchange(commit_watch_, 0);
     }
+    close_commit_fd(commit_watch);
     const ProcessExit exit = exit_of(info);
     release_worker_memory();
+    if (delivered_early) {
+      {
+        std::lock_guard lock(mutex_);
+        if (early_ == EarlyDelivery::running) {
+          // deliver_committed() releases everything when it is done.
+          exit_after_delivery_ = exit;
+          return;
+        }
+      }
+      release_and_signal_exit(exit);
+      return;
+    }
     if (!killed && (spec_.deliver_is_trivial || !on_library_thread())) {
       // Decoding runs no user code, or this is the caller's own thread
       // waiting in exited(): finish here, without a hop.
@@ -316,7 +374,31 @@ class Record final : public IsolateRecord,
     }
   }
 
-  // The worker is gone: what it wrote into is free for the next run.
+  // After deliver_at_commit's early outcome (on the reaper thread, or on the
+  // default executor if decoding runs user code).
+  void deliver_committed() noexcept {
+    deliver_outcome(ProcessExit{});  // (an outcome is committed: the exit is not needed)
+    remove_result_shm_if_claimed();
+    std::optional<ProcessExit> exit;
+    {
+      std::lock_guard lock(mutex_);
+      early_ = EarlyDelivery::done;
+      exit = exit_after_delivery_;
+    }
+    // The reap came first and left the release to this thread.
+    if (exit) release_and_signal_exit(*exit);
+  }
+
+  // The reaper no longer watches the commit descriptor: close it.
+  void close_commit_fd(std::uint64_t watch) noexcept {
+    if (watch != 0) stop_watching(watch);
+    std::lock_guard lock(mutex_);
+    if (commit_fd_ >= 0) ::close(commit_fd_);
+    commit_fd_ = -1;
+  }
+
+  // The worker is gone (or has committed its outcome and writes no more):
+  // what it wrote into is free for the next run.
   void release_worker_memory() noexcept {
     std::shared_ptr<void> memory;
     {
@@ -351,6 +433,11 @@ class Record final : public IsolateRecord,
     setup.limits.memory_limit_bytes = spec_.options.memory_limit_bytes;
     setup.cpu_time_limit = spec_.options.cpu_time_limit;
     setup.body = &spec_.child_body;
+    if (spec_.deliver_at_commit) {
+      // Without it the outcome is delivered after the exit, as usual.
+      commit_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      setup.commit_fd = commit_fd_;
+    }
 
     // Signals stay blocked across fork so that no handler of the parent runs
     // in the child before it resets them.
@@ -364,6 +451,7 @@ class Record final : public IsolateRecord,
     ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 
     if (pid < 0) {
+      close_commit_fd(0);
       ControlBlockPool::Region unused;
       {
         std::lock_guard lock(mutex_);
@@ -380,9 +468,27 @@ class Record final : public IsolateRecord,
     }
 
     ::setpgid(pid, pid);  // also done by the child; whichever runs first wins
+    if (commit_fd_ >= 0) {
+      // Before the pidfd is published: the reap (which may then start at
+      // once, on a waiting thread) stops this watch.
+      std::uint64_t watch = 0;
+      try {
+        watch = reap_when_exited(std::make_shared<CommitWatch>(shared_from_this(), commit_fd_));
+      } catch (...) {
+        close_commit_fd(0);  // delivered after the exit instead
+      }
+      std::lock_guard lock(mutex_);
+      commit_watch_ = watch;
+    }
     const int pidfd = open_pidfd(pid);
     if (pidfd < 0) {
       const int error = errno;
+      std::uint64_t watch;
+      {
+        std::lock_guard lock(mutex_);
+        watch = std::exchange(commit_watch_, 0);
+      }
+      close_commit_fd(watch);
       ::kill(-pid, SIGKILL);
       ::kill(pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
@@ -427,6 +533,14 @@ class Record final : public IsolateRecord,
 
   // Default executor, after the reaper reaped the process.
   void finish_process(const ProcessExit& exit) noexcept {
+    deliver_outcome(exit);
+    remove_result_shm_if_claimed();
+    release_and_signal_exit(exit);
+  }
+
+  // Completes the future with the worker's outcome (exit: how the process
+  // ended, for a worker that committed none), unless it was killed.
+  void deliver_outcome(const ProcessExit& exit) noexcept {
     bool killed;
     {
       std::lock_guard lock(mutex_);
@@ -454,8 +568,6 @@ class Record final : public IsolateRecord,
         fail(std::current_exception());
       }
     }
-    remove_result_shm_if_claimed();
-    release_and_signal_exit(exit);
   }
 
   void remove_result_shm_if_claimed() noexcept {
@@ -557,6 +669,10 @@ class Record final : public IsolateRecord,
   bool reaper_deferred_ = false;
   bool waiting_for_result_ = false;
   int wake_fd_ = -1;  // eventfd that ends a waiter's wait for the result
+  int commit_fd_ = -1;  // eventfd the worker writes once its outcome is committed
+  std::uint64_t commit_watch_ = 0;
+  EarlyDelivery early_ = EarlyDelivery::none;
+  std::optional<ProcessExit> exit_after_delivery_;
   std::uint64_t reaper_watch_ = 0;
   bool finished_ = false;
   std::atomic<Backend> backend_{Backend::automatic};

@@ -2,16 +2,20 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 
 namespace cancellable::detail {
 
 namespace {
+
+std::atomic<ExitHook> exit_hook{nullptr};
 
 void reset_signals() noexcept {
   struct sigaction action {};
@@ -23,10 +27,19 @@ void reset_signals() noexcept {
   ::sigprocmask(SIG_SETMASK, &empty, nullptr);
 }
 
-void close_inherited_descriptors() noexcept {
-  if (::close_range(3, ~0U, 0) == 0) return;
+// Closes the inherited descriptors from `first` on.
+void close_inherited_descriptors(int first) noexcept {
+  if (::close_range(static_cast<unsigned>(first), ~0U, 0) == 0) return;
   const long max = ::sysconf(_SC_OPEN_MAX);
-  for (long fd = 3; fd < (max > 0 ? max : 1024); ++fd) ::close(static_cast<int>(fd));
+  for (long fd = first; fd < (max > 0 ? max : 1024); ++fd) ::close(static_cast<int>(fd));
+}
+
+// Moves the commit descriptor to 3 (close-on-exec, should the work exec) and
+// returns it, or -1 if there is none.
+int keep_commit_descriptor(int fd) noexcept {
+  if (fd < 0) return -1;
+  if (fd == 3) return ::fcntl(3, F_SETFD, FD_CLOEXEC) == 0 ? 3 : -1;
+  return ::dup3(fd, 3, O_CLOEXEC) == 3 ? 3 : -1;
 }
 
 // Address space mapped now, in bytes (what the child inherited).
@@ -67,7 +80,8 @@ void run_child(const ChildSetup& setup) noexcept {
   // The parent may have died before PR_SET_PDEATHSIG took effect.
   if (::getppid() != setup.parent_pid) ::_exit(kExitParentGone);
   reset_signals();
-  close_inherited_descriptors();
+  const int commit_fd = keep_commit_descriptor(setup.commit_fd);
+  close_inherited_descriptors(commit_fd < 0 ? 3 : 4);
   apply_limits(setup);
   progress_block_of_this_thread() = setup.block;
   {
@@ -78,8 +92,14 @@ void run_child(const ChildSetup& setup) noexcept {
       channel.commit_current_exception();
     }
   }
+  // The parent may take the outcome now: nothing here writes to shared
+  // memory any more.
+  if (commit_fd >= 0) ::eventfd_write(commit_fd, 1);
+  if (ExitHook hook = exit_hook.load(std::memory_order_acquire)) hook();
   ::_exit(0);
 }
+
+void set_child_exit_hook(ExitHook hook) noexcept { exit_hook.store(hook, std::memory_order_release); }
 
 void report_progress_impl(std::uint64_t done, std::uint64_t total, const char* stage,
                           std::size_t stage_size) noexcept {

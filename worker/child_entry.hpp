@@ -19,6 +19,9 @@ struct ChildSetup {
   ChildLimits limits;
   std::optional<std::chrono::seconds> cpu_time_limit;
   const std::function<void(ChildChannel&)>* body = nullptr;
+  // An eventfd the child writes to once its outcome is committed (-1: none).
+  // It stays open in the child as descriptor 3.
+  int commit_fd = -1;
 };
 
 // Exit code of a child whose parent was already gone when it started.
@@ -26,8 +29,9 @@ inline constexpr int kExitParentGone = 125;
 
 // In the child after fork: own process group, death with the parent, default
 // signal dispositions and an empty mask, inherited descriptors above 2
-// closed, resource limits applied; then the body, its outcome written to the
-// channel, and _exit. Never returns.
+// closed (but the commit descriptor), resource limits applied; then the
+// body, its outcome written to the channel, the commit signalled, and _exit.
+// Never returns.
 [[noreturn]] void run_child(const ChildSetup& setup) noexcept;
 
 // The control block that report_progress() writes to on this thread.

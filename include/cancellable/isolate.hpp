@@ -132,11 +132,11 @@ using isolate_result_t =
     std::conditional_t<std::is_invocable_v<F&, std::stop_token>,
                        std::invoke_result<F&, std::stop_token>, std::invoke_result<F&>>;
 
-// CancellableIsolate::spawn, with memory the worker writes into (see
-// LaunchSpec::worker_memory).
+// CancellableIsolate::spawn, with memory the worker writes into, and whether
+// the outcome may be delivered before the worker's exit (see LaunchSpec).
 template <class R, class F>
 Isolate<R> spawn_isolate(F&& fn, const CancellationToken& token, IsolateOptions options,
-                         std::shared_ptr<void> worker_memory) {
+                         std::shared_ptr<void> worker_memory, bool deliver_at_commit = false) {
   static_assert(!is_future_v<R>, "an isolate's work must return a value, not a Future");
   validate_isolate_options(options);
   CancellationToken effective = token;
@@ -182,6 +182,7 @@ Isolate<R> spawn_isolate(F&& fn, const CancellationToken& token, IsolateOptions 
   }
   spec.fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
   spec.worker_memory = std::move(worker_memory);
+  spec.deliver_at_commit = deliver_at_commit;
   isolate.future().state()->set_wait_helper(record);
   start_isolate(record, std::move(spec));
   return isolate;

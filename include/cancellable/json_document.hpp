@@ -26,7 +26,9 @@
 // Lifetime: elements obtained from root() are valid while the JsonDocument
 // (or the future holding it) lives. A cancelled parse keeps its arena until
 // its worker has been reaped, so a dying worker never writes into memory that
-// another parse uses.
+// another parse uses. A parse that completes gives its arena back once its
+// worker has committed the document (the worker writes nothing after that),
+// and the document arrives then, before the worker's exit (see json.hpp).
 //
 // Thread-safety: a JsonDocument is immutable; root() may be called from any
 // thread. Not copyable; movable.

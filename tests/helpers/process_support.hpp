@@ -1,17 +1,28 @@
 // Helpers for the isolate tests: what this process holds (children, fds,
-// mappings, shared memory objects) and waiting for a process to be gone.
+// mappings, shared memory objects), waiting for a process to be gone, and a
+// gate that holds workers.
 #pragma once
 
 #include <dirent.h>
+#include <linux/futex.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
+#include <new>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cancellable/future.hpp"
@@ -87,5 +98,68 @@ bool wait_all(const std::vector<cancellable::Future<T>>& futures,
   }
   return true;
 }
+
+// A gate in shared memory that forked workers wait at until the test opens
+// it (a futex: no polling). Shut when created. A watchdog thread opens it
+// after the timeout, so that a failing test fails instead of hanging;
+// opened_by_watchdog() tells.
+class SharedGate {
+ public:
+  explicit SharedGate(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    void* p = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("SharedGate: mmap failed");
+    shared_ = new (p) Shared();
+    watchdog_ = std::thread([this, timeout] {
+      std::unique_lock lock(mutex_);
+      if (!cv_.wait_for(lock, timeout, [this] { return opened_; })) {
+        by_watchdog_ = true;
+        open_locked();
+      }
+    });
+  }
+  SharedGate(const SharedGate&) = delete;
+  SharedGate& operator=(const SharedGate&) = delete;
+  ~SharedGate() {
+    open();
+    watchdog_.join();
+    ::munmap(shared_, sizeof(Shared));  // (a worker keeps its own mapping)
+  }
+
+  // In a worker: blocks until the gate is open.
+  void wait() const noexcept {
+    while (shared_->open.load(std::memory_order_acquire) == 0) {
+      ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&shared_->open), FUTEX_WAIT, 0, nullptr, nullptr, 0);
+    }
+  }
+  void open() {
+    std::lock_guard lock(mutex_);
+    open_locked();
+  }
+  bool opened_by_watchdog() const {
+    std::lock_guard lock(mutex_);
+    return by_watchdog_;
+  }
+
+ private:
+  struct Shared {
+    std::atomic<std::uint32_t> open{0};
+  };
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+
+  void open_locked() {
+    if (opened_) return;
+    opened_ = true;
+    shared_->open.store(1, std::memory_order_release);
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&shared_->open), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+    cv_.notify_all();
+  }
+
+  Shared* shared_ = nullptr;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  bool opened_ = false;
+  bool by_watchdog_ = false;
+  std::thread watchdog_;
+};
 
 }  // namespace process_support

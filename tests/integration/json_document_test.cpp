@@ -10,11 +10,15 @@
 
 #include "cancellable/exceptions.hpp"
 #include "cancellable/json_generator.hpp"
+#include "helpers/process_support.hpp"
 #include "helpers/test_support.hpp"
 
 using namespace cancellable;
 
 namespace {
+
+process_support::SharedGate* gate = nullptr;
+void wait_at_gate() { gate->wait(); }
 
 std::string minified_in_thread(const std::string& json) {
   simdjson::dom::parser parser;
@@ -102,4 +106,23 @@ TEST_CASE("a document parse is cancelled at once", "[json][document][cancel]") {
   token.cancel();
   CHECK(future.is_ready());
   CHECK_THROWS_AS(future.get(), CancelledException);
+}
+
+TEST_CASE("a document arrives as soon as its worker has written it, before the worker exits",
+          "[json][document][commit]") {
+  // The worker's exit (the kernel unmapping the arena and the input) is not
+  // waited for: here the worker is held after its commit until the test lets
+  // it go, and the document must arrive meanwhile.
+  const auto json = generate_json(2'000'000, 25);
+  process_support::SharedGate shared_gate;
+  gate = &shared_gate;
+  detail::set_child_exit_hook(wait_at_gate);
+  auto future = parse_json_document(json);
+  const bool ready = future.wait_for(test_support::kDeadline) == std::future_status::ready;
+  detail::set_child_exit_hook(nullptr);
+  CHECK_FALSE(shared_gate.opened_by_watchdog());
+  REQUIRE(ready);
+  // The document is usable while its worker still exists.
+  CHECK(simdjson::to_string(future.get().root()) == minified_in_thread(json));
+  shared_gate.open();
 }

@@ -127,9 +127,9 @@ TEST_CASE("large parses equal in-thread parsing, in a fresh arena and again in t
 }
 
 TEST_CASE("the arena is free again when the result arrives", "[json][arena]") {
-  // The worker's arena goes back to the cache when the worker is reaped,
-  // before the outcome is delivered: the next parse finds it warm. Its first
-  // page records the parse (JsonArenaUse).
+  // The worker's arena goes back to the cache once the worker has committed
+  // its outcome, before the outcome is delivered: the next parse finds it
+  // warm. Its first page records the parse (JsonArenaUse).
   const auto json = generate_json(3'000'000, 31);
   TempFile file(json);
   const detail::JsonLayout layout(json.size());
@@ -138,11 +138,11 @@ TEST_CASE("the arena is free again when the result arrives", "[json][arena]") {
     auto arena = detail::acquire_json_arena(layout.capacity, layout.total);
     CHECK(reinterpret_cast<const detail::JsonArenaUse*>(arena->data())->json_bytes == bytes);
   };
-  SECTION("a thread waiting in get() reaps the worker itself") {
+  SECTION("to a thread waiting in get()") {
     CHECK(parse_json_file(file.path, totals_of).get() == totals_in_thread(json));
     expect_arena_free_with_record_of(json.size());
   }
-  SECTION("the reaper reaps the worker, a continuation delivers") {
+  SECTION("to a continuation") {
     auto users = parse_json(json, totals_of).then([](const Totals& t) { return t.users; });
     CHECK(users.get() == totals_in_thread(json).users);
     expect_arena_free_with_record_of(json.size());

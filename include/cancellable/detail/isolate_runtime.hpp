@@ -32,7 +32,8 @@ class ChildChannel {
   virtual void commit_current_exception() noexcept = 0;
 };
 
-// The encoded result, as the parent sees it after the worker exited.
+// The encoded result, as the parent sees it after the worker exited (or,
+// with deliver_at_commit, committed it).
 struct ResultView {
   const char* data = nullptr;
   std::size_t size = 0;
@@ -54,10 +55,18 @@ struct LaunchSpec {
   // Fails the future (the work failed, crashed or could not start).
   std::function<void(std::exception_ptr)> fail;
   // Memory the worker writes into (a JSON arena), if any: released as soon
-  // as a worker process is reaped, before its outcome is delivered, so that
+  // as a worker process is reaped (or has committed its outcome, with
+  // deliver_at_commit), before its outcome is delivered, so that
   // a caller woken by the outcome finds it free for the next run. (For the
   // thread backend: once the work returned.)
   std::shared_ptr<void> worker_memory;
+  // Deliver the outcome as soon as a worker process has committed it,
+  // without waiting for its exit (the kernel's teardown of a worker that
+  // mapped hundreds of megabytes takes milliseconds); the worker is then
+  // reaped in the background and exited() completes after that. For work
+  // that leaves nothing running in the worker that could still write to
+  // shared memory (worker_memory included) once it has returned.
+  bool deliver_at_commit = false;
 };
 
 // One isolate run. Shared by the caller's handle, the future's cancellation
@@ -95,6 +104,11 @@ std::optional<Backend> backend_from_environment();
 // Test seam: replaces fork(). Passing nullptr restores the real one.
 using ForkFunction = pid_t (*)();
 void set_fork_function(ForkFunction fork_function) noexcept;
+
+// Test seam: runs in a forked worker after its outcome is committed, just
+// before _exit. Passing nullptr removes it.
+using ExitHook = void (*)();
+void set_child_exit_hook(ExitHook hook) noexcept;
 
 // Writes progress where the current worker's parent can read it.
 void report_progress_impl(std::uint64_t done, std::uint64_t total, const char* stage,
