@@ -3,15 +3,20 @@
 // back; and cancelling a parse 10 ms in, next to a raw SIGKILL + reap of a
 // forked child doing the same parse. Generated files live in a temporary
 // directory that is removed afterwards.
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <string>
 #include <system_error>
 #include <thread>
 
@@ -90,6 +95,8 @@ class InThreadParser {
   InThreadParser(const InThreadParser&) = delete;
   InThreadParser& operator=(const InThreadParser&) = delete;
 
+  pid_t pid() const { return pid_; }
+
   struct Parse {
     double us = 0;  // parser.load() and the summary, measured in the helper
     std::size_t result = 0;
@@ -121,6 +128,35 @@ class InThreadParser {
   int request_ = -1;
   int reply_ = -1;
 };
+
+// Children of this process (running or not yet reaped) other than `except`.
+int children_other_than(pid_t except) {
+  const pid_t me = ::getpid();
+  int count = 0;
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return 0;
+  while (dirent* entry = ::readdir(proc)) {
+    const long pid = std::strtol(entry->d_name, nullptr, 10);
+    if (pid <= 0 || pid == except) continue;
+    std::ifstream stat("/proc/" + std::string(entry->d_name) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    const auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    char state = 0;
+    long ppid = 0;
+    if (std::sscanf(line.c_str() + close + 1, " %c %ld", &state, &ppid) == 2 && ppid == me) ++count;
+  }
+  ::closedir(proc);
+  return count;
+}
+
+// A JSON result arrives before its worker's exit: wait until the last worker
+// is reaped, so that its teardown does not overlap the next measurement.
+void wait_for_workers_gone(pid_t except) {
+  using namespace std::chrono_literals;
+  while (children_other_than(except) > 0) std::this_thread::sleep_for(200us);
+}
 
 // Available memory and disk, to skip the 1 GB case where it cannot run.
 std::size_t available_memory_bytes() {
@@ -155,15 +191,20 @@ std::vector<Row> json_parse_100mb(const Settings& settings) {
   const auto check = [](std::size_t got, std::size_t expected) {
     if (got != expected) throw std::runtime_error("json_parse_100mb: results differ from in-thread");
   };
+  // Every measurement starts once the last worker is reaped.
+  const auto settle = [&] { wait_for_workers_gone(in_thread.pid()); };
   for (std::size_t i = 0; i < runs + 1; ++i) {  // the first round warms up
+    settle();
     const auto n = in_thread.parse();
     // The two isolate rows in turns, so that neither always follows the other.
     const auto parse_summary = [&] {
+      settle();
       const auto start = Clock::now();
       check(parse_json_file(file.path(), top_level_size).get(), n.result);
       if (i > 0) summary.push_back(us_between(start, Clock::now()));
     };
     const auto parse_document = [&] {
+      settle();
       const auto start = Clock::now();
       auto doc = parse_json_document_file(file.path());
       check(top_level_size(doc.get().root()), n.result);
@@ -182,6 +223,7 @@ std::vector<Row> json_parse_100mb(const Settings& settings) {
   // occasional parse would be (freeing the warm arena's memory first).
   const std::size_t expected = in_thread.parse().result;
   for (std::size_t i = 0; i < (settings.quick ? 5 : 10); ++i) {
+    settle();
     release_json_arena();
     const auto start = Clock::now();
     check(parse_json_file(file.path(), top_level_size).get(), expected);
