@@ -349,8 +349,7 @@ void ChildChannelImpl::commit_current_exception() noexcept {
 // --- parent side ----------------------------------------------------------------
 
 ResultReader::ResultReader(ControlBlock* block)
-    : block_(block),
-      outcome_(static_cast<Outcome>(block->outcome.load(std::memory_order_acquire))) {
+    : outcome_(static_cast<Outcome>(block->outcome.load(std::memory_order_acquire))) {
   const auto size = static_cast<std::size_t>(block->payload_bytes.load(std::memory_order_relaxed));
   if (outcome_ == Outcome::none) return;
   if (block->payload_in_shm.load(std::memory_order_relaxed) == 0) {
@@ -360,12 +359,11 @@ ResultReader::ResultReader(ControlBlock* block)
   bip::shared_memory_object shm(bip::open_only, block->shm_name, bip::read_only);
   region_ = std::make_unique<bip::mapped_region>(shm, bip::read_only);
   view_ = {static_cast<const char*>(region_->get_address()), std::min(size, region_->get_size())};
+  // The mapping outlives the name: remove it before anyone sees the result.
+  remove_result_shm(block->shm_name);
 }
 
-ResultReader::~ResultReader() {
-  region_.reset();
-  if (block_->shm_claimed.load(std::memory_order_acquire)) remove_result_shm(block_->shm_name);
-}
+ResultReader::~ResultReader() { region_.reset(); }
 
 std::exception_ptr decode_exception(ResultView view) {
   std::size_t at = 0;

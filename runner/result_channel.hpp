@@ -7,8 +7,9 @@
 // Past max_result_bytes nothing more is written, only counted, so that
 // ResultTooLarge can give both sizes.
 //
-// Parent side (ResultReader): after the worker has exited, maps the payload
-// read-only where it is; on destruction unmaps it and removes the name.
+// Parent side (ResultReader): after the worker has exited (or committed its
+// outcome), maps the payload read-only where it is and removes its name at
+// once; on destruction unmaps it.
 #pragma once
 
 #include <cstddef>
@@ -82,7 +83,6 @@ class ResultReader {
   ResultView view() const noexcept { return view_; }
 
  private:
-  ControlBlock* block_;
   Outcome outcome_;
   ResultView view_;
   std::unique_ptr<boost::interprocess::mapped_region> region_;
