@@ -46,6 +46,8 @@
 // when the worker has exited (unlike CancellableIsolate::run): the kernel's
 // teardown of a worker that mapped hundreds of megabytes takes milliseconds.
 // The worker is reaped in the background, its process group killed then.
+// To signal the commit, the worker keeps one inherited descriptor open
+// besides 0, 1 and 2: descriptor 3, an eventfd (close-on-exec).
 //
 // Progress (Isolate::progress, IsolateOptions::on_progress) reports the stages
 // "parsing" (0 of 2) and "mapping" (1 of 2).
