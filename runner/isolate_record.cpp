@@ -216,10 +216,12 @@ class Record final : public IsolateRecord,
   // be woken by the reaper, wait for the process itself and reap it here, as
   // a bare waitpid() would. Saves one thread wake-up between exit and waiter.
   // A wait for the result also ends when the result's future completes
-  // otherwise (cancellation): the reap then goes back to the reaper.
+  // otherwise (cancellation): the reap then goes back to the reaper. With
+  // deliver_at_commit it also ends when the worker commits its outcome: this
+  // thread then delivers it and hands the reap back.
   void help_wait(const FutureStateBase& state) noexcept override {
     const bool for_result = &state != exited_.get();
-    int fds_to_poll[2] = {-1, -1};
+    int fds_to_poll[3] = {-1, -1, -1};
     std::uint64_t watch;
     {
       std::lock_guard lock(mutex_);
@@ -234,6 +236,8 @@ class Record final : public IsolateRecord,
         if (wake_fd_ < 0) return;
         fds_to_poll[0] = ::fcntl(pidfd_, F_DUPFD_CLOEXEC, 0);
         fds_to_poll[1] = ::fcntl(wake_fd_, F_DUPFD_CLOEXEC, 0);
+        // (If this copy fails, the reaper still delivers at commit.)
+        if (commit_fd_ >= 0) fds_to_poll[2] = ::fcntl(commit_fd_, F_DUPFD_CLOEXEC, 0);
         if (fds_to_poll[0] < 0 || fds_to_poll[1] < 0) {
           for (const int fd : fds_to_poll) {
             if (fd >= 0) ::close(fd);
@@ -252,13 +256,16 @@ class Record final : public IsolateRecord,
       // (on two CPUs its wake-up and its lock would compete with this thread).
       stop_watching(watch);
     }
-    pollfd fds[2] = {{fds_to_poll[0], POLLIN, 0}, {fds_to_poll[1], POLLIN, 0}};  // -1 is skipped
+    pollfd fds[3] = {{fds_to_poll[0], POLLIN, 0}, {fds_to_poll[1], POLLIN, 0},
+                     {fds_to_poll[2], POLLIN, 0}};  // -1 is skipped
     int ready;
-    while ((ready = ::poll(fds, 2, -1)) < 0 && errno == EINTR) {
+    while ((ready = ::poll(fds, 3, -1)) < 0 && errno == EINTR) {
     }
     if (for_result) {
-      ::close(fds_to_poll[0]);
-      ::close(fds_to_poll[1]);
+      for (const int fd : fds_to_poll) {
+        if (fd >= 0) ::close(fd);
+      }
+      if (ready > 0 && fds[0].revents == 0 && fds[2].revents != 0) return take_committed_outcome(watch);
       if (ready > 0 && fds[0].revents == 0) {
         // Woken by a cancellation, which handed the reap back to the reaper
         // (still watching): return without touching the lock the
@@ -278,6 +285,50 @@ class Record final : public IsolateRecord,
       stop_watching(watch);
     }
     reap_and_finish();
+  }
+
+  // A thread helping with the result saw the worker's commit before its
+  // exit: hands the reap back to the reaper and delivers the outcome here
+  // (unless the reaper's commit watch was first, or a cancellation).
+  void take_committed_outcome(std::uint64_t watch) noexcept {
+    bool deliver = false;
+    bool trivial = false;
+    bool reap_here = false;
+    {
+      std::lock_guard lock(mutex_);
+      waiting_for_result_ = false;
+      if (reap_owner_ == ReapOwner::waiter) {
+        // The reaper still watches the worker, unless it saw the exit
+        // already and left the reap to this thread.
+        if (reaper_deferred_) {
+          reap_here = true;
+        } else {
+          reap_owner_ = ReapOwner::none;
+        }
+      }
+      if (early_ == EarlyDelivery::none && !kill_requested_ && !reaped_ && block_ &&
+          static_cast<Outcome>(block_->outcome.load(std::memory_order_acquire)) != Outcome::none) {
+        early_ = EarlyDelivery::running;
+        deliver = true;
+        trivial = spec_.deliver_is_trivial;
+      }
+    }
+    if (deliver) {
+      release_worker_memory();
+      if (trivial || !on_library_thread()) {
+        deliver_committed();
+      } else {
+        try {
+          default_executor().post([self = shared_from_this()] { self->deliver_committed(); });
+        } catch (...) {
+          deliver_committed();
+        }
+      }
+    }
+    if (reap_here) {
+      stop_watching(watch);
+      reap_and_finish();
+    }
   }
 
   // The future this thread may be helping with has completed (on the
