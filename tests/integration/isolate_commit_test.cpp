@@ -89,7 +89,8 @@ TEST_CASE("an outcome delivered at commit arrives while the worker has not exite
   }
   SECTION("to a thread blocked in get()") {
     // get() starts waiting while the work still runs (most likely: the work
-    // takes 20 ms), taking the reap over; the early outcome must wake it.
+    // takes 20 ms), taking the reap over; it must see the commit itself (or
+    // be woken by the reaper's delivery), not wait for the exit.
     auto isolate = spawn_delivering_at_commit<int>([] {
       spin_for(20ms);
       return 7;
