@@ -192,24 +192,12 @@ class Record final : public IsolateRecord,
   // Reaper thread: the worker process signalled that its outcome is
   // committed (deliver_at_commit). Delivers it now, before the exit.
   void on_commit() noexcept {
-    bool trivial;
+    bool claimed;
     {
       std::lock_guard lock(mutex_);
-      if (early_ != EarlyDelivery::none || kill_requested_ || reaped_ || !block_) return;
-      // Nothing committed (a thread the work left behind wrote the
-      // descriptor?): the exit decides.
-      if (static_cast<Outcome>(block_->outcome.load(std::memory_order_acquire)) == Outcome::none) return;
-      early_ = EarlyDelivery::running;
-      trivial = spec_.deliver_is_trivial;
+      claimed = claim_committed_outcome_locked();
     }
-    // The worker writes nothing any more: its memory is free for the next run.
-    release_worker_memory();
-    if (trivial) return deliver_committed();
-    try {
-      default_executor().post([self = shared_from_this()] { self->deliver_committed(); });
-    } catch (...) {
-      deliver_committed();
-    }
+    if (claimed) deliver_claimed_outcome();
   }
 
   // A thread about to block in get() or exited().wait(): rather than wait to
@@ -291,8 +279,7 @@ class Record final : public IsolateRecord,
   // exit: hands the reap back to the reaper and delivers the outcome here
   // (unless the reaper's commit watch was first, or a cancellation).
   void take_committed_outcome(std::uint64_t watch) noexcept {
-    bool deliver = false;
-    bool trivial = false;
+    bool claimed;
     bool reap_here = false;
     {
       std::lock_guard lock(mutex_);
@@ -306,25 +293,9 @@ class Record final : public IsolateRecord,
           reap_owner_ = ReapOwner::none;
         }
       }
-      if (early_ == EarlyDelivery::none && !kill_requested_ && !reaped_ && block_ &&
-          static_cast<Outcome>(block_->outcome.load(std::memory_order_acquire)) != Outcome::none) {
-        early_ = EarlyDelivery::running;
-        deliver = true;
-        trivial = spec_.deliver_is_trivial;
-      }
+      claimed = claim_committed_outcome_locked();
     }
-    if (deliver) {
-      release_worker_memory();
-      if (trivial || !on_library_thread()) {
-        deliver_committed();
-      } else {
-        try {
-          default_executor().post([self = shared_from_this()] { self->deliver_committed(); });
-        } catch (...) {
-          deliver_committed();
-        }
-      }
-    }
+    if (claimed) deliver_claimed_outcome();
     if (reap_here) {
       stop_watching(watch);
       reap_and_finish();
@@ -425,8 +396,32 @@ class Record final : public IsolateRecord,
     }
   }
 
-  // After deliver_at_commit's early outcome (on the reaper thread, or on the
-  // default executor if decoding runs user code).
+  // Under mutex_, once the worker signalled its commit: claims the early
+  // delivery of its outcome, unless it was claimed already, the run was
+  // killed or reaped, or nothing is committed (a thread the work left behind
+  // wrote the descriptor?): the exit then decides.
+  bool claim_committed_outcome_locked() noexcept {
+    if (early_ != EarlyDelivery::none || kill_requested_ || reaped_ || !block_) return false;
+    if (static_cast<Outcome>(block_->outcome.load(std::memory_order_acquire)) == Outcome::none) return false;
+    early_ = EarlyDelivery::running;
+    return true;
+  }
+
+  // After a claim: the worker writes nothing any more, so its memory is free
+  // for the next run; the outcome is delivered on this thread, or on the
+  // default executor if decoding runs user code and this is a library thread.
+  // (spec_ stays: the run is released only after deliver_committed.)
+  void deliver_claimed_outcome() noexcept {
+    release_worker_memory();
+    if (spec_.deliver_is_trivial || !on_library_thread()) return deliver_committed();
+    try {
+      default_executor().post([self = shared_from_this()] { self->deliver_committed(); });
+    } catch (...) {
+      deliver_committed();
+    }
+  }
+
+  // Delivers a claimed early outcome; releases the run if the reap came first.
   void deliver_committed() noexcept {
     deliver_outcome(ProcessExit{});  // (an outcome is committed: the exit is not needed)
     remove_result_shm_if_claimed();
