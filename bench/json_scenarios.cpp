@@ -3,7 +3,6 @@
 // back; and cancelling a parse 10 ms in, next to a raw SIGKILL + reap of a
 // forked child doing the same parse. Generated files live in a temporary
 // directory that is removed afterwards.
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/statvfs.h>
@@ -11,12 +10,9 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <string>
 #include <system_error>
 #include <thread>
 
@@ -26,6 +22,7 @@
 #include "cancellable/json.hpp"
 #include "cancellable/json_document.hpp"
 #include "cancellable/json_generator.hpp"
+#include "tests/helpers/process_support.hpp"
 
 namespace cancellable::bench {
 
@@ -129,33 +126,11 @@ class InThreadParser {
   int reply_ = -1;
 };
 
-// Children of this process (running or not yet reaped) other than `except`.
-int children_other_than(pid_t except) {
-  const pid_t me = ::getpid();
-  int count = 0;
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return 0;
-  while (dirent* entry = ::readdir(proc)) {
-    const long pid = std::strtol(entry->d_name, nullptr, 10);
-    if (pid <= 0 || pid == except) continue;
-    std::ifstream stat("/proc/" + std::string(entry->d_name) + "/stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    const auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    char state = 0;
-    long ppid = 0;
-    if (std::sscanf(line.c_str() + close + 1, " %c %ld", &state, &ppid) == 2 && ppid == me) ++count;
-  }
-  ::closedir(proc);
-  return count;
-}
-
 // A JSON result arrives before its worker's exit: wait until the last worker
 // is reaped, so that its teardown does not overlap the next measurement.
 void wait_for_workers_gone(pid_t except) {
   using namespace std::chrono_literals;
-  while (children_other_than(except) > 0) std::this_thread::sleep_for(200us);
+  while (process_support::count_children(except) > 0) std::this_thread::sleep_for(200us);
 }
 
 // Available memory and disk, to skip the 1 GB case where it cannot run.

@@ -1,6 +1,6 @@
-// Helpers for the isolate tests: what this process holds (children, fds,
-// mappings, shared memory objects), waiting for a process to be gone, and a
-// gate that holds workers.
+// Helpers for the isolate tests (and the benchmarks): what this process
+// holds (children, fds, mappings, shared memory objects), waiting for a
+// process to be gone, and a gate that holds workers.
 #pragma once
 
 #include <dirent.h>
@@ -29,14 +29,16 @@
 
 namespace process_support {
 
-// Processes whose parent is this process, in any state (zombies included).
-inline int count_children() {
+// Processes whose parent is this process, in any state (zombies included),
+// other than `except`.
+inline int count_children(pid_t except = 0) {
   const pid_t me = ::getpid();
   int count = 0;
   DIR* proc = ::opendir("/proc");
+  if (!proc) return 0;
   while (dirent* entry = ::readdir(proc)) {
     const long pid = std::strtol(entry->d_name, nullptr, 10);
-    if (pid <= 0) continue;
+    if (pid <= 0 || pid == except) continue;
     std::ifstream stat("/proc/" + std::string(entry->d_name) + "/stat");
     std::string line;
     if (!std::getline(stat, line)) continue;
