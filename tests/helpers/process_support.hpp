@@ -4,6 +4,7 @@
 #pragma once
 
 #include <dirent.h>
+#include <malloc.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <sys/mman.h>
@@ -20,6 +21,7 @@
 #include <fstream>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -73,6 +75,16 @@ inline int count_mappings() {
   std::string line;
   while (std::getline(maps, line)) ++count;
   return count;
+}
+
+// Bytes of heap in use (glibc malloc), or nothing under a sanitizer, whose
+// allocator glibc does not see (LeakSanitizer checks leaks there).
+inline std::optional<std::size_t> heap_in_use() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return std::nullopt;
+#else
+  return ::mallinfo2().uordblks;
+#endif
 }
 
 // Result objects this process has in /dev/shm.
