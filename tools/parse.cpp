@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "cancellable/cancellable.hpp"
@@ -57,6 +59,35 @@ std::int64_t now_ns() {
 
 double ms(std::int64_t ns) { return static_cast<double>(ns) / 1e6; }
 
+// The progress line on a terminal's stderr: the stage and the seconds since
+// the start, rewritten in place; cleared once, after which reports that were
+// still on their way (from the progress thread) print nothing.
+class ProgressLine {
+ public:
+  explicit ProgressLine(Clock::time_point started) : started_(started) {}
+
+  void show(const std::string& stage) {
+    std::lock_guard lock(mutex_);
+    if (cleared_) return;
+    shown_ = true;
+    const auto s = std::chrono::duration<double>(Clock::now() - started_).count();
+    std::fprintf(stderr, "\r%-12s %6.1f s", stage.c_str(), s);
+    std::fflush(stderr);
+  }
+
+  void clear() {
+    std::lock_guard lock(mutex_);
+    if (shown_ && !cleared_) std::fprintf(stderr, "\r%30s\r", "");
+    cleared_ = true;
+  }
+
+ private:
+  std::mutex mutex_;
+  const Clock::time_point started_;
+  bool shown_ = false;
+  bool cleared_ = false;
+};
+
 }  // namespace
 
 int run_parse(const ParseArgs& args) {
@@ -70,13 +101,11 @@ int run_parse(const ParseArgs& args) {
   options.timeout = args.timeout;
   const bool show_progress = !ec && bytes > 100'000'000 && ::isatty(STDERR_FILENO);
   const auto started = Clock::now();
+  auto indicator = std::make_shared<ProgressLine>(started);
   if (show_progress) {
     options.progress_interval = std::chrono::milliseconds(100);
-    options.on_progress = [started](const Progress& p) {
-      const auto s = std::chrono::duration<double>(Clock::now() - started).count();
-      std::fprintf(stderr, "\r%-12s %6.1f s", p.stage.c_str(), s);
-      std::fflush(stderr);
-    };
+    options.on_progress = [indicator](const Progress& p) { indicator->show(p.stage); };
+    indicator->show("starting");  // at once, before the first report
   }
   const auto pointer = args.pointer;
   const auto started_ns = now_ns();
@@ -99,9 +128,18 @@ int run_parse(const ParseArgs& args) {
       interrupt, options);
 
   try {
-    const Summary s = future.get();
+    const Summary s = [&] {
+      // The indicator goes before anything else is printed, result or error.
+      try {
+        auto summary = future.get();
+        indicator->clear();
+        return summary;
+      } catch (...) {
+        indicator->clear();
+        throw;
+      }
+    }();
     const auto received = now_ns();
-    if (show_progress) std::fprintf(stderr, "\r%30s\r", "");
     if (s.has_pointer) {
       std::cout << s.pointer_value << "\n";
       return kExitOk;

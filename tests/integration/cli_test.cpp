@@ -1,18 +1,24 @@
-// The cancellable command under signals: Ctrl-C (SIGINT) during a parse
-// kills the worker at once and exits with status 130.
+// The cancellable command under signals and on a terminal: Ctrl-C (SIGINT)
+// during a parse kills the worker at once and exits with status 130; a large
+// parse shows a progress line on a terminal and clears it.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <vector>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "helpers/process_support.hpp"
 
@@ -33,6 +39,43 @@ int exit_status(pid_t pid) {
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Runs args with stderr on a new pseudo-terminal and stdout into out_path;
+// returns what the terminal received and the exit status.
+std::pair<std::string, int> run_on_terminal(std::vector<std::string> args, const std::string& out_path) {
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  const int terminal = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(terminal >= 0);
+  posix_spawn_file_actions_t actions;
+  ::posix_spawn_file_actions_init(&actions);
+  ::posix_spawn_file_actions_adddup2(&actions, terminal, STDERR_FILENO);
+  ::posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int spawned = ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  ::posix_spawn_file_actions_destroy(&actions);
+  ::close(terminal);  // the child holds the only other end: reads end (EIO) when it exits
+  REQUIRE(spawned == 0);
+  std::string received;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = ::read(master, buffer, sizeof buffer);
+    if (n > 0) {
+      received.append(buffer, static_cast<std::size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      break;
+    }
+  }
+  ::close(master);
+  return {received, exit_status(pid)};
 }
 
 // The first child process of pid, once it has one (the isolate worker).
@@ -62,3 +105,38 @@ TEST_CASE("Ctrl-C during a parse kills the worker and exits with status 130", "[
   CHECK(process_support::wait_gone(worker));
   std::filesystem::remove(file);
 }
+
+TEST_CASE("parsing a file over 100 MB on a terminal shows a progress line and clears it", "[cli]") {
+  const auto dir = std::filesystem::temp_directory_path();
+  const auto tag = std::to_string(::getpid());
+  const auto file = dir / ("cancellable-cli-progress-" + tag + ".json");
+  const auto out = dir / ("cancellable-cli-progress-" + tag + ".out");
+  REQUIRE(exit_status(spawn({CANCELLABLE_GENERATE_JSON, "101000000", file.string()})) == 0);
+  const auto [terminal, status] = run_on_terminal({CANCELLABLE_CLI, "parse", file.string()}, out.string());
+  CHECK(status == 0);
+  // The line is there from the start and rewritten in place ("\r"), then
+  // overwritten with blanks; nothing else reaches the terminal.
+  CHECK(terminal.rfind("\rstarting ", 0) == 0);
+  const std::string blank = "\r" + std::string(30, ' ') + "\r";
+  CHECK(terminal.size() >= blank.size());
+  CHECK(terminal.substr(terminal.size() - blank.size()) == blank);
+  std::ifstream stdout_file(out);
+  const std::string summary((std::istreambuf_iterator<char>(stdout_file)), std::istreambuf_iterator<char>());
+  CHECK(summary.find("bytes:    " + std::to_string(std::filesystem::file_size(file)) + "\n") != std::string::npos);
+  std::filesystem::remove(file);
+  std::filesystem::remove(out);
+}
+
+TEST_CASE("a file of 100 MB or less gets no progress line, even on a terminal", "[cli]") {
+  const auto dir = std::filesystem::temp_directory_path();
+  const auto tag = std::to_string(::getpid());
+  const auto file = dir / ("cancellable-cli-small-" + tag + ".json");
+  const auto out = dir / ("cancellable-cli-small-" + tag + ".out");
+  REQUIRE(exit_status(spawn({CANCELLABLE_GENERATE_JSON, "2000000", file.string()})) == 0);
+  const auto [terminal, status] = run_on_terminal({CANCELLABLE_CLI, "parse", file.string()}, out.string());
+  CHECK(status == 0);
+  CHECK(terminal.empty());
+  std::filesystem::remove(file);
+  std::filesystem::remove(out);
+}
+
