@@ -109,29 +109,31 @@ int run_parse(const ParseArgs& args) {
   }
   const auto pointer = args.pointer;
   const auto started_ns = now_ns();
-  auto future = parse_json_file(
-      args.file,
-      [pointer, started_ns](simdjson::dom::element root) {
-        Summary s;
-        s.parse_ns = now_ns() - started_ns;
-        if (pointer) {
-          simdjson::dom::element value;
-          if (auto error = root.at_pointer(*pointer).get(value)) detail::throw_json_error(error);
-          s.pointer_value = simdjson::to_string(value);
-          s.has_pointer = true;
-        } else {
-          count(root, 1, s);
-        }
-        s.finished_at_ns = now_ns();
-        return s;
-      },
-      interrupt, options);
+  const auto launch = [&] {
+    return parse_json_file(
+        args.file,
+        [pointer, started_ns](simdjson::dom::element root) {
+          Summary s;
+          s.parse_ns = now_ns() - started_ns;
+          if (pointer) {
+            simdjson::dom::element value;
+            if (auto error = root.at_pointer(*pointer).get(value)) detail::throw_json_error(error);
+            s.pointer_value = simdjson::to_string(value);
+            s.has_pointer = true;
+          } else {
+            count(root, 1, s);
+          }
+          s.finished_at_ns = now_ns();
+          return s;
+        },
+        interrupt, options);
+  };
 
   try {
     const Summary s = [&] {
       // The indicator goes before anything else is printed, result or error.
       try {
-        auto summary = future.get();
+        auto summary = launch().get();
         indicator->clear();
         return summary;
       } catch (...) {
