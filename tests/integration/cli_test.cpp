@@ -43,7 +43,7 @@ int exit_status(pid_t pid) {
 
 // Runs args with stderr on a new pseudo-terminal and stdout into out_path;
 // returns what the terminal received and the exit status.
-std::pair<std::string, int> run_on_terminal(std::vector<std::string> args, const std::string& out_path) {
+std::pair<std::string, int> run_on_terminal(std::vector<std::string> args, const std::filesystem::path& out_path) {
   const int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
   REQUIRE(master >= 0);
   REQUIRE(::grantpt(master) == 0);
@@ -91,28 +91,48 @@ pid_t wait_for_child_of(pid_t pid, std::chrono::seconds timeout) {
   return 0;
 }
 
+// A generated JSON file of about `bytes` bytes and a file for the command's
+// stdout, in the temporary directory; both removed however the test ends.
+struct Sample {
+  Sample(const std::string& name, const char* bytes) {
+    const auto base = std::filesystem::temp_directory_path() /
+                      ("cancellable-cli-" + name + "-" + std::to_string(::getpid()));
+    json = base.string() + ".json";
+    out = base.string() + ".out";
+    REQUIRE(exit_status(spawn({CANCELLABLE_GENERATE_JSON, bytes, json.string()})) == 0);
+  }
+  ~Sample() {
+    std::error_code ignored;
+    std::filesystem::remove(json, ignored);
+    std::filesystem::remove(out, ignored);
+  }
+  Sample(const Sample&) = delete;
+  Sample& operator=(const Sample&) = delete;
+
+  std::string output() const {
+    std::ifstream file(out);
+    return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  }
+
+  std::filesystem::path json;
+  std::filesystem::path out;
+};
+
 }  // namespace
 
 TEST_CASE("Ctrl-C during a parse kills the worker and exits with status 130", "[cli]") {
-  const auto file = std::filesystem::temp_directory_path() /
-                    ("cancellable-cli-test-" + std::to_string(::getpid()) + ".json");
-  REQUIRE(exit_status(spawn({CANCELLABLE_GENERATE_JSON, "300000000", file.string()})) == 0);
-  const pid_t cli = spawn({CANCELLABLE_CLI, "parse", file.string()});
+  const Sample sample("interrupt", "300000000");
+  const pid_t cli = spawn({CANCELLABLE_CLI, "parse", sample.json.string()});
   const pid_t worker = wait_for_child_of(cli, std::chrono::seconds(30));
   REQUIRE(worker > 0);
   ::kill(cli, SIGINT);
   CHECK(exit_status(cli) == 130);
   CHECK(process_support::wait_gone(worker));
-  std::filesystem::remove(file);
 }
 
 TEST_CASE("parsing a file over 100 MB on a terminal shows a progress line and clears it", "[cli]") {
-  const auto dir = std::filesystem::temp_directory_path();
-  const auto tag = std::to_string(::getpid());
-  const auto file = dir / ("cancellable-cli-progress-" + tag + ".json");
-  const auto out = dir / ("cancellable-cli-progress-" + tag + ".out");
-  REQUIRE(exit_status(spawn({CANCELLABLE_GENERATE_JSON, "101000000", file.string()})) == 0);
-  const auto [terminal, status] = run_on_terminal({CANCELLABLE_CLI, "parse", file.string()}, out.string());
+  const Sample sample("progress", "101000000");
+  const auto [terminal, status] = run_on_terminal({CANCELLABLE_CLI, "parse", sample.json.string()}, sample.out);
   CHECK(status == 0);
   // The line is there from the start and rewritten in place ("\r"), then
   // overwritten with blanks; nothing else reaches the terminal.
@@ -120,23 +140,14 @@ TEST_CASE("parsing a file over 100 MB on a terminal shows a progress line and cl
   const std::string blank = "\r" + std::string(30, ' ') + "\r";
   CHECK(terminal.size() >= blank.size());
   CHECK(terminal.substr(terminal.size() - blank.size()) == blank);
-  std::ifstream stdout_file(out);
-  const std::string summary((std::istreambuf_iterator<char>(stdout_file)), std::istreambuf_iterator<char>());
-  CHECK(summary.find("bytes:    " + std::to_string(std::filesystem::file_size(file)) + "\n") != std::string::npos);
-  std::filesystem::remove(file);
-  std::filesystem::remove(out);
+  const auto bytes = std::to_string(std::filesystem::file_size(sample.json));
+  CHECK(sample.output().find("bytes:    " + bytes + "\n") != std::string::npos);
 }
 
 TEST_CASE("a file of 100 MB or less gets no progress line, even on a terminal", "[cli]") {
-  const auto dir = std::filesystem::temp_directory_path();
-  const auto tag = std::to_string(::getpid());
-  const auto file = dir / ("cancellable-cli-small-" + tag + ".json");
-  const auto out = dir / ("cancellable-cli-small-" + tag + ".out");
-  REQUIRE(exit_status(spawn({CANCELLABLE_GENERATE_JSON, "2000000", file.string()})) == 0);
-  const auto [terminal, status] = run_on_terminal({CANCELLABLE_CLI, "parse", file.string()}, out.string());
+  const Sample sample("small", "2000000");
+  const auto [terminal, status] = run_on_terminal({CANCELLABLE_CLI, "parse", sample.json.string()}, sample.out);
   CHECK(status == 0);
   CHECK(terminal.empty());
-  std::filesystem::remove(file);
-  std::filesystem::remove(out);
+  CHECK(sample.output().find("objects:") != std::string::npos);
 }
-
