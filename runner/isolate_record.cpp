@@ -491,6 +491,7 @@ class Record final : public IsolateRecord,
     sigset_t previous;
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &previous);
+    forking_thread_ = static_cast<pid_t>(::syscall(SYS_gettid));
     const pid_t pid = do_fork();
     if (pid == 0) run_child(setup);
     const int fork_error = errno;
@@ -630,7 +631,19 @@ class Record final : public IsolateRecord,
     if (exit.kind == ProcessExit::Kind::exited) {
       return std::make_exception_ptr(IsolateCrashed(exit, "ended without a result"));
     }
+    if (exit.signal == SIGKILL && forking_thread_ > 0 && !thread_exists(forking_thread_)) {
+      // PR_SET_PDEATHSIG fires when the thread that forked exits, not the
+      // process: the likeliest killer (see isolate.hpp).
+      return std::make_exception_ptr(IsolateCrashed(
+          exit, "was killed when the thread that started it (thread " + std::to_string(forking_thread_) +
+                    ") exited: PR_SET_PDEATHSIG follows that thread; start isolates from threads "
+                    "that outlive them"));
+    }
     return std::make_exception_ptr(IsolateCrashed(exit));
+  }
+
+  static bool thread_exists(pid_t tid) {
+    return ::access(("/proc/self/task/" + std::to_string(tid)).c_str(), F_OK) == 0;
   }
 
   void fail(std::exception_ptr error) noexcept {
@@ -723,6 +736,7 @@ class Record final : public IsolateRecord,
   bool finished_ = false;
   std::atomic<Backend> backend_{Backend::automatic};
   std::atomic<pid_t> pid_{0};
+  pid_t forking_thread_ = 0;  // the thread that forked the worker (its PR_SET_PDEATHSIG parent)
   int pidfd_ = -1;
   std::unique_ptr<bip::mapped_region> control_region_;
   std::unique_ptr<ControlBlock> heap_block_;
