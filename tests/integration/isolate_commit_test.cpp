@@ -133,7 +133,7 @@ TEST_CASE("cancel racing an outcome delivered at commit yields exactly one outco
       const int work_us = static_cast<int>(random() % 300);
       IsolateOptions options;
 #if defined(__SANITIZE_ADDRESS__)
-      options.timeout = 10s;  // see the 2000-run test in isolate_cancel_test.cpp
+      options.timeout = 10s;  // see the ten-thousand-run test in isolate_cancel_test.cpp
 #endif
       auto isolate = spawn_delivering_at_commit<std::string>(
           [work_us] {
