@@ -26,12 +26,12 @@ extern char** environ;
 
 namespace {
 
-pid_t spawn(std::vector<std::string> args) {
+pid_t spawn(std::vector<std::string> args, const posix_spawn_file_actions_t* actions = nullptr) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = 0;
-  REQUIRE(::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) == 0);
+  REQUIRE(::posix_spawn(&pid, argv[0], actions, nullptr, argv.data(), environ) == 0);
   return pid;
 }
 
@@ -54,14 +54,9 @@ std::pair<std::string, int> run_on_terminal(std::vector<std::string> args, const
   ::posix_spawn_file_actions_init(&actions);
   ::posix_spawn_file_actions_adddup2(&actions, terminal, STDERR_FILENO);
   ::posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  const int spawned = ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  const pid_t pid = spawn(std::move(args), &actions);
   ::posix_spawn_file_actions_destroy(&actions);
   ::close(terminal);  // the child holds the only other end: reads end (EIO) when it exits
-  REQUIRE(spawned == 0);
   std::string received;
   char buffer[4096];
   for (;;) {
