@@ -109,39 +109,34 @@ int run_parse(const ParseArgs& args) {
   }
   const auto pointer = args.pointer;
   const auto started_ns = now_ns();
-  const auto launch = [&] {
-    return parse_json_file(
-        args.file,
-        [pointer, started_ns](simdjson::dom::element root) {
-          Summary s;
-          s.parse_ns = now_ns() - started_ns;
-          if (pointer) {
-            simdjson::dom::element value;
-            if (auto error = root.at_pointer(*pointer).get(value)) detail::throw_json_error(error);
-            s.pointer_value = simdjson::to_string(value);
-            s.has_pointer = true;
-          } else {
-            count(root, 1, s);
-          }
-          s.finished_at_ns = now_ns();
-          return s;
-        },
-        interrupt, options);
-  };
-
   try {
-    const Summary s = [&] {
-      // The indicator goes before anything else is printed, result or error.
-      try {
-        auto summary = launch().get();
-        indicator->clear();
-        return summary;
-      } catch (...) {
-        indicator->clear();
-        throw;
-      }
-    }();
+    Summary s;
+    // The progress line goes before anything else is printed, result or error.
+    try {
+      s = parse_json_file(
+              args.file,
+              [pointer, started_ns](simdjson::dom::element root) {
+                Summary summary;
+                summary.parse_ns = now_ns() - started_ns;
+                if (pointer) {
+                  simdjson::dom::element value;
+                  if (auto error = root.at_pointer(*pointer).get(value)) detail::throw_json_error(error);
+                  summary.pointer_value = simdjson::to_string(value);
+                  summary.has_pointer = true;
+                } else {
+                  count(root, 1, summary);
+                }
+                summary.finished_at_ns = now_ns();
+                return summary;
+              },
+              interrupt, options)
+              .get();
+    } catch (...) {
+      indicator->clear();
+      throw;
+    }
     const auto received = now_ns();
+    indicator->clear();
     if (s.has_pointer) {
       std::cout << s.pointer_value << "\n";
       return kExitOk;
