@@ -339,7 +339,6 @@ class Record final : public IsolateRecord,
     siginfo_t info{};
     bool killed;
     bool delivered_early;
-    std::uint64_t commit_watch;
     {
       std::lock_guard lock(mutex_);
       killed = kill_requested_;
@@ -359,9 +358,8 @@ class Record final : public IsolateRecord,
       if (wake_fd_ >= 0) ::close(wake_fd_);  // no one polls it any more
       wake_fd_ = -1;
       delivered_early = early_ != EarlyDelivery::none;  // if not, on_commit() now does nothing
-      commit_watch = std::exchange(commit_watch_, 0);
     }
-    close_commit_fd(commit_watch);
+    close_commit_fd();
     const ProcessExit exit = exit_of(info);
     release_worker_memory();
     if (delivered_early) {
@@ -435,9 +433,14 @@ class Record final : public IsolateRecord,
     if (exit) release_and_signal_exit(*exit);
   }
 
-  // The reaper no longer watches the commit descriptor: close it.
-  void close_commit_fd(std::uint64_t watch) noexcept {
-    if (watch != 0) stop_watching(watch);
+  // Stops the reaper's commit watch, if any, and closes the commit descriptor.
+  void close_commit_fd() noexcept {
+    std::uint64_t watch;
+    {
+      std::lock_guard lock(mutex_);
+      watch = std::exchange(commit_watch_, 0);
+    }
+    if (watch != 0) stop_watching(watch);  // (not under mutex_: on_commit() takes it)
     std::lock_guard lock(mutex_);
     if (commit_fd_ >= 0) ::close(commit_fd_);
     commit_fd_ = -1;
@@ -498,7 +501,7 @@ class Record final : public IsolateRecord,
     ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 
     if (pid < 0) {
-      close_commit_fd(0);
+      close_commit_fd();
       ControlBlockPool::Region unused;
       {
         std::lock_guard lock(mutex_);
@@ -522,7 +525,7 @@ class Record final : public IsolateRecord,
       try {
         watch = reap_when_exited(std::make_shared<CommitWatch>(shared_from_this(), commit_fd_));
       } catch (...) {
-        close_commit_fd(0);  // delivered after the exit instead
+        close_commit_fd();  // delivered after the exit instead
       }
       std::lock_guard lock(mutex_);
       commit_watch_ = watch;
@@ -530,12 +533,7 @@ class Record final : public IsolateRecord,
     const int pidfd = open_pidfd(pid);
     if (pidfd < 0) {
       const int error = errno;
-      std::uint64_t watch;
-      {
-        std::lock_guard lock(mutex_);
-        watch = std::exchange(commit_watch_, 0);
-      }
-      close_commit_fd(watch);
+      close_commit_fd();
       ::kill(-pid, SIGKILL);
       ::kill(pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
