@@ -9,6 +9,14 @@ namespace cancellable {
 Cancellable::~Cancellable() { detach(); }
 
 bool Cancellable::maybe_attach(const CancellationToken& token) {
+  if (attach_to(token)) return true;
+  on_cancel(token.exception());
+  return false;
+}
+
+// The one attach path, whether it starts here or at the token: the
+// cancellable always knows its token, so detach() and the destructor reach it.
+bool Cancellable::attach_to(const CancellationToken& token) {
   detail::TokenState* current = attached_to_.load(std::memory_order_acquire);
   if (current != nullptr) {
     if (current == token.state_.get()) return true;
@@ -17,9 +25,7 @@ bool Cancellable::maybe_attach(const CancellationToken& token) {
   // token_ is set before attaching: once attached, on_cancel may run on
   // another thread and read it.
   token_ = token;
-  if (token.attach_cancellable(*this)) return true;
-  on_cancel(token.exception());
-  return false;
+  return !token.state_ || token.state_->attach(*this);
 }
 
 void Cancellable::detach() { token_.detach_cancellable(*this); }

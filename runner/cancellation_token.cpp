@@ -27,9 +27,7 @@ bool CancellationToken::cancel_with_reason(std::string reason) const {
   return cancel(std::make_exception_ptr(CancelledException(std::move(reason))));
 }
 
-bool CancellationToken::attach_cancellable(Cancellable& c) const {
-  return !state_ || state_->attach(c);
-}
+bool CancellationToken::attach_cancellable(Cancellable& c) const { return c.attach_to(*this); }
 
 void CancellationToken::detach_cancellable(Cancellable& c) const {
   if (state_) state_->detach(c);

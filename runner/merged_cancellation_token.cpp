@@ -33,12 +33,16 @@ class MergedState final : public detail::TokenState {
     }
     // Cancelled at construction if a token already is: the first one in list
     // order gives the exception.
-    if (auto exception = first_cancelled_parent_exception()) cancel(exception);
+    if (auto exception = observed_parent_exception()) cancel(exception);
   }
 
   ~MergedState() override {
-    // Detach every link (waiting for any running on_cancel) before members die.
-    links_.clear();
+    // A token may be cancelling on another thread right now, its link's
+    // on_cancel reaching into this state (and iterating links_). Detach every
+    // link first, each detach waiting for such a call to return; only then
+    // may links and members go. (No lock here: that on_cancel takes
+    // links_mutex_.)
+    for (auto& link : links_) link->detach();
   }
 
   bool is_cancelled() const noexcept override {
@@ -51,13 +55,28 @@ class MergedState final : public detail::TokenState {
 
   std::exception_ptr exception() const noexcept override {
     if (auto own = own_exception()) return own;
-    return first_cancelled_parent_exception();
+    return observed_parent_exception();
   }
 
-  // Its own cancel(): a token that is already cancelled keeps its exception.
+  // Its own cancel(): a merged token already cancelled by one of its tokens
+  // keeps that exception, and the call returns false (it cancelled nothing).
   bool request_cancel(std::exception_ptr exception) override {
-    if (auto parent = first_cancelled_parent_exception()) exception = parent;
+    if (auto parent = observed_parent_exception()) {
+      cancel(std::move(parent));
+      return false;
+    }
     return cancel(std::move(exception));
+  }
+
+  // A token it merges was cancelled with exception (its link's on_cancel, or
+  // an attach that found it cancelled). The first exception observed stays.
+  void parent_cancelled(std::exception_ptr exception) {
+    {
+      std::lock_guard lock(observed_mutex_);
+      if (!observed_) observed_ = std::move(exception);
+      exception = observed_;
+    }
+    cancel(std::move(exception));
   }
 
   std::stop_token stop_token() override {
@@ -72,49 +91,72 @@ class MergedState final : public detail::TokenState {
  private:
   void on_first_attach() override { sync_links(); }
   void on_last_detach() override { sync_links(); }
-  void on_cancelled() override { detach_links(); }
+  void on_cancelled() override {
+    std::lock_guard lock(links_mutex_);
+    detach_links_locked();
+  }
 
-  std::exception_ptr first_cancelled_parent_exception() const noexcept {
-    for (const auto& token : tokens_) {
-      if (auto exception = token.exception()) return exception;
+  // The exception of a cancelled token it merges, as first observed: with
+  // nothing attached, the first cancelled one in list order at the first
+  // read; it never changes afterwards (a later read, or work started later,
+  // sees the same exception).
+  std::exception_ptr observed_parent_exception() const noexcept {
+    std::lock_guard lock(observed_mutex_);
+    if (!observed_) {
+      for (const auto& token : tokens_) {
+        if (auto exception = token.exception()) {
+          observed_ = exception;
+          break;
+        }
+      }
     }
-    return nullptr;
+    return observed_;
   }
 
   // Attaches the links while something needs them (own cancellables, or a
-  // stop_token handed out), detaches them otherwise. Never called on the
-  // cancellation path, which only detaches (on_cancelled).
+  // stop_token handed out), detaches them otherwise. Runs no user code under
+  // links_mutex_: links are attached through the token, which does not
+  // notify, and a token found cancelled cancels this one after the lock is
+  // released. Link detaches under the lock do not wait for a link's
+  // on_cancel running elsewhere, since that call takes the lock too.
   void sync_links() {
-    std::lock_guard lock(links_mutex_);
-    const bool want = !own_cancelled() && (keep_linked_ || has_cancellables());
-    if (want && !linked_) {
-      for (std::size_t i = 0; i < tokens_.size(); ++i) {
-        // A cancelled parent notifies the link inline, which cancels us.
-        links_[i]->maybe_attach(tokens_[i]);
+    std::exception_ptr cancelled_parent;
+    {
+      std::lock_guard lock(links_mutex_);
+      const bool want = !own_cancelled() && (keep_linked_ || has_cancellables());
+      if (want && !linked_) {
+        linked_ = true;
+        for (std::size_t i = 0; i < tokens_.size(); ++i) {
+          if (!tokens_[i].attach_cancellable(*links_[i])) {
+            cancelled_parent = tokens_[i].exception();
+            break;
+          }
+        }
+      } else if (!want && linked_) {
+        detach_links_locked();
       }
-      linked_ = true;
-      // A cancellation that ran while we were attaching may have missed the
-      // links attached after it: detach them now.
-      if (own_cancelled()) detach_links();
-    } else if (!want && linked_) {
-      detach_links();
-      linked_ = false;
     }
+    // A cancellation that ran while the links were being attached detaches
+    // them in on_cancelled(), which waited for the lock.
+    if (cancelled_parent) parent_cancelled(std::move(cancelled_parent));
   }
 
-  void detach_links() {
-    for (auto& link : links_) link->detach();
+  void detach_links_locked() {
+    for (auto& link : links_) TokenState::detach_without_waiting(*link);
+    linked_ = false;
   }
 
   friend class ParentLink;
   const std::vector<CancellationToken> tokens_;
   std::vector<std::unique_ptr<ParentLink>> links_;
-  std::mutex links_mutex_;
+  std::mutex links_mutex_;  // guards linking and unlinking, never held while user code runs
   bool linked_ = false;
   bool keep_linked_ = false;
+  mutable std::mutex observed_mutex_;
+  mutable std::exception_ptr observed_;
 };
 
-void ParentLink::on_cancel(std::exception_ptr exception) { merged_.cancel(std::move(exception)); }
+void ParentLink::on_cancel(std::exception_ptr exception) { merged_.parent_cancelled(std::move(exception)); }
 
 }  // namespace
 

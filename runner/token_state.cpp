@@ -81,14 +81,22 @@ bool TokenState::attach(Cancellable& c) {
   return true;
 }
 
-void TokenState::detach(Cancellable& c) {
+void TokenState::detach(Cancellable& c) { detach(c, true); }
+
+void TokenState::detach_without_waiting(Cancellable& c) {
+  // c.token_ keeps the state it is attached to alive.
+  if (TokenState* state = c.attached_to_.load(std::memory_order_acquire)) state->detach(c, false);
+}
+
+void TokenState::detach(Cancellable& c, bool wait_for_callback) {
   bool last = false;
   {
     std::unique_lock lock(mutex_);
     if (c.attached_to_.load(std::memory_order_acquire) == this) {
       unlink(c);
       last = head_ == nullptr && !own_cancelled();
-    } else if (running_ == &c && notifying_thread_ != std::this_thread::get_id()) {
+    } else if (wait_for_callback && running_ == &c &&
+               notifying_thread_ != std::this_thread::get_id()) {
       // on_cancel is running on another thread: wait until it returns.
       ++detach_waiters_;
       callback_done_.wait(lock, [&] { return running_ != &c; });

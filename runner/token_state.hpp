@@ -39,6 +39,12 @@ class TokenState : public std::enable_shared_from_this<TokenState> {
 
   bool attach(Cancellable& c);
   void detach(Cancellable& c);
+  // Detaches c from the token it is attached to, if any, without waiting for
+  // an on_cancel of c running on another thread (that call may still be
+  // under way when this returns). For library code that detaches under a
+  // lock of its own, which that on_cancel may need. c's attach and detach
+  // calls must not race this one.
+  static void detach_without_waiting(Cancellable& c);
   bool has_cancellables() const;
 
   virtual std::stop_token stop_token();
@@ -58,6 +64,7 @@ class TokenState : public std::enable_shared_from_this<TokenState> {
 
  private:
   void unlink(Cancellable& c) noexcept;
+  void detach(Cancellable& c, bool wait_for_callback);
 
   mutable std::mutex mutex_;
   std::condition_variable callback_done_;

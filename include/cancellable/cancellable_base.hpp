@@ -62,6 +62,11 @@ class Cancellable {
 
  private:
   friend class detail::TokenState;
+  friend class CancellationToken;
+  // What maybe_attach and CancellationToken::attach_cancellable share:
+  // records the token, then attaches; false if the token is cancelled.
+  bool attach_to(const CancellationToken& token);
+
   CancellationToken token_ = CancellationToken::none();
   // Intrusive list links, guarded by the mutex of the token attached to.
   Cancellable* prev_ = nullptr;

@@ -65,8 +65,11 @@ class CancellationToken {
 
   // Attaches c so that it is notified on cancellation. Returns false, without
   // attaching and without notifying, if the token is already cancelled.
-  // Attaching the same cancellable twice attaches it once. Most code calls
-  // Cancellable::maybe_attach instead.
+  // Either way c is left as c.maybe_attach(*this) leaves it (it records this
+  // token: c.detach(), c's destructor and c.is_cancelled() work on it); the
+  // only difference is that maybe_attach also calls on_cancel when the token
+  // is already cancelled. Attaching the same cancellable twice attaches it
+  // once. Most code calls Cancellable::maybe_attach instead.
   // Throws std::logic_error if c is attached to a different token.
   bool attach_cancellable(Cancellable& c) const;
   // Removes c. If c's on_cancel is running on another thread, waits until it

@@ -17,7 +17,13 @@
 //   - Its exception: the exception of the token that was cancelled first in
 //     time, if something was attached then, or its own cancel() argument; with
 //     nothing attached, the exception of the first cancelled token in list
-//     order.
+//     order when it is first read. Once read it never changes: a token of the
+//     list cancelled later, or work started later, sees the same exception.
+//     Its own cancel() after one of its tokens cancelled it returns false.
+//   - Destroying it is safe while any of its tokens is being cancelled on
+//     another thread (the destructor waits for that notification to leave
+//     it). No library lock is held while its cancellables are notified, even
+//     when a token it merges is cancelled while it links itself to it.
 //
 // Thread-safety: as CancellationToken. Lifetime: holds copies of the tokens it
 // merges (keeping their state alive), not the other way round.

@@ -142,3 +142,48 @@ TEST_CASE("a cancellable may be attached again after its token was cancelled", "
   CHECK(c.calls() == 2);
   CHECK(c.last_exception() == second.exception());
 }
+
+TEST_CASE("attaching through the token leaves the cancellable as maybe_attach does",
+          "[cancellable]") {
+  CancellationToken token;
+  SECTION("it knows its token, and detach() removes it") {
+    RecordingCancellable c;
+    REQUIRE(token.attach_cancellable(c));
+    CHECK(c.cancellation_token() == token);
+    c.detach();
+    CHECK_FALSE(token.has_cancellables());
+    token.cancel();
+    CHECK(c.calls() == 0);
+  }
+  SECTION("its destructor removes it, so a later cancel calls nothing freed") {
+    {
+      RecordingCancellable c;
+      REQUIRE(token.attach_cancellable(c));
+    }
+    CHECK_FALSE(token.has_cancellables());
+    CHECK(token.cancel());
+  }
+  SECTION("is_cancelled() is true once it was notified") {
+    RecordingCancellable c;
+    REQUIRE(token.attach_cancellable(c));
+    token.cancel();
+    CHECK(c.calls() == 1);
+    CHECK(c.is_cancelled());
+  }
+  SECTION("attaching it to a second token throws std::logic_error") {
+    RecordingCancellable c;
+    CancellationToken other;
+    REQUIRE(token.attach_cancellable(c));
+    CHECK(token.attach_cancellable(c));
+    CHECK_THROWS_AS(other.attach_cancellable(c), std::logic_error);
+    CHECK_THROWS_AS(c.maybe_attach(other), std::logic_error);
+  }
+  SECTION("on a cancelled token it neither attaches nor notifies, but knows the token") {
+    token.cancel();
+    RecordingCancellable c;
+    CHECK_FALSE(token.attach_cancellable(c));
+    CHECK(c.calls() == 0);
+    CHECK(c.cancellation_token() == token);
+    CHECK(c.is_cancelled());
+  }
+}

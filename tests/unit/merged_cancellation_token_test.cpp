@@ -131,12 +131,31 @@ TEST_CASE("with nothing attached, the exception is that of the first cancelled t
   CancellationToken a;
   CancellationToken b;
   MergedCancellationToken merged{a, b};
-  auto eb = error("b first in time");
+  auto eb = error("b second in list");
   auto ea = error("a first in list");
   b.cancel(eb);
-  CHECK(merged.exception() == eb);
   a.cancel(ea);
   CHECK(merged.exception() == ea);
+}
+
+TEST_CASE("the first exception read from a merged token stays its exception", "[merged]") {
+  CancellationToken a;
+  CancellationToken b;
+  MergedCancellationToken merged{a, b};
+  auto eb = error("b first in time");
+  b.cancel(eb);
+  const auto seen = merged.exception();
+  REQUIRE(seen == eb);
+  a.cancel(error("a first in list, cancelled later"));
+  CHECK(merged.exception() == seen);
+  SECTION("work started later fails with it") {
+    CancellableCompleter<int> completer(merged);
+    CHECK(completer.future().state()->error() == seen);
+  }
+  SECTION("its own cancel changes nothing") {
+    CHECK_FALSE(merged.cancel(error("own")));
+    CHECK(merged.exception() == seen);
+  }
 }
 
 TEST_CASE("a merged token cancelled by its own cancel keeps that exception", "[merged]") {
@@ -229,4 +248,68 @@ TEST_CASE("attaching and detaching on a merged token from many threads leaves no
   CHECK_FALSE(merged.has_cancellables());
   CHECK_FALSE(a.has_cancellables());
   CHECK_FALSE(b.has_cancellables());
+}
+
+TEST_CASE("an on_cancel may use the merged token it is attached to while a token it merges is "
+          "cancelled during the attach",
+          "[merged][concurrency]") {
+  // The cancel of `a` is aimed at the moment the merged token links itself
+  // to `a`. An on_cancel running under the merged token's own lock could not
+  // get its stop_token (a deadlock if called inline): the probe asks from
+  // another thread and reports whether it got an answer.
+  int probes = 0;
+  int blocked = 0;
+  for (int round = 0; round < 3000 && blocked == 0; ++round) {
+    CancellationToken a;
+    MergedCancellationToken merged{a};
+    std::shared_ptr<test_support::Event> answered;
+    std::thread probe_thread;
+    RecordingCancellable r;
+    r.during_cancel = [&](std::exception_ptr) {
+      answered = std::make_shared<test_support::Event>();
+      probe_thread = std::thread([merged, answered] {
+        (void)merged.stop_token();
+        answered->set();
+      });
+      ++probes;
+      if (!answered->wait()) ++blocked;
+    };
+    std::atomic<bool> go{false};
+    std::thread canceller([&] {
+      while (!go.load()) {
+      }
+      a.cancel();
+    });
+    go.store(true);
+    r.maybe_attach(merged);
+    canceller.join();
+    r.detach();
+    if (probe_thread.joinable()) probe_thread.join();
+  }
+  CHECK(probes > 0);
+  CHECK(blocked == 0);
+}
+
+TEST_CASE("a merged token can be destroyed while one of its tokens is cancelled on another thread",
+          "[merged][concurrency]") {
+  for (int round = 0; round < 3000; ++round) {
+    CancellationToken a;
+    CancellationToken b;
+    CancellationToken c;
+    std::atomic<bool> go{false};
+    std::thread canceller;
+    {
+      MergedCancellationToken merged{a, b, c};
+      (void)merged.stop_token();  // keeps it linked to its tokens
+      canceller = std::thread([&] {
+        while (!go.load()) {
+        }
+        b.cancel();
+      });
+      go.store(true);
+    }
+    canceller.join();
+    REQUIRE_FALSE(a.has_cancellables());
+    REQUIRE_FALSE(c.has_cancellables());
+  }
 }
