@@ -200,6 +200,22 @@ class Record final : public IsolateRecord,
     if (claimed) deliver_claimed_outcome();
   }
 
+  // The helping protocol, between a waiter (FutureStateBase::wait, then
+  // help_wait), a completer (FutureStateBase::complete, then wake) and the
+  // reaper (on_process_exit):
+  //   1. The waiter marks the future `helping_` under the future's lock, then
+  //      takes this record's lock and re-checks that the future is not ready.
+  //      Only then does it become the reap's owner (ReapOwner::waiter) and
+  //      poll, outside every lock, the pidfd, wake_fd_ and the commit fd.
+  //   2. A completer marks the future ready, then (if `helping_`) calls
+  //      wake(), which takes this record's lock: if a waiter owns the reap,
+  //      wake() hands it back to the reaper and writes wake_fd_. If not, the
+  //      waiter has not passed step 1's check yet and will see the future
+  //      ready there. Either way the waiter returns without waiting for the
+  //      worker's exit.
+  //   3. The reaper, seeing the exit while a waiter owns the reap, only marks
+  //      `reaper_deferred_`; the waiter then reaps, even if it was handed
+  //      back meanwhile.
   // A thread about to block in get() or exited().wait(): rather than wait to
   // be woken by the reaper, wait for the process itself and reap it here, as
   // a bare waitpid() would. Saves one thread wake-up between exit and waiter.
@@ -214,6 +230,13 @@ class Record final : public IsolateRecord,
     {
       std::lock_guard lock(mutex_);
       if (reap_owner_ != ReapOwner::none || pidfd_ < 0) return;
+      // Readiness is checked again under the lock. The future is marked
+      // ready before wake() takes this lock: either wake() finds this thread
+      // registered as the reap's owner below (and wakes it through wake_fd_),
+      // or this check sees the future ready. A completion landing between the
+      // waiter's announcement (FutureStateBase::wait) and this lock is never
+      // missed.
+      if (state.is_ready()) return;
       // The result comes without the exit (or has come): wait for it, not for the exit.
       if (for_result && (kill_requested_ || early_ != EarlyDelivery::none)) return;
       if (for_result) {

@@ -414,12 +414,15 @@ std::exception_ptr decode_exception(ResultView view) {
     case ExceptionKind::other:
       break;
   }
+  std::function<std::exception_ptr(const std::string&)> make;
   {
     auto& r = registry();
     std::lock_guard lock(r.mutex);
     auto it = r.makers.find(type_name);
-    if (it != r.makers.end()) return it->second(what);
+    if (it != r.makers.end()) make = it->second;
   }
+  // The user's maker runs without the registry's lock.
+  if (make) return make(what);
   return std::make_exception_ptr(IsolateError(demangle(type_name.c_str()), what));
 }
 

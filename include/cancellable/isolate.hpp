@@ -150,7 +150,9 @@ Isolate<R> spawn_isolate(F&& fn, const CancellationToken& token, IsolateOptions 
   auto record = make_isolate_record();
   auto core = std::make_shared<CompleterCore<R>>(effective, nullptr, [record] { record->kill(); });
   Isolate<R> isolate(core->future(), record);
-  if (core->was_cancelled()) return isolate;
+  // Even when the token was cancelled since the check above (the future has
+  // failed, and the record was killed), the record is started: it then
+  // starts nothing and completes exited() at once.
 
   auto work = std::make_shared<std::decay_t<F>>(std::forward<F>(fn));
   LaunchSpec spec;
