@@ -1,21 +1,37 @@
 // Internal: how an isolate's result is encoded in the worker and decoded in
 // the parent.
 //
-//   - trivially copyable types (numbers, enums, plain structs) and vectors of
-//     them without a cereal serialize function: their bytes, copied once;
-//   - everything else: cereal's binary archive (strings, vectors, arrays,
-//     maps, optionals, pairs, tuples, variants, nested, and user types with a
-//     serialize member or function). Contiguous arithmetic data inside them is
-//     still written with one copy.
+//   - plain data (numbers, enums, std::array and C arrays of plain data,
+//     std::complex, std::chrono durations and time points, and structs whose
+//     fields are all plain data) and vectors of it, without a cereal
+//     serialize function: their bytes, copied once;
+//   - everything else that cereal can serialize: cereal's binary archive
+//     (strings, vectors, arrays, maps, optionals, pairs, tuples, variants,
+//     nested, and user types with a serialize member or function).
+//     Contiguous arithmetic data inside them is still written with one copy.
+//   - anything else does not compile: pointers, std::string_view, std::span
+//     and structs holding them would arrive as addresses in the worker's
+//     memory. Return std::string, std::vector or a struct of values instead.
+//
+// Structs are checked field by field with Boost.PFR: a struct of plain data
+// that has a C array member or a base class cannot be reflected and fails to
+// compile inside Boost.PFR ("structured binding" or "Inherited types are not
+// supported"); use std::array, or give it a cereal serialize function.
 #pragma once
 
+#include <array>
+#include <chrono>
+#include <complex>
 #include <cstring>
 #include <istream>
+#include <span>
+#include <string_view>
 #include <ostream>
 #include <streambuf>
 #include <type_traits>
 #include <vector>
 
+#include <boost/pfr/core.hpp>
 #include <cereal/archives/binary.hpp>
 #include <cereal/types/array.hpp>
 #include <cereal/types/map.hpp>
@@ -39,9 +55,86 @@ inline constexpr bool cereal_serializable_v =
     cereal::traits::is_output_serializable<T, cereal::BinaryOutputArchive>::value &&
     cereal::traits::is_input_serializable<T, cereal::BinaryInputArchive>::value;
 
+// Types whose value names memory: pointers, member pointers, views, and any
+// class template instance with such an argument (std::vector<std::string_view>,
+// std::optional<const char*>, ...).
 template <class T>
-inline constexpr bool raw_copyable_v =
-    std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> && !cereal_serializable_v<T>;
+struct holds_addresses
+    : std::bool_constant<std::is_pointer_v<T> || std::is_member_pointer_v<T> ||
+                         std::is_null_pointer_v<T> || std::is_reference_v<T>> {};
+template <class T>
+inline constexpr bool holds_addresses_v = holds_addresses<std::remove_cv_t<T>>::value;
+template <class C, class Traits>
+struct holds_addresses<std::basic_string_view<C, Traits>> : std::true_type {};
+template <class T, std::size_t N>
+struct holds_addresses<std::span<T, N>> : std::true_type {};
+template <class T, std::size_t N>
+struct holds_addresses<std::array<T, N>> : std::bool_constant<holds_addresses_v<T>> {};
+template <class T, std::size_t N>
+struct holds_addresses<T[N]> : std::bool_constant<holds_addresses_v<T>> {};
+template <template <class...> class C, class... A>
+struct holds_addresses<C<A...>> : std::bool_constant<(holds_addresses_v<A> || ...)> {};
+
+template <class T>
+struct is_std_array : std::false_type {};
+template <class T, std::size_t N>
+struct is_std_array<std::array<T, N>> : std::true_type {};
+template <class T>
+struct is_complex : std::false_type {};
+template <class T>
+struct is_complex<std::complex<T>> : std::true_type {};
+template <class T>
+struct is_duration : std::false_type {};
+template <class Rep, class Period>
+struct is_duration<std::chrono::duration<Rep, Period>> : std::true_type {};
+template <class T>
+struct is_time_point : std::false_type {};
+template <class Clock, class Duration>
+struct is_time_point<std::chrono::time_point<Clock, Duration>> : std::true_type {};
+
+template <class T>
+constexpr bool is_plain_data();
+
+template <class T, std::size_t... I>
+constexpr bool all_fields_plain(std::index_sequence<I...>) {
+  return (is_plain_data<boost::pfr::tuple_element_t<I, T>>() && ...);
+}
+
+// Values whose bytes mean the same in any process (see above).
+template <class T>
+constexpr bool is_plain_data() {
+  using U = std::remove_cv_t<T>;
+  if constexpr (std::is_arithmetic_v<U> || std::is_enum_v<U>) {
+    return true;
+  } else if constexpr (std::is_array_v<U>) {
+    return std::extent_v<U> > 0 && is_plain_data<std::remove_extent_t<U>>();
+  } else if constexpr (is_std_array<U>::value || is_complex<U>::value) {
+    return is_plain_data<typename U::value_type>();
+  } else if constexpr (is_duration<U>::value) {
+    return is_plain_data<typename U::rep>();
+  } else if constexpr (is_time_point<U>::value) {
+    return is_plain_data<typename U::duration>();
+  } else if constexpr (std::is_class_v<U> && std::is_aggregate_v<U> &&
+                       std::is_trivially_copyable_v<U> && !holds_addresses_v<U>) {
+    // A struct without constructors or private members, whose fields
+    // Boost.PFR can list.
+    return all_fields_plain<U>(std::make_index_sequence<boost::pfr::tuple_size_v<U>>{});
+  } else {
+    return false;
+  }
+}
+
+// Copied byte for byte: plain data without a cereal serialize function.
+template <class T>
+constexpr bool is_raw_copyable() {
+  if constexpr (holds_addresses_v<T>) {
+    return false;  // (never asks cereal, which rejects raw pointers with its own message)
+  } else {
+    return !cereal_serializable_v<T> && is_plain_data<T>();
+  }
+}
+template <class T>
+inline constexpr bool raw_copyable_v = is_raw_copyable<T>();
 
 template <class T>
 struct is_raw_vector : std::false_type {};
@@ -50,7 +143,16 @@ struct is_raw_vector<std::vector<T, A>> : std::bool_constant<raw_copyable_v<T>> 
 
 template <class R>
 void encode_result(const R& value, std::ostream& out) {
-  if constexpr (raw_copyable_v<R>) {
+  static_assert(!holds_addresses_v<R>,
+                "an isolate's result must be plain data (numbers, enums, std::array, structs of "
+                "these) or serializable with cereal (give your type a serialize(Archive&) "
+                "member). Pointers, std::string_view, std::span and types holding them would "
+                "arrive as addresses in the worker's memory: return std::string, std::vector or "
+                "a struct of values instead");
+  if constexpr (holds_addresses_v<R>) {
+    (void)value;
+    (void)out;
+  } else if constexpr (raw_copyable_v<R>) {
     out.write(reinterpret_cast<const char*>(&value), sizeof(R));
   } else if constexpr (is_raw_vector<R>::value) {
     const std::uint64_t count = value.size();
@@ -59,8 +161,11 @@ void encode_result(const R& value, std::ostream& out) {
               static_cast<std::streamsize>(count * sizeof(typename R::value_type)));
   } else {
     static_assert(cereal_serializable_v<R>,
-                  "an isolate's result must be trivially copyable or serializable with cereal "
-                  "(give your type a serialize(Archive&) member)");
+                  "an isolate's result must be plain data (numbers, enums, std::array, structs of "
+                  "these) or serializable with cereal (give your type a serialize(Archive&) "
+                  "member). Pointers, std::string_view, std::span and structs holding them would "
+                  "arrive as addresses in the worker's memory: return std::string, std::vector or "
+                  "a struct of values instead");
     cereal::BinaryOutputArchive archive(out);
     archive(value);
   }
@@ -81,7 +186,9 @@ class ViewStreambuf : public std::streambuf {
 
 template <class R>
 R decode_result(ResultView view) {
-  if constexpr (raw_copyable_v<R>) {
+  if constexpr (holds_addresses_v<R>) {
+    throw_truncated_result();  // (does not compile: see encode_result)
+  } else if constexpr (raw_copyable_v<R>) {
     if (view.size != sizeof(R)) throw_truncated_result();
     R value;
     std::memcpy(static_cast<void*>(&value), view.data, sizeof(R));
