@@ -5,6 +5,18 @@
 
 namespace cancellable::detail {
 
+const char* describe(SetupStep step) noexcept {
+  switch (step) {
+    case SetupStep::none: return "set itself up";
+    case SetupStep::process_group: return "enter a process group of its own (setpgid)";
+    case SetupStep::death_signal: return "arrange to die with its parent (prctl PR_SET_PDEATHSIG)";
+    case SetupStep::memory_limit: return "apply its memory limit (setrlimit RLIMIT_DATA)";
+    case SetupStep::cpu_limit: return "apply its CPU time limit (setrlimit RLIMIT_CPU)";
+    case SetupStep::descriptors: return "keep its commit descriptor (dup3)";
+  }
+  return "set itself up";
+}
+
 // A seqlock without fences: every data store is a release store and every data
 // load an acquire load, so the odd sequence number is ordered before the data
 // and the data before the even one.

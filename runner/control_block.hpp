@@ -42,11 +42,40 @@ struct ControlBlock {
   char shm_name[64] = {};
   std::atomic<std::uint32_t> shm_claimed{0};
 
+  // The start gate: the worker runs nothing of the caller's (and so cannot
+  // exit on its own) until the parent holds a pidfd for it and has checked
+  // it is its own child. A futex word in shared memory.
+  enum Gate : std::uint32_t { kGateClosed = 0, kGateWaiting = 1, kGateOpen = 2 };
+  std::atomic<std::uint32_t> start_gate{kGateClosed};
+
+  // A step of the worker's setup that failed (SetupStep), and its errno.
+  std::atomic<std::uint32_t> setup_failed_step{0};
+  std::atomic<std::int32_t> setup_errno{0};
+
   void write_progress(std::uint64_t done, std::uint64_t total, const char* stage,
                       std::size_t stage_size) noexcept;
   // The latest consistent progress, or nothing if none was reported.
   std::optional<Progress> read_progress() const;
 };
+
+// Setup steps a worker reports as failed (ControlBlock::setup_failed_step).
+enum class SetupStep : std::uint32_t {
+  none = 0,
+  process_group,  // setpgid
+  death_signal,   // prctl(PR_SET_PDEATHSIG)
+  memory_limit,   // setrlimit(RLIMIT_DATA) or reading the inherited size
+  cpu_limit,      // setrlimit(RLIMIT_CPU)
+  descriptors,    // keeping the commit descriptor
+};
+// What the parent says of a failed step.
+const char* describe(SetupStep step) noexcept;
+
+// The worker may die at any instruction while the parent reads: every shared
+// variable is an atomic that needs no lock.
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(std::atomic<std::int32_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic_ref<char>::is_always_lock_free);
 
 // Bytes available inline after the header.
 struct InlinePayload {

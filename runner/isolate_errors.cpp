@@ -31,6 +31,7 @@ IsolateError::IsolateError(std::string type_name, std::string message)
 
 std::string ProcessExit::str() const {
   if (kind == Kind::exited) return "exited with code " + std::to_string(code);
+  if (kind == Kind::unknown) return "ended with an unknown status";
   const char* name = ::sigabbrev_np(signal);
   return "killed by signal " + std::to_string(signal) + (name ? std::string(" (SIG") + name + ")" : "");
 }

@@ -1,8 +1,11 @@
 // One isolate run: starting the worker (fork, or a thread), killing it,
 // reaping it, delivering its outcome and releasing what it held.
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
+#include <linux/futex.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -94,6 +97,60 @@ class ControlBlockPool {
 ControlBlockPool& control_block_pool() {
   static auto* pool = new ControlBlockPool();  // never destroyed: used until exit
   return *pool;
+}
+
+// PIDFD_GET_INFO (Linux 6.15): the exit status of a process that was reaped
+// by someone else (the kernel itself, when the host ignores SIGCHLD), as
+// long as a pidfd for it is held. glibc 2.36 does not declare it.
+struct PidfdInfo {
+  std::uint64_t mask;
+  std::uint64_t cgroupid;
+  std::uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+  std::int32_t exit_code;
+};
+static_assert(sizeof(PidfdInfo) == 64);
+constexpr unsigned long kPidfdGetInfo = _IOWR(0xFF, 11, PidfdInfo);
+constexpr std::uint64_t kPidfdInfoExit = 1ULL << 3;
+
+// How the process of pidfd ended, from the kernel, once it was reaped by
+// someone else; nothing if the kernel cannot tell (before 6.15).
+std::optional<ProcessExit> exit_from_pidfd(int pidfd) noexcept {
+  // The status is recorded when the process is released, just after its
+  // pidfd became readable: a few tries.
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    PidfdInfo info{};
+    info.mask = kPidfdInfoExit;
+    if (::ioctl(pidfd, kPidfdGetInfo, &info) != 0) {
+      if (errno == ESRCH) {
+        ::sched_yield();
+        continue;
+      }
+      return std::nullopt;  // ENOTTY, EINVAL: not supported here
+    }
+    if (info.mask & kPidfdInfoExit) {
+      ProcessExit exit;
+      if (WIFEXITED(info.exit_code)) {
+        exit.kind = ProcessExit::Kind::exited;
+        exit.code = WEXITSTATUS(info.exit_code);
+      } else {
+        exit.kind = ProcessExit::Kind::killed;
+        exit.signal = WTERMSIG(info.exit_code);
+      }
+      return exit;
+    }
+    ::sched_yield();
+  }
+  return std::nullopt;
+}
+
+// Is the process of pidfd still this process's child, not reaped yet? A
+// waitid on a pidfd answers only for this process's own children (ECHILD
+// otherwise): true means its pid, and its process group id, cannot have
+// been reused, so they may be signalled.
+bool still_our_unreaped_child(int pidfd) noexcept {
+  siginfo_t peek{};
+  return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &peek,
+                  WEXITED | WNOHANG | WNOWAIT) == 0;
 }
 
 ProcessExit exit_of(const siginfo_t& info) {
@@ -229,7 +286,7 @@ class Record final : public IsolateRecord,
     std::uint64_t watch;
     {
       std::lock_guard lock(mutex_);
-      if (reap_owner_ != ReapOwner::none || pidfd_ < 0) return;
+      if (reap_owner_ != ReapOwner::none || pidfd_ < 0 || launching_) return;
       // Readiness is checked again under the lock. The future is marked
       // ready before wake() takes this lock: either wake() finds this thread
       // registered as the reap's owner below (and wakes it through wake_fd_),
@@ -362,19 +419,30 @@ class Record final : public IsolateRecord,
     siginfo_t info{};
     bool killed;
     bool delivered_early;
+    std::optional<ProcessExit> reaped_elsewhere;
     {
       std::lock_guard lock(mutex_);
       killed = kill_requested_;
-      if (!killed) {
+      if (!killed && pid_.load() > 0 && still_our_unreaped_child(pidfd_)) {
         // Whatever the child started in its group dies with it. The unreaped
         // child keeps the group id reserved, so this cannot hit a stranger.
         // (After a kill the group has its SIGKILL already, and no member can
-        // fork once it is pending.)
-        siginfo_t peek{};
-        ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &peek, WEXITED | WNOWAIT);
+        // fork once it is pending.) A child the kernel reaped already (the
+        // host ignores SIGCHLD) no longer reserves it: no group kill then.
         ::kill(-pid_.load(), SIGKILL);
       }
-      ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED);
+      int reaped;
+      while ((reaped = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info,
+                                WEXITED)) != 0 &&
+             errno == EINTR) {
+      }
+      if (reaped != 0) {
+        // ECHILD: reaped by the kernel (SIGCHLD ignored) or by the host's
+        // waitpid(-1). Ask the pidfd how it ended.
+        reaped_elsewhere = exit_from_pidfd(pidfd_).value_or(ProcessExit{ProcessExit::Kind::unknown});
+      } else {
+        cpu_ticks_ = static_cast<long>(info.si_utime) + static_cast<long>(info.si_stime);
+      }
       reaped_ = true;
       ::close(pidfd_);
       pidfd_ = -1;
@@ -383,7 +451,7 @@ class Record final : public IsolateRecord,
       delivered_early = early_ != EarlyDelivery::none;  // if not, on_commit() now does nothing
     }
     close_commit_fd();
-    const ProcessExit exit = exit_of(info);
+    const ProcessExit exit = reaped_elsewhere ? *reaped_elsewhere : exit_of(info);
     release_worker_memory();
     if (delivered_early) {
       {
@@ -482,27 +550,53 @@ class Record final : public IsolateRecord,
   void kill_locked() noexcept {
     const pid_t pid = pid_.load(std::memory_order_relaxed);
     if (pid <= 0 || reaped_) return;
-    send_signal_to_pidfd(pidfd_, SIGKILL);
-    ::kill(-pid, SIGKILL);  // the child's group: every process it started
+    send_signal_to_pidfd(pidfd_, SIGKILL);  // the pidfd: never a stranger
+    // The child's group: every process it started. Only while the child is
+    // unreaped, which keeps the group id from being reused.
+    if (still_our_unreaped_child(pidfd_)) ::kill(-pid, SIGKILL);
   }
 
   void start_process(bool forced) {
+    if (in_isolate_worker()) {
+      // fork copied none of the library's threads (reaper, timers,
+      // executor) into this worker, and some of their locks may be held.
+      fail(std::make_exception_ptr(std::logic_error(
+          "CancellableIsolate: an isolate cannot start inside an isolate's worker process (the "
+          "library's threads do not exist there); run the inner work directly")));
+      return release_and_signal_exit(ProcessExit{});
+    }
+    std::unique_ptr<ChildChannelImpl> channel;
     try {
+      // Everything that can fail for want of descriptors or memory happens
+      // before the fork: the reaper's epoll descriptor and thread, the
+      // control block, the channel's stream.
+      ensure_reaper_started();
       control_region_ = control_block_pool().acquire();
+      block_ = new (control_region_->get_address()) ControlBlock();
+      shm_name_ = make_result_shm_name();
+      std::strncpy(block_->shm_name, shm_name_.c_str(), sizeof block_->shm_name - 1);
+      ChildLimits limits;
+      limits.max_result_bytes = spec_.options.max_result_bytes;
+      limits.memory_limit_bytes = spec_.options.memory_limit_bytes;
+      channel = std::make_unique<ChildChannelImpl>(block_, limits);
     } catch (const std::exception&) {
+      ControlBlockPool::Region unused;
+      {
+        std::lock_guard lock(mutex_);
+        block_ = nullptr;
+        unused = std::move(control_region_);
+      }
+      control_block_pool().give_back(std::move(unused));
       if (!forced) return start_thread();
       fail(std::current_exception());
       return release_and_signal_exit(ProcessExit{});
     }
-    block_ = new (control_region_->get_address()) ControlBlock();
-    const std::string name = make_result_shm_name();
-    std::strncpy(block_->shm_name, name.c_str(), sizeof block_->shm_name - 1);
 
     ChildSetup setup;
     setup.parent_pid = ::getpid();
     setup.block = block_;
-    setup.limits.max_result_bytes = spec_.options.max_result_bytes;
-    setup.limits.memory_limit_bytes = spec_.options.memory_limit_bytes;
+    setup.channel = channel.get();
+    setup.memory_limit_bytes = spec_.options.memory_limit_bytes;
     setup.cpu_time_limit = spec_.options.cpu_time_limit;
     setup.body = &spec_.child_body;
     if (spec_.deliver_at_commit) {
@@ -540,40 +634,102 @@ class Record final : public IsolateRecord,
       return release_and_signal_exit(ProcessExit{});
     }
 
-    ::setpgid(pid, pid);  // also done by the child; whichever runs first wins
-    if (commit_fd_ >= 0) {
-      // Before the pidfd is published: the reap (which may then start at
-      // once, on a waiting thread) stops this watch.
-      std::uint64_t watch = 0;
-      try {
-        watch = reap_when_exited(std::make_shared<CommitWatch>(shared_from_this(), commit_fd_));
-      } catch (...) {
-        close_commit_fd();  // delivered after the exit instead
-      }
-      std::lock_guard lock(mutex_);
-      commit_watch_ = watch;
-    }
+    // ---- The child exists. From here on, every failure kills and reaps it
+    // and fails the future (abandon_child); nothing escapes. ----
+    // The child waits at the start gate, so it cannot have exited on its own
+    // yet: its pid is still its own, and the pidfd opened now is race-free
+    // (checked below: waitid on a pidfd answers only for our own children).
     const int pidfd = open_pidfd(pid);
-    if (pidfd < 0) {
-      const int error = errno;
+    if (pidfd < 0) return abandon_child(pid, -1, errno, "pidfd_open");
+    if (!still_our_unreaped_child(pidfd)) {
+      // Killed from outside before it started, and reaped by the kernel (the
+      // host ignores SIGCHLD): nothing of ours is left to signal or reap.
+      ::close(pidfd);
       close_commit_fd();
-      ::kill(-pid, SIGKILL);
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-      fail(std::make_exception_ptr(
-          std::system_error(error, std::generic_category(), "CancellableIsolate: pidfd_open")));
-      return release_and_signal_exit(ProcessExit{});
+      fail(std::make_exception_ptr(IsolateCrashed(
+          exit_from_pidfd_or_unknown(pidfd), "ended before it started")));
+      return release_and_signal_exit(ProcessExit{ProcessExit::Kind::unknown});
+    }
+    ::setpgid(pid, pid);  // also done by the child; whichever runs first wins
+    open_start_gate();
+    try {
+      if (commit_fd_ >= 0) {
+        // Before the pidfd is published: the reap (which may then start at
+        // once, on a waiting thread) stops this watch.
+        const std::uint64_t watch =
+            reap_when_exited(std::make_shared<CommitWatch>(shared_from_this(), commit_fd_));
+        std::lock_guard lock(mutex_);
+        commit_watch_ = watch;
+      }
+      {
+        // Published before the reaper watches: it reads them on the exit.
+        std::lock_guard lock(mutex_);
+        pidfd_ = pidfd;
+        backend_.store(Backend::process, std::memory_order_release);
+        pid_.store(pid, std::memory_order_release);
+      }
+      reaper_watch_ = reap_when_exited(shared_from_this());
+    } catch (const std::exception& e) {
+      {
+        // Nothing watches the worker and no waiter helps while launching_:
+        // the reap is abandon_child's alone.
+        std::lock_guard lock(mutex_);
+        pidfd_ = -1;
+        reaped_ = true;
+      }
+      return abandon_child(pid, pidfd, 0, std::string("watching the worker: ") + e.what());
     }
     {
       std::lock_guard lock(mutex_);
-      pidfd_ = pidfd;
-      backend_.store(Backend::process, std::memory_order_release);
-      pid_.store(pid, std::memory_order_release);
+      launching_ = false;  // waiters may help from now on
       if (kill_requested_) kill_locked();
     }
-    reaper_watch_ = reap_when_exited(shared_from_this());
     exited_->set_wait_helper(weak_from_this());
-    start_progress_watch();
+    try {
+      start_progress_watch();
+    } catch (...) {
+      // Progress callbacks are lost; the run itself goes on.
+    }
+  }
+
+  // Opens the start gate (see ControlBlock): the worker may run its work.
+  void open_start_gate() noexcept {
+    auto& gate = block_->start_gate;
+    if (gate.exchange(ControlBlock::kGateOpen, std::memory_order_acq_rel) == ControlBlock::kGateWaiting) {
+      ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&gate), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+    }
+  }
+
+  static ProcessExit exit_from_pidfd_or_unknown(int pidfd) noexcept {
+    return exit_from_pidfd(pidfd).value_or(ProcessExit{ProcessExit::Kind::unknown});
+  }
+
+  // A step after the fork failed: kills the child (and its group), reaps it,
+  // and fails the future with what failed. The child was held at the start
+  // gate or is known by its pidfd, so neither its pid nor its group id can
+  // be a stranger's.
+  void abandon_child(pid_t pid, int pidfd, int error, const std::string& what) noexcept {
+    if (pidfd >= 0) send_signal_to_pidfd(pidfd, SIGKILL);
+    if (pid > 0) {  // (never kill(0) or kill(-0): this process's own group)
+      ::kill(pid, SIGKILL);
+      ::kill(-pid, SIGKILL);
+    }
+    siginfo_t info{};
+    if (pidfd >= 0) {
+      while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED) != 0 &&
+             errno == EINTR) {
+      }
+      ::close(pidfd);
+    } else {
+      while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED) != 0 && errno == EINTR) {
+      }
+    }
+    close_commit_fd();
+    remove_result_shm(shm_name_.c_str());
+    const std::string message = "CancellableIsolate: the worker was started, then killed: " + what;
+    fail(error != 0 ? std::make_exception_ptr(std::system_error(error, std::generic_category(), message))
+                    : std::make_exception_ptr(std::runtime_error(message)));
+    release_and_signal_exit(exit_of(info));
   }
 
   void start_thread() {
@@ -583,7 +739,23 @@ class Record final : public IsolateRecord,
       block_ = heap_block_.get();
       backend_.store(Backend::thread, std::memory_order_release);
     }
-    start_progress_watch();
+    if (in_isolate_worker()) {
+      fail(std::make_exception_ptr(std::logic_error(
+          "CancellableIsolate: an isolate cannot start inside an isolate's worker process (the "
+          "library's threads do not exist there); run the inner work directly")));
+      return release_and_signal_exit(ProcessExit{});
+    }
+    try {
+      start_progress_watch();
+      start_worker_thread();
+    } catch (const std::exception&) {
+      // No thread (EAGAIN): nothing runs; the future fails with why.
+      fail(std::current_exception());
+      release_and_signal_exit(ProcessExit{});
+    }
+  }
+
+  void start_worker_thread() {
     std::thread([self = shared_from_this()] {
       bool skip;
       {
@@ -616,7 +788,11 @@ class Record final : public IsolateRecord,
     }
     if (!killed) {
       try {
-        ResultReader reader(block_);
+        if (auto setup_error = worker_setup_error()) {
+          fail(setup_error);
+          return;
+        }
+        ResultReader reader(block_, shm_name_, spec_.options.max_result_bytes);
         switch (reader.outcome()) {
           case Outcome::value:
             try {
@@ -638,16 +814,40 @@ class Record final : public IsolateRecord,
     }
   }
 
+  // Removes the result object by the parent's own copy of its name (the
+  // worker can write the copy in the control block). The claimed flag only
+  // saves a system call when no object was made; a worker lying about it
+  // could only leave its own object behind.
   void remove_result_shm_if_claimed() noexcept {
     if (block_ && block_->shm_claimed.load(std::memory_order_acquire)) {
-      remove_result_shm(block_->shm_name);
+      remove_result_shm(shm_name_.c_str());
     }
   }
 
+  // A setup step the worker reported as failed, as the error to fail with.
+  std::exception_ptr worker_setup_error() const {
+    const auto step = block_->setup_failed_step.load(std::memory_order_acquire);
+    if (step == 0 || step > static_cast<std::uint32_t>(SetupStep::descriptors)) return nullptr;
+    const int error = block_->setup_errno.load(std::memory_order_relaxed);
+    return std::make_exception_ptr(std::system_error(
+        error, std::generic_category(),
+        std::string("CancellableIsolate: the worker could not ") + describe(static_cast<SetupStep>(step))));
+  }
+
   std::exception_ptr crash_error(const ProcessExit& exit) const {
-    if (exit.kind == ProcessExit::Kind::killed && spec_.options.cpu_time_limit &&
-        (exit.signal == SIGXCPU)) {
-      return std::make_exception_ptr(CpuTimeLimitExceeded(*spec_.options.cpu_time_limit));
+    if (exit.kind == ProcessExit::Kind::killed && spec_.options.cpu_time_limit) {
+      // SIGXCPU at the limit, or SIGKILL at the hard limit one second later
+      // when the work ignores SIGXCPU (the kernel's, not ours: the run was
+      // not killed, and the CPU time the reap reported reaches the limit).
+      const long limit_ticks = static_cast<long>(spec_.options.cpu_time_limit->count()) * ::sysconf(_SC_CLK_TCK);
+      if (exit.signal == SIGXCPU || (exit.signal == SIGKILL && cpu_ticks_ >= limit_ticks)) {
+        return std::make_exception_ptr(CpuTimeLimitExceeded(*spec_.options.cpu_time_limit));
+      }
+    }
+    if (exit.kind == ProcessExit::Kind::unknown) {
+      return std::make_exception_ptr(IsolateCrashed(
+          exit, "ended without a result; the kernel reaped it before its status could be read "
+                "(SIGCHLD is ignored in this process)"));
     }
     if (exit.kind == ProcessExit::Kind::exited) {
       return std::make_exception_ptr(IsolateCrashed(exit, "ended without a result"));
@@ -757,6 +957,9 @@ class Record final : public IsolateRecord,
   bool finished_ = false;
   std::atomic<Backend> backend_{Backend::automatic};
   std::atomic<pid_t> pid_{0};
+  bool launching_ = true;  // until the worker is watched: no waiter may help yet
+  long cpu_ticks_ = 0;  // CPU time of the reaped worker, in clock ticks
+  std::string shm_name_;  // the result object's name: the parent's own copy
   pid_t forking_thread_ = 0;  // the thread that forked the worker (its PR_SET_PDEATHSIG parent)
   int pidfd_ = -1;
   std::unique_ptr<bip::mapped_region> control_region_;

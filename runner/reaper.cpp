@@ -19,10 +19,17 @@ namespace {
 class Reaper {
  public:
   Reaper() : epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
-    if (epoll_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
+    if (epoll_ < 0) {
+      throw std::system_error(errno, std::generic_category(), "CancellableIsolate: the reaper's epoll_create1");
+    }
+    try {
+      std::thread([this] { loop(); }).detach();
+    } catch (...) {
+      ::close(epoll_);
+      throw;
+    }
     // Result objects of a previous run that crashed before removing them.
     sweep_stale_result_shm();
-    std::thread([this] { loop(); }).detach();
   }
 
   std::uint64_t watch(std::shared_ptr<Reapable> child) {
@@ -90,6 +97,8 @@ Reaper& reaper() {
 }
 
 }  // namespace
+
+void ensure_reaper_started() { (void)reaper(); }
 
 std::uint64_t reap_when_exited(std::shared_ptr<Reapable> child) { return reaper().watch(std::move(child)); }
 

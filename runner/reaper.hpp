@@ -19,6 +19,11 @@ class Reapable {
   virtual void on_process_exit() noexcept = 0;
 };
 
+// Starts the reaper (its epoll descriptor and thread) if it is not running.
+// Throws std::system_error if it cannot (no descriptor, no thread); call it
+// before forking a child that it must watch.
+void ensure_reaper_started();
+
 // Watches child until it exits (or until stop_watching). Keeps it alive until
 // then. Returns the watch's id.
 std::uint64_t reap_when_exited(std::shared_ptr<Reapable> child);

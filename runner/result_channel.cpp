@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -117,6 +118,16 @@ EncodedException classify(const std::exception_ptr& error,
     out.kind = ExceptionKind::system_error;
     out.extra0 = static_cast<std::uint64_t>(e.code().value());
     out.extra1 = e.code().category() == std::generic_category() ? 1 : 0;
+    out.what = e.what();
+  } catch (const bip::interprocess_exception& e) {
+    // Mapping or growing the result's shared memory failed for want of
+    // memory: under a memory limit, that is the limit.
+    if (memory_limit && (e.get_error_code() == bip::out_of_memory_error || e.get_native_error() == ENOMEM)) {
+      out.kind = ExceptionKind::memory_limit;
+      out.extra0 = *memory_limit;
+    } else {
+      out.type_name = typeid(e).name();
+    }
     out.what = e.what();
   } catch (const std::bad_alloc& e) {
     if (memory_limit) {
@@ -321,6 +332,17 @@ void ChildChannelImpl::commit_result() {
 
 void ChildChannelImpl::write_exception(const std::exception_ptr& error) {
   EncodedException e = classify(error, limits_.memory_limit_bytes);
+  // A what() (or type name) of any size still fits max_result_bytes: cut to
+  // fit, and say so.
+  constexpr std::size_t kHeader = 5 * 8;
+  constexpr std::size_t kMinimumText = 256;
+  const std::size_t room = std::max(limits_.max_result_bytes, kHeader + 2 * kMinimumText) - kHeader;
+  if (e.type_name.size() > room / 2) e.type_name.resize(room / 2);
+  if (e.what.size() > room - e.type_name.size()) {
+    const std::string note = " [truncated from " + std::to_string(e.what.size()) + " bytes]";
+    e.what.resize(room - e.type_name.size() - note.size());
+    e.what += note;
+  }
   std::string bytes;
   bytes.reserve(40 + e.type_name.size() + e.what.size());
   put_u64(bytes, static_cast<std::uint64_t>(e.kind));
@@ -331,7 +353,8 @@ void ChildChannelImpl::write_exception(const std::exception_ptr& error) {
   put_u64(bytes, e.what.size());
   bytes += e.what;
   reset();
-  // An exception's text is small; it is never refused for size.
+  // Cut to fit above; never refused for size (a limit under 552 bytes still
+  // lets the exception's kind and the start of its text through).
   limits_.max_result_bytes = std::max(limits_.max_result_bytes, bytes.size());
   xsputn(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   publish(Outcome::exception);
@@ -348,19 +371,42 @@ void ChildChannelImpl::commit_current_exception() noexcept {
 
 // --- parent side ----------------------------------------------------------------
 
-ResultReader::ResultReader(ControlBlock* block)
-    : outcome_(static_cast<Outcome>(block->outcome.load(std::memory_order_acquire))) {
-  const auto size = static_cast<std::size_t>(block->payload_bytes.load(std::memory_order_relaxed));
-  if (outcome_ == Outcome::none) return;
+ResultReader::ResultReader(const ControlBlock* block, const std::string& shm_name,
+                           std::size_t max_result_bytes)
+    : outcome_(Outcome::none) {
+  // The worker could write the control block: each value is checked before
+  // it is acted on, and the object's name is the parent's own copy.
+  const auto outcome = block->outcome.load(std::memory_order_acquire);
+  if (outcome != static_cast<std::uint32_t>(Outcome::value) &&
+      outcome != static_cast<std::uint32_t>(Outcome::exception)) {
+    return;  // none, or not a value the protocol knows: no outcome
+  }
+  outcome_ = static_cast<Outcome>(outcome);
+  const auto size = block->payload_bytes.load(std::memory_order_relaxed);
   if (block->payload_in_shm.load(std::memory_order_relaxed) == 0) {
-    view_ = {InlinePayload::data(block), std::min(size, InlinePayload::capacity())};
+    view_ = {InlinePayload::data(const_cast<ControlBlock*>(block)),
+             static_cast<std::size_t>(std::min<std::uint64_t>(size, InlinePayload::capacity()))};
     return;
   }
-  bip::shared_memory_object shm(bip::open_only, block->shm_name, bip::read_only);
-  region_ = std::make_unique<bip::mapped_region>(shm, bip::read_only);
-  view_ = {static_cast<const char*>(region_->get_address()), std::min(size, region_->get_size())};
+  // An exception is cut to fit max_result_bytes, with a floor (see write_exception).
+  const std::uint64_t allowed = std::max<std::uint64_t>(max_result_bytes, 4096);
+  if (size > allowed) {
+    throw IsolateError("cancellable::detail::ResultReader",
+                       "the worker reported a result of " + std::to_string(size) +
+                           " bytes, over max_result_bytes");
+  }
+  bip::shared_memory_object shm(bip::open_only, shm_name.c_str(), bip::read_only);
   // The mapping outlives the name: remove it before anyone sees the result.
-  remove_result_shm(block->shm_name);
+  remove_result_shm(shm_name.c_str());
+  bip::offset_t object_size = 0;
+  shm.get_size(object_size);
+  const auto mapped = std::min<std::uint64_t>(size, static_cast<std::uint64_t>(std::max<bip::offset_t>(object_size, 0)));
+  if (mapped == 0) {
+    view_ = {nullptr, 0};
+    return;
+  }
+  region_ = std::make_unique<bip::mapped_region>(shm, bip::read_only, 0, static_cast<std::size_t>(mapped));
+  view_ = {static_cast<const char*>(region_->get_address()), static_cast<std::size_t>(mapped)};
 }
 
 ResultReader::~ResultReader() { region_.reset(); }

@@ -74,7 +74,9 @@ class ChildChannelImpl final : public ChildChannel, private std::streambuf {
 // Reads the payload a worker left, after it exited.
 class ResultReader {
  public:
-  explicit ResultReader(ControlBlock* block);
+  // shm_name: the parent's own copy of the result object's name;
+  // max_result_bytes: the run's limit (a larger reported size is refused).
+  ResultReader(const ControlBlock* block, const std::string& shm_name, std::size_t max_result_bytes);
   ~ResultReader();
   ResultReader(const ResultReader&) = delete;
   ResultReader& operator=(const ResultReader&) = delete;

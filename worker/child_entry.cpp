@@ -1,15 +1,20 @@
 #include "worker/child_entry.hpp"
 
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <malloc.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 
 namespace cancellable::detail {
 
@@ -42,32 +47,86 @@ int keep_commit_descriptor(int fd) noexcept {
   return ::dup3(fd, 3, O_CLOEXEC) == 3 ? 3 : -1;
 }
 
-// Address space mapped now, in bytes (what the child inherited).
-unsigned long long mapped_bytes() noexcept {
-  const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  char buffer[128] = {};
-  const ssize_t n = ::read(fd, buffer, sizeof buffer - 1);
-  ::close(fd);
-  if (n <= 0) return 0;
-  return std::strtoull(buffer, nullptr, 10) * static_cast<unsigned long long>(::sysconf(_SC_PAGESIZE));
+std::atomic<bool> worker_process{false};
+
+[[noreturn]] void setup_failed(ControlBlock* block, SetupStep step, int error) noexcept {
+  block->setup_errno.store(error, std::memory_order_relaxed);
+  block->setup_failed_step.store(static_cast<std::uint32_t>(step), std::memory_order_release);
+  ::_exit(kExitSetupFailed);
 }
 
+// Waits until the parent holds this process's pidfd (see ControlBlock). The
+// parent opens the gate right after fork returns, so this rarely sleeps.
+void wait_at_start_gate(ControlBlock* block, pid_t parent) noexcept {
+  auto& gate = block->start_gate;
+  std::uint32_t expected = ControlBlock::kGateClosed;
+  if (!gate.compare_exchange_strong(expected, ControlBlock::kGateWaiting, std::memory_order_acq_rel)) {
+    return;  // open already
+  }
+  while (gate.load(std::memory_order_acquire) != ControlBlock::kGateOpen) {
+    // Shared memory: no FUTEX_PRIVATE_FLAG. A bounded sleep re-checks that
+    // the parent still exists (PR_SET_PDEATHSIG also covers its death).
+    timespec timeout{1, 0};
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&gate), FUTEX_WAIT,
+              ControlBlock::kGateWaiting, &timeout, nullptr, 0);
+    if (::getppid() != parent) ::_exit(kExitParentGone);
+  }
+}
+
+// Data segment size now, in bytes (VmData: what RLIMIT_DATA counts), or -1.
+long long data_bytes() noexcept {
+  const int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buffer[4096];
+  ssize_t n = ::read(fd, buffer, sizeof buffer - 1);
+  ::close(fd);
+  if (n <= 0) return -1;
+  buffer[n] = '\0';
+  // Parsed by hand: no locale, no stdio.
+  for (const char* line = buffer; line && *line; ) {
+    if (line[0] == 'V' && line[1] == 'm' && line[2] == 'D' && line[3] == 'a' && line[4] == 't' &&
+        line[5] == 'a' && line[6] == ':') {
+      long long kib = 0;
+      const char* p = line + 7;
+      while (*p == ' ' || *p == '\t') ++p;
+      while (*p >= '0' && *p <= '9') kib = kib * 10 + (*p++ - '0');
+      return kib * 1024;
+    }
+    const char* next = line;
+    while (*next && *next != '\n') ++next;
+    line = *next ? next + 1 : nullptr;
+  }
+  return -1;
+}
+
+// RLIMIT_DATA counts what the work can make writable and private: the heap,
+// anonymous mappings, thread stacks, including memory malloc takes inside
+// arenas it reserved before the fork (RLIMIT_AS would not count those).
+// Before measuring, free memory at the top of the heap goes back to the
+// kernel and large allocations are made to map memory of their own, so that
+// the limit counts them; free memory the process already had mapped inside
+// its heap can still be reused uncounted.
 void apply_limits(const ChildSetup& setup) noexcept {
-  if (setup.limits.memory_limit_bytes) {
-    const rlim_t limit = mapped_bytes() + *setup.limits.memory_limit_bytes;
-    const rlimit as{limit, limit};
-    ::setrlimit(RLIMIT_AS, &as);
+  if (setup.memory_limit_bytes) {
+    ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    ::malloc_trim(0);
+    const long long inherited = data_bytes();
+    if (inherited < 0) setup_failed(setup.block, SetupStep::memory_limit, errno ? errno : EIO);
+    const rlim_t limit = static_cast<rlim_t>(inherited) + *setup.memory_limit_bytes;
+    const rlimit data{limit, limit};
+    if (::setrlimit(RLIMIT_DATA, &data) != 0) setup_failed(setup.block, SetupStep::memory_limit, errno);
   }
   if (setup.cpu_time_limit) {
     const auto seconds = static_cast<rlim_t>(setup.cpu_time_limit->count());
     // SIGXCPU at the limit; SIGKILL one second later if it is ignored.
     const rlimit cpu{seconds, seconds + 1};
-    ::setrlimit(RLIMIT_CPU, &cpu);
+    if (::setrlimit(RLIMIT_CPU, &cpu) != 0) setup_failed(setup.block, SetupStep::cpu_limit, errno);
   }
 }
 
 }  // namespace
+
+bool in_isolate_worker() noexcept { return worker_process.load(std::memory_order_relaxed); }
 
 ControlBlock*& progress_block_of_this_thread() noexcept {
   thread_local ControlBlock* block = nullptr;
@@ -75,22 +134,25 @@ ControlBlock*& progress_block_of_this_thread() noexcept {
 }
 
 void run_child(const ChildSetup& setup) noexcept {
-  ::setpgid(0, 0);
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  worker_process.store(true, std::memory_order_relaxed);
+  if (::setpgid(0, 0) != 0 && ::getpgrp() != ::getpid()) {
+    setup_failed(setup.block, SetupStep::process_group, errno);
+  }
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) setup_failed(setup.block, SetupStep::death_signal, errno);
   // The parent may have died before PR_SET_PDEATHSIG took effect.
   if (::getppid() != setup.parent_pid) ::_exit(kExitParentGone);
   reset_signals();
   const int commit_fd = keep_commit_descriptor(setup.commit_fd);
+  if (setup.commit_fd >= 0 && commit_fd < 0) setup_failed(setup.block, SetupStep::descriptors, errno);
   close_inherited_descriptors(commit_fd < 0 ? 3 : 4);
+  wait_at_start_gate(setup.block, setup.parent_pid);
   apply_limits(setup);
   progress_block_of_this_thread() = setup.block;
-  {
-    ChildChannelImpl channel(setup.block, setup.limits);
-    try {
-      (*setup.body)(channel);
-    } catch (...) {
-      channel.commit_current_exception();
-    }
+  ChildChannelImpl& channel = *setup.channel;
+  try {
+    (*setup.body)(channel);
+  } catch (...) {
+    channel.commit_current_exception();
   }
   // The parent may take the outcome now: nothing here writes to shared
   // memory any more.

@@ -16,7 +16,11 @@ namespace cancellable::detail {
 struct ChildSetup {
   pid_t parent_pid = 0;
   ControlBlock* block = nullptr;
-  ChildLimits limits;
+  // Built by the parent before fork: the child constructs no stream (an
+  // std::ostream takes libstdc++'s locale mutex when a global locale is set,
+  // which another thread of the parent may have held at the fork).
+  ChildChannelImpl* channel = nullptr;
+  std::optional<std::size_t> memory_limit_bytes;
   std::optional<std::chrono::seconds> cpu_time_limit;
   const std::function<void(ChildChannel&)>* body = nullptr;
   // An eventfd the child writes to once its outcome is committed (-1: none).
@@ -26,13 +30,24 @@ struct ChildSetup {
 
 // Exit code of a child whose parent was already gone when it started.
 inline constexpr int kExitParentGone = 125;
+// Exit code of a child whose setup failed (the step and errno are in the
+// control block).
+inline constexpr int kExitSetupFailed = 126;
 
 // In the child after fork: own process group, death with the parent, default
 // signal dispositions and an empty mask, inherited descriptors above 2
-// closed (but the commit descriptor), resource limits applied; then the
-// body, its outcome written to the channel, the commit signalled, and _exit.
-// Never returns.
+// closed (but the commit descriptor); then it waits at the start gate until
+// the parent holds its pidfd, applies the resource limits, runs the body,
+// writes its outcome to the channel, signals the commit, and _exits. A setup
+// step that fails is reported in the control block (exit code
+// kExitSetupFailed). Takes no lock that a thread of the parent may have held
+// at the fork. Never returns.
 [[noreturn]] void run_child(const ChildSetup& setup) noexcept;
+
+// True in an isolate's worker process (set first thing after fork). The
+// library's threads (reaper, timers, executor) do not exist there, so no
+// isolate may start in it.
+bool in_isolate_worker() noexcept;
 
 // The control block that report_progress() writes to on this thread.
 ControlBlock*& progress_block_of_this_thread() noexcept;

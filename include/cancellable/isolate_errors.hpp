@@ -44,12 +44,16 @@ class IsolateError : public std::runtime_error {
 };
 
 // How a worker process ended: exited with a code, or killed by a signal.
+// `unknown` when the kernel reaped it before the library could read its
+// status (the host set SIGCHLD to SIG_IGN) and cannot report it (Linux
+// before 6.15).
 struct ProcessExit {
-  enum class Kind { exited, killed };
+  enum class Kind { exited, killed, unknown };
   Kind kind = Kind::exited;
   int code = 0;    // exit code when kind == exited
   int signal = 0;  // signal number when kind == killed
-  // "exited with code 3", "killed by signal 11 (SIGSEGV)".
+  // "exited with code 3", "killed by signal 11 (SIGSEGV)", "ended with an
+  // unknown status".
   std::string str() const;
   friend bool operator==(const ProcessExit&, const ProcessExit&) = default;
 };

@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -248,10 +250,44 @@ TEST_CASE("result objects are created private to the user, mode 0600", "[isolate
   CHECK((st.st_mode & 0777) == 0600);
   CHECK(st.st_uid == ::geteuid());
   {
-    detail::ResultReader reader(block.get());
+    detail::ResultReader reader(block.get(), name, std::size_t{1} << 30);
     CHECK(reader.outcome() == detail::Outcome::value);
     CHECK(reader.view().size == detail::InlinePayload::capacity() + 1);
   }
   // The reader removed it.
   CHECK(::stat(("/dev/shm/" + name).c_str(), &st) != 0);
+}
+
+TEST_CASE("the parent acts on its own copy of a result's name and size, not on what the worker wrote",
+          "[isolate][shm]") {
+  auto block = std::make_unique<detail::ControlBlock>();
+  const std::string name = detail::make_result_shm_name();
+  const std::string victim = detail::make_result_shm_name();
+  std::strncpy(block->shm_name, name.c_str(), sizeof block->shm_name - 1);
+  {
+    detail::ChildChannelImpl channel(block.get(), {std::size_t{1} << 30, std::nullopt});
+    const std::string big(detail::InlinePayload::capacity() + 1, 'x');
+    channel.result_stream().write(big.data(), static_cast<std::streamsize>(big.size()));
+    channel.commit_result();
+  }
+  // Another object of this user that a worker would like removed.
+  const int fd = ::shm_open(("/" + victim).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  // The worker rewrites the name the parent will use, and claims a size
+  // past the run's limit.
+  std::strncpy(block->shm_name, victim.c_str(), sizeof block->shm_name - 1);
+  SECTION("the name") {
+    detail::ResultReader reader(block.get(), name, std::size_t{1} << 30);
+    CHECK(reader.view().size == detail::InlinePayload::capacity() + 1);
+    struct stat st {};
+    CHECK(::stat(("/dev/shm/" + victim).c_str(), &st) == 0);  // untouched
+    CHECK(::stat(("/dev/shm/" + name).c_str(), &st) != 0);    // the real one, removed
+  }
+  SECTION("the size") {
+    block->payload_bytes.store(std::uint64_t{1} << 40);
+    CHECK_THROWS_AS(detail::ResultReader(block.get(), name, std::size_t{1} << 20), IsolateError);
+    detail::remove_result_shm(name.c_str());
+  }
+  detail::remove_result_shm(victim.c_str());
 }
