@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <linux/futex.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,6 +32,7 @@
 #include "cancellable/detail/timer.hpp"
 #include "cancellable/executor.hpp"
 #include "runner/control_block.hpp"
+#include "runner/keeper.hpp"
 #include "runner/reaper.hpp"
 #include "runner/result_channel.hpp"
 #include "worker/child_entry.hpp"
@@ -432,8 +434,10 @@ class Record final : public IsolateRecord,
         ::kill(-pid_.load(), SIGKILL);
       }
       int reaped;
-      while ((reaped = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info,
-                                WEXITED)) != 0 &&
+      rusage usage{};
+      // The system call itself, for its fifth argument: the child's resource
+      // usage (glibc's waitid() passes none; siginfo's si_utime stays 0).
+      while ((reaped = static_cast<int>(::syscall(SYS_waitid, P_PIDFD, pidfd_, &info, WEXITED, &usage))) != 0 &&
              errno == EINTR) {
       }
       if (reaped != 0) {
@@ -441,9 +445,11 @@ class Record final : public IsolateRecord,
         // waitpid(-1). Ask the pidfd how it ended.
         reaped_elsewhere = exit_from_pidfd(pidfd_).value_or(ProcessExit{ProcessExit::Kind::unknown});
       } else {
-        cpu_ticks_ = static_cast<long>(info.si_utime) + static_cast<long>(info.si_stime);
+        cpu_seconds_ = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+                       (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1000000;
       }
       reaped_ = true;
+      keeper_forget(pid_.load());  // its group was killed above (or by the kill)
       ::close(pidfd_);
       pidfd_ = -1;
       if (wake_fd_ >= 0) ::close(wake_fd_);  // no one polls it any more
@@ -566,11 +572,13 @@ class Record final : public IsolateRecord,
       return release_and_signal_exit(ProcessExit{});
     }
     std::unique_ptr<ChildChannelImpl> channel;
+    int keeper_fd = -1;
     try {
       // Everything that can fail for want of descriptors or memory happens
       // before the fork: the reaper's epoll descriptor and thread, the
       // control block, the channel's stream.
       ensure_reaper_started();
+      keeper_fd = ensure_keeper_started();
       control_region_ = control_block_pool().acquire();
       block_ = new (control_region_->get_address()) ControlBlock();
       shm_name_ = make_result_shm_name();
@@ -596,6 +604,7 @@ class Record final : public IsolateRecord,
     setup.parent_pid = ::getpid();
     setup.block = block_;
     setup.channel = channel.get();
+    setup.keeper_fd = keeper_fd;
     setup.memory_limit_bytes = spec_.options.memory_limit_bytes;
     setup.cpu_time_limit = spec_.options.cpu_time_limit;
     setup.body = &spec_.child_body;
@@ -724,6 +733,7 @@ class Record final : public IsolateRecord,
       while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED) != 0 && errno == EINTR) {
       }
     }
+    keeper_forget(pid);
     close_commit_fd();
     remove_result_shm(shm_name_.c_str());
     const std::string message = "CancellableIsolate: the worker was started, then killed: " + what;
@@ -839,8 +849,8 @@ class Record final : public IsolateRecord,
       // SIGXCPU at the limit, or SIGKILL at the hard limit one second later
       // when the work ignores SIGXCPU (the kernel's, not ours: the run was
       // not killed, and the CPU time the reap reported reaches the limit).
-      const long limit_ticks = static_cast<long>(spec_.options.cpu_time_limit->count()) * ::sysconf(_SC_CLK_TCK);
-      if (exit.signal == SIGXCPU || (exit.signal == SIGKILL && cpu_ticks_ >= limit_ticks)) {
+      if (exit.signal == SIGXCPU ||
+          (exit.signal == SIGKILL && cpu_seconds_ >= spec_.options.cpu_time_limit->count())) {
         return std::make_exception_ptr(CpuTimeLimitExceeded(*spec_.options.cpu_time_limit));
       }
     }
@@ -958,7 +968,7 @@ class Record final : public IsolateRecord,
   std::atomic<Backend> backend_{Backend::automatic};
   std::atomic<pid_t> pid_{0};
   bool launching_ = true;  // until the worker is watched: no waiter may help yet
-  long cpu_ticks_ = 0;  // CPU time of the reaped worker, in clock ticks
+  long long cpu_seconds_ = 0;  // CPU time of the reaped worker, whole seconds
   std::string shm_name_;  // the result object's name: the parent's own copy
   pid_t forking_thread_ = 0;  // the thread that forked the worker (its PR_SET_PDEATHSIG parent)
   int pidfd_ = -1;

@@ -1,5 +1,7 @@
 #include "worker/child_entry.hpp"
 
+#include "runner/keeper.hpp"
+
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <malloc.h>
@@ -112,7 +114,10 @@ void apply_limits(const ChildSetup& setup) noexcept {
     ::malloc_trim(0);
     const long long inherited = data_bytes();
     if (inherited < 0) setup_failed(setup.block, SetupStep::memory_limit, errno ? errno : EIO);
-    const rlim_t limit = static_cast<rlim_t>(inherited) + *setup.memory_limit_bytes;
+    const auto base = static_cast<rlim_t>(inherited);
+    const rlim_t limit = *setup.memory_limit_bytes > RLIM_INFINITY - base
+                             ? RLIM_INFINITY
+                             : base + *setup.memory_limit_bytes;
     const rlimit data{limit, limit};
     if (::setrlimit(RLIMIT_DATA, &data) != 0) setup_failed(setup.block, SetupStep::memory_limit, errno);
   }
@@ -138,6 +143,7 @@ void run_child(const ChildSetup& setup) noexcept {
   if (::setpgid(0, 0) != 0 && ::getpgrp() != ::getpid()) {
     setup_failed(setup.block, SetupStep::process_group, errno);
   }
+  keeper_register(setup.keeper_fd, ::getpid());
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) setup_failed(setup.block, SetupStep::death_signal, errno);
   // The parent may have died before PR_SET_PDEATHSIG took effect.
   if (::getppid() != setup.parent_pid) ::_exit(kExitParentGone);

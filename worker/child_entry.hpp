@@ -23,6 +23,10 @@ struct ChildSetup {
   std::optional<std::size_t> memory_limit_bytes;
   std::optional<std::chrono::seconds> cpu_time_limit;
   const std::function<void(ChildChannel&)>* body = nullptr;
+  // The keeper's pipe (runner/keeper.hpp): the child registers its process
+  // group there before it runs the work, so that what the work starts dies
+  // with the parent too. -1: none.
+  int keeper_fd = -1;
   // An eventfd the child writes to once its outcome is committed (-1: none).
   // It stays open in the child as descriptor 3.
   int commit_fd = -1;

@@ -1,12 +1,129 @@
-// Helper for the parent-death test: starts an isolate that runs for ever,
-// prints the isolate's process id, and waits to be killed.
+// Helper for tests that need a process of their own.
+//
+//   isolate_parent_helper
+//       starts an isolate that runs for ever, prints the isolate's process
+//       id, and waits to be killed (the parent-death test).
+//   isolate_parent_helper descendants FIFO
+//       starts an isolate whose work starts a child and, through a process
+//       that exits at once, a grandchild (both sleep for ever, in the
+//       worker's process group), writes their pids to FIFO, one per line,
+//       then runs for ever; waits to be killed (the descendants test).
+//   isolate_parent_helper nofile N
+//       lowers RLIMIT_NOFILE so that only N descriptors are free, starts an
+//       isolate that runs for ever, and prints one line:
+//         "started" (it ran: then it is cancelled), "failed <what>" (the
+//         future failed), or "threw <what>" (spawn threw);
+//       then "children <n>": processes of this one left once the run's
+//       exited() completed (0 unless a worker was left unsupervised).
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
 
 #include "cancellable/isolate.hpp"
+#include "helpers/process_support.hpp"
 
-int main() {
+namespace {
+
+int highest_open_fd() {
+  int highest = 2;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (!dir) return highest;
+  while (dirent* entry = ::readdir(dir)) {
+    const int fd = std::atoi(entry->d_name);
+    if (fd > highest) highest = fd;
+  }
+  ::closedir(dir);
+  return highest;
+}
+
+int run_out_of_descriptors(int free_descriptors) {
+  using namespace cancellable;
+  // Every number up to the highest open descriptor is taken (gaps filled
+  // with /dev/null), then the limit lets exactly free_descriptors more open.
+  const int highest = highest_open_fd();
+  rlimit lowered{};
+  ::getrlimit(RLIMIT_NOFILE, &lowered);
+  lowered.rlim_cur = static_cast<rlim_t>(highest + 1);
+  if (::setrlimit(RLIMIT_NOFILE, &lowered) != 0) return 2;
+  while (::open("/dev/null", O_RDONLY | O_CLOEXEC) >= 0) {
+  }
+  lowered.rlim_cur = static_cast<rlim_t>(highest + 1 + free_descriptors);
+  if (::setrlimit(RLIMIT_NOFILE, &lowered) != 0) return 2;
+  CancellationToken token;
+  IsolateOptions options;
+  options.backend = Backend::process;
+  std::string outcome;
+  Future<ProcessExit> exited = make_ready_future(ProcessExit{});
+  try {
+    auto isolate = CancellableIsolate::spawn([] {
+      for (;;) ::pause();
+      return 0;
+    }, token, options);
+    exited = isolate.exited();
+    if (isolate.future().wait_for(std::chrono::milliseconds(0)) == std::future_status::ready) {
+      try {
+        isolate.future().get();
+        outcome = "returned";
+      } catch (const std::exception& e) {
+        outcome = std::string("failed ") + e.what();
+      }
+    } else {
+      outcome = "started";
+      token.cancel();
+    }
+  } catch (const std::exception& e) {
+    outcome = std::string("threw ") + e.what();
+  }
+  // Raised again so that counting children can open /proc.
+  lowered.rlim_cur = lowered.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &lowered);
+  const bool exited_in_time = exited.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  std::printf("%s\nchildren %d\nexited %s\n", outcome.c_str(), process_support::count_children(),
+              exited_in_time ? "yes" : "no");
+  return 0;
+}
+
+}  // namespace
+
+[[noreturn]] void start_descendants(const std::string& fifo) {
+  auto isolate = cancellable::CancellableIsolate::spawn([fifo] {
+    const int out = ::open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
+    const pid_t child = ::fork();
+    if (child == 0) {
+      for (;;) ::pause();
+    }
+    const pid_t middle = ::fork();
+    if (middle == 0) {
+      const pid_t grandchild = ::fork();
+      if (grandchild == 0) {
+        for (;;) ::pause();
+      }
+      const std::string line = std::to_string(grandchild) + "\n";
+      (void)!::write(out, line.data(), line.size());
+      ::_exit(0);
+    }
+    ::waitpid(middle, nullptr, 0);
+    const std::string line = std::to_string(child) + "\n";
+    (void)!::write(out, line.data(), line.size());
+    ::close(out);
+    for (;;) ::pause();
+    return 0;
+  });
+  for (;;) ::pause();
+}
+
+int main(int argc, char** argv) {
+  if (argc == 3 && std::strcmp(argv[1], "nofile") == 0) return run_out_of_descriptors(std::atoi(argv[2]));
+  if (argc == 3 && std::strcmp(argv[1], "descendants") == 0) start_descendants(argv[2]);
   auto isolate = cancellable::CancellableIsolate::spawn([] {
     for (;;) ::pause();
     return 0;

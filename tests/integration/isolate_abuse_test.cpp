@@ -5,11 +5,20 @@
 #include <catch2/catch.hpp>
 
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <locale>
+#include <memory>
 #include <random>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -21,6 +30,17 @@ using namespace cancellable;
 using namespace std::chrono_literals;
 
 namespace {
+
+// A facet of no use but to make the global locale something other than "C".
+struct Facet : std::locale::facet {
+  static std::locale::id id;
+};
+std::locale::id Facet::id;
+
+[[noreturn]] void burn_cpu_forever() {
+  std::atomic<std::uint64_t> x{0};
+  for (;;) x.fetch_add(1, std::memory_order_relaxed);
+}
 
 [[noreturn]] void pause_forever() {
   for (;;) ::pause();
@@ -108,4 +128,221 @@ TEST_CASE("a cancel that lands while a waiter starts helping wakes it at once: i
   CHECK(cancelled > 0);
   CHECK(reaped_by_waiter == 0);
   CHECK(process_support::count_children() == 0);
+}
+
+namespace {
+
+// Runs the helper with its arguments and returns what it printed.
+std::string run_helper(const std::vector<std::string>& args) {
+  std::string command = CANCELLABLE_ISOLATE_PARENT_HELPER;
+  for (const auto& a : args) command += " " + a;
+  std::string out;
+  if (FILE* pipe = ::popen(command.c_str(), "r")) {
+    char buffer[512];
+    while (std::fgets(buffer, sizeof buffer, pipe)) out += buffer;
+    ::pclose(pipe);
+  }
+  return out;
+}
+
+template <class T>
+std::string failure_text(const Future<T>& f) {
+  try {
+    f.get();
+    return "no failure";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+}  // namespace
+
+TEST_CASE("running out of descriptors while an isolate starts fails its future and leaves no "
+          "process behind",
+          "[isolate][launch]") {
+  // With 0, 1, 2, ... descriptors free, a different step runs out: the
+  // reaper's epoll descriptor, the pidfd, ... Each must fail the future (or
+  // run), never throw out of spawn after the fork, never leave the worker.
+  bool some_failed = false;
+  bool some_started = false;
+  for (int free_descriptors = 0; free_descriptors <= 5; ++free_descriptors) {
+    const std::string out = run_helper({"nofile", std::to_string(free_descriptors)});
+    INFO("free descriptors: " << free_descriptors << "\n" << out);
+    CHECK(out.find("threw") == std::string::npos);
+    CHECK(out.find("children 0") != std::string::npos);
+    CHECK(out.find("exited yes") != std::string::npos);
+    some_failed = some_failed || out.rfind("failed ", 0) == 0;
+    some_started = some_started || out.rfind("started", 0) == 0;
+  }
+  CHECK(some_failed);
+  CHECK(some_started);
+}
+
+TEST_CASE("workers do not deadlock on the locale mutex when a global locale is set and another "
+          "thread formats strings",
+          "[isolate][fork]") {
+  const std::locale previous = std::locale::global(std::locale(std::locale::classic(), new Facet));
+  std::atomic<bool> stop{false};
+  std::thread formatter([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      std::ostringstream text;  // takes the locale mutex: the global locale is not "C"
+      text << 42;
+    }
+  });
+  int stuck = 0;
+  for (int i = 0; i < 400 && stuck == 0; ++i) {
+    CancellationToken token;
+    auto f = CancellableIsolate::run([i] { return std::to_string(i); }, token);
+    if (f.wait_for(test_support::kDeadline) != std::future_status::ready) {
+      ++stuck;
+      token.cancel();
+    } else {
+      REQUIRE(f.get() == std::to_string(i));
+    }
+  }
+  stop.store(true);
+  formatter.join();
+  std::locale::global(previous);
+  CHECK(stuck == 0);
+}
+
+TEST_CASE("a memory limit bounds what the work can allocate, also inside malloc's arenas",
+          "[isolate][limits]") {
+  // Run from a thread of its own, whose malloc arena was reserved before the
+  // fork: small allocations grow inside that reservation.
+  for (const std::size_t mib : {1, 16, 256}) {
+    const std::size_t limit = mib << 20;
+    std::string outcome;
+    std::thread caller([&] {
+      auto warm = std::make_unique<char[]>(4096);  // gives this thread its arena
+      IsolateOptions options;
+      options.memory_limit_bytes = limit;
+      auto f = CancellableIsolate::run([limit] {
+        std::vector<std::unique_ptr<char[]>> chunks;
+        constexpr std::size_t kChunk = 64 * 1024;
+        for (std::size_t total = 0; total < 2 * limit; total += kChunk) {
+          chunks.push_back(std::make_unique<char[]>(kChunk));
+          std::memset(chunks.back().get(), 1, kChunk);
+        }
+        return chunks.size();
+      }, CancellationToken::none(), options);
+      outcome = failure_text(f);
+    });
+    caller.join();
+    INFO("limit " << mib << " MiB");
+    CHECK(outcome.find("MemoryLimitExceeded") != std::string::npos);
+  }
+}
+
+TEST_CASE("with SIGCHLD ignored, a worker's exit code and signal are reported exactly and no "
+          "stranger is signalled",
+          "[isolate][sigchld]") {
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  struct sigaction previous {};
+  REQUIRE(::sigaction(SIGCHLD, &ignore, &previous) == 0);
+  std::string aborted;
+  std::string exited;
+  std::string cpu;
+  int value = 0;
+  std::string cancelled;
+  {
+    aborted = failure_text(CancellableIsolate::run([]() -> int { std::abort(); }));
+    exited = failure_text(CancellableIsolate::run([]() -> int { ::_exit(3); }));
+    value = CancellableIsolate::run([] { return 7; }).get();
+    IsolateOptions options;
+    options.cpu_time_limit = std::chrono::seconds(1);
+    cpu = failure_text(CancellableIsolate::run([] {
+      burn_cpu_forever();
+      return 0;
+    }, CancellationToken::none(), options));
+    CancellationToken token;
+    auto isolate = CancellableIsolate::spawn([] {
+      for (;;) ::pause();
+      return 0;
+    }, token);
+    token.cancel();
+    cancelled = failure_text(isolate.future());
+    REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
+  }
+  ::sigaction(SIGCHLD, &previous, nullptr);
+  CHECK(aborted.find("killed by signal 6 (SIGABRT)") != std::string::npos);
+  CHECK(exited.find("exited with code 3") != std::string::npos);
+  CHECK(value == 7);
+  CHECK(cpu.find("CpuTimeLimitExceeded") != std::string::npos);
+  CHECK(cancelled.find("CancelledException") != std::string::npos);
+}
+
+TEST_CASE("work that ignores SIGXCPU and is killed at the hard CPU limit fails with "
+          "CpuTimeLimitExceeded",
+          "[isolate][limits]") {
+  IsolateOptions options;
+  options.cpu_time_limit = std::chrono::seconds(1);
+  auto f = CancellableIsolate::run([] {
+    ::signal(SIGXCPU, SIG_IGN);
+    burn_cpu_forever();
+    return 0;
+  }, CancellationToken::none(), options);
+  REQUIRE(f.wait_for(std::chrono::seconds(120)) == std::future_status::ready);
+  CHECK_THROWS_AS(f.get(), CpuTimeLimitExceeded);
+}
+
+TEST_CASE("an exception's text is cut to fit max_result_bytes", "[isolate][limits]") {
+  IsolateOptions options;
+  options.max_result_bytes = 1 << 20;
+  auto f = CancellableIsolate::run([]() -> int { throw std::runtime_error(std::string(64 << 20, 'x')); },
+                                   CancellationToken::none(), options);
+  try {
+    f.get();
+    FAIL("the run should have failed");
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    CHECK(what.size() <= (1u << 20));
+    CHECK(what.find("[truncated from 67108864 bytes]") != std::string::npos);
+  }
+}
+
+TEST_CASE("an isolate started inside a worker is refused with a clear error before forking",
+          "[isolate][launch]") {
+  // This process's library threads exist (earlier tests ran isolates).
+  REQUIRE(CancellableIsolate::run([] { return 1; }).get() == 1);
+  auto f = CancellableIsolate::run([] {
+    try {
+      return std::string("ran: ") + std::to_string(CancellableIsolate::run([] { return 2; }).get());
+    } catch (const std::logic_error& e) {
+      return std::string("refused: ") + e.what();
+    } catch (const std::exception& e) {
+      return std::string("other: ") + e.what();
+    }
+  });
+  const std::string seen = f.get();
+  CHECK(seen.rfind("refused: ", 0) == 0);
+  CHECK(seen.find("inside an isolate's worker") != std::string::npos);
+}
+
+TEST_CASE("if the parent is killed, what its isolate's work started dies too", "[isolate][parent-death]") {
+  const std::string fifo = "/tmp/cancellable-descendants-" + std::to_string(::getpid());
+  ::unlink(fifo.c_str());
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const pid_t helper = ::fork();
+  if (helper == 0) {
+    ::execl(CANCELLABLE_ISOLATE_PARENT_HELPER, CANCELLABLE_ISOLATE_PARENT_HELPER, "descendants",
+            fifo.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  REQUIRE(helper > 0);
+  // Blocks until the work has opened the FIFO and written both pids.
+  std::vector<pid_t> descendants;
+  if (FILE* in = std::fopen(fifo.c_str(), "r")) {
+    long pid = 0;
+    while (descendants.size() < 2 && std::fscanf(in, "%ld", &pid) == 1) descendants.push_back(static_cast<pid_t>(pid));
+    std::fclose(in);
+  }
+  ::unlink(fifo.c_str());
+  REQUIRE(descendants.size() == 2);
+  for (const pid_t pid : descendants) CHECK_FALSE(process_support::wait_gone(pid, 0ms));
+  ::kill(helper, SIGKILL);
+  ::waitpid(helper, nullptr, 0);
+  for (const pid_t pid : descendants) CHECK(process_support::wait_gone(pid));
+  for (const pid_t pid : descendants) ::kill(pid, SIGKILL);  // (after a failure: leave nothing)
 }

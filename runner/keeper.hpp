@@ -1,0 +1,36 @@
+// The keeper: a small process that kills the process groups of this
+// process's isolate workers when this process dies.
+//
+// A worker dies with its parent through PR_SET_PDEATHSIG, but what the work
+// started (a `system("... &")`, a double fork) would keep running: the
+// group kill the reaper sends after a worker's exit died with the parent.
+// The keeper is one process per parent, started with the first process
+// isolate (a double fork, so it is not this process's child and no waitpid
+// of the host can reap it; setsid, so a terminal's Ctrl-C does not reach it
+// before it acts). Each worker registers its process group with the keeper
+// over a pipe before it runs the work; the parent unregisters the group once
+// it has reaped the worker and killed the group. When the parent exits (its
+// pidfd becomes readable, or the pipe's write end closes) the keeper
+// SIGKILLs every registered group and exits.
+//
+// Not covered: descendants that leave the worker's group (setsid, setpgid)
+// or that the keeper cannot signal; a keeper killed from outside (the
+// protection then ends silently for this process).
+#pragma once
+
+#include <sys/types.h>
+
+namespace cancellable::detail {
+
+// Starts the keeper if it is not running and returns the write end of its
+// pipe (close-on-exec, non-blocking). Throws std::system_error if it cannot
+// be started (no descriptor, no process).
+int ensure_keeper_started();
+
+// Messages on the keeper's pipe: +pgid registers a group, -pgid forgets it.
+// Async-signal-safe (a worker calls it after fork); does nothing if fd < 0.
+void keeper_register(int fd, pid_t pgid) noexcept;
+// The parent, after reaping the worker of pgid and killing its group.
+void keeper_forget(pid_t pgid) noexcept;
+
+}  // namespace cancellable::detail
