@@ -32,6 +32,21 @@
 // atexit handlers, no static destructors, no flushing of the parent's stdio
 // buffers.
 //
+// What the work starts (children, a double fork) stays in the worker's
+// process group and is killed with it: on a cancel, after the worker exits,
+// and, through a keeper process started with the first isolate, when the
+// parent dies. Processes that leave the group (setsid) are not covered.
+//
+// Launch: everything that can fail for want of descriptors or memory happens
+// before the fork. After it, the child waits at a start gate until the
+// parent holds its pidfd and has checked (waitid) that it is its own child;
+// any later failure kills and reaps the child and fails the future. A host
+// that ignores SIGCHLD is supported: no process or group is signalled unless
+// waitid confirms it is an unreaped child of ours.
+//
+// Isolates do not nest: inside a worker, run() fails with std::logic_error
+// before forking (the library's threads do not exist there).
+//
 // Gotcha: PR_SET_PDEATHSIG is tied to the *thread* that forked. If the thread
 // that called run() exits while the isolate runs, the child is killed and the
 // future fails with IsolateCrashed (killed by SIGKILL; the message says that
@@ -45,8 +60,13 @@
 // the exception fn threw (types of <stdexcept>, <new>, CancelledException,
 // TimeoutException and registered types keep their type, others arrive as
 // IsolateError); IsolateCrashed (the child died without a result);
-// MemoryLimitExceeded, CpuTimeLimitExceeded, ResultTooLarge (limits);
-// std::system_error if the process backend was forced and fork failed.
+// MemoryLimitExceeded, CpuTimeLimitExceeded (SIGXCPU, or the kernel's
+// SIGKILL at the hard limit one second later), ResultTooLarge (limits; an
+// exception's what() is cut to fit max_result_bytes); std::system_error if
+// the process backend was forced and fork failed, if a step before or after
+// the fork ran out of resources (the message names the step), or if the
+// worker could not set itself up (setpgid, setrlimit); std::logic_error
+// inside a worker (no nesting).
 //
 // ## Thread fallback
 // With Backend::thread, CANCELLABLE_BACKEND=thread, or (automatic) when fork

@@ -36,8 +36,12 @@ struct IsolateOptions {
   // Wall-clock limit: the run fails with TimeoutException and the process is
   // killed. Merged with the caller's token.
   std::optional<std::chrono::nanoseconds> timeout;
-  // Address space the work may add to what the process inherited at fork
-  // (RLIMIT_AS = inherited + this). Breach: MemoryLimitExceeded.
+  // Memory the work may add to what the process inherited at fork:
+  // RLIMIT_DATA = the data size at fork (after malloc_trim) + this. Counts
+  // the heap, anonymous mappings and thread stacks, including malloc's
+  // growth inside arenas reserved before the fork; not shared mappings, nor
+  // free memory already mapped in the inherited heap. Breach:
+  // MemoryLimitExceeded.
   std::optional<std::size_t> memory_limit_bytes;
   // CPU time (RLIMIT_CPU, whole seconds). Breach: CpuTimeLimitExceeded.
   std::optional<std::chrono::seconds> cpu_time_limit;
