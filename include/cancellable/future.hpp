@@ -23,8 +23,9 @@
 //
 // Thread-safety: distinct objects: safe. Shared objects: safe; all members
 // are const and may be called concurrently.
-// Lifetime: get() returns a reference into the shared state; it stays valid
-// while any copy of the future is alive.
+// Lifetime: get() on a future object returns a reference into the shared
+// state; it stays valid while any copy of the future is alive. get() on a
+// temporary returns a copy of the value.
 #pragma once
 
 #include <chrono>
@@ -118,10 +119,29 @@ class [[nodiscard]] Future {
 
   // Blocks until complete; returns the value (const T&, or nothing for
   // Future<void>) or rethrows the exception.
-  decltype(auto) get() const {
+  decltype(auto) get() const& {
     wait();
     if (auto error = state_->error()) std::rethrow_exception(error);
     if constexpr (!std::is_void_v<T>) return state_->value();
+  }
+  // On a temporary future: the value by copy (a T that cannot be copied:
+  // const T&, as above), so that `auto&& v = make_future().get();` cannot
+  // dangle once the temporary is gone.
+  decltype(auto) get() && {
+    const Future& self = *this;
+    if constexpr (std::is_void_v<T> || !std::is_copy_constructible_v<T>) {
+      return self.get();
+    } else {
+      return T(self.get());
+    }
+  }
+
+  // How the future failed, without a try/catch: the exception of a failed,
+  // complete future (the same std::exception_ptr get() rethrows); null if it
+  // is not complete yet or succeeded. Does not block.
+  std::exception_ptr exception() const {
+    const auto& state = checked();
+    return state.is_ready() ? state.error() : nullptr;
   }
 
   // Returns a future of f's result. f receives the value (nothing for

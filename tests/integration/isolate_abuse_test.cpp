@@ -218,12 +218,18 @@ TEST_CASE("a memory limit bounds what the work can allocate, also inside malloc'
       IsolateOptions options;
       options.memory_limit_bytes = limit;
       auto f = CancellableIsolate::run([limit] {
-        std::vector<std::unique_ptr<char[]>> chunks;
         constexpr std::size_t kChunk = 64 * 1024;
+        std::vector<void*> chunks;
+        chunks.reserve(2 * limit / kChunk + 1);
         for (std::size_t total = 0; total < 2 * limit; total += kChunk) {
-          chunks.push_back(std::make_unique<char[]>(kChunk));
-          std::memset(chunks.back().get(), 1, kChunk);
+          // malloc, not new: AddressSanitizer's operator new kills the process
+          // on failure instead of throwing (its malloc returns null).
+          void* chunk = std::malloc(kChunk);
+          if (chunk == nullptr) throw std::bad_alloc();
+          std::memset(chunk, 1, kChunk);
+          chunks.push_back(chunk);
         }
+        for (void* chunk : chunks) std::free(chunk);
         return chunks.size();
       }, CancellationToken::none(), options);
       outcome = failure_text(f);

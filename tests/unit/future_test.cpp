@@ -200,3 +200,24 @@ TEST_CASE("co_await of a failed future throws inside the coroutine", "[future][c
   auto f = catch_in_coroutine(make_failed_future<int>(std::make_exception_ptr(std::runtime_error("x"))));
   CHECK(f.get() == "caught: x");
 }
+
+TEST_CASE("exception() tells how a future failed without a try", "[future]") {
+  CancellableCompleter<int> completer;
+  auto f = completer.future();
+  CHECK(f.exception() == nullptr);  // pending
+  auto error = std::make_exception_ptr(std::runtime_error("failed"));
+  completer.complete_error(error);
+  CHECK(f.exception() == error);
+  CHECK(make_ready_future(1).exception() == nullptr);
+  CHECK_THROWS_AS(Future<int>().exception(), std::future_error);
+}
+
+TEST_CASE("get() on a temporary future returns the value by copy", "[future]") {
+  auto make = [] { return make_ready_future(std::string(1000, 'v')); };
+  auto&& value = make().get();  // the temporary future is gone after this line
+  static_assert(std::is_same_v<decltype(make().get()), std::string>);
+  CHECK(value == std::string(1000, 'v'));
+  Future<std::string> kept = make();
+  static_assert(std::is_same_v<decltype(kept.get()), const std::string&>);
+  CHECK(&kept.get() == &kept.get());  // a future object still returns its shared value
+}
