@@ -8,6 +8,10 @@
 //       that exits at once, a grandchild (both sleep for ever, in the
 //       worker's process group), writes their pids to FIFO, one per line,
 //       then runs for ever; waits to be killed (the descendants test).
+//   isolate_parent_helper setup-failure
+//       drops CAP_SYS_RESOURCE and lowers the hard RLIMIT_DATA, then runs an
+//       isolate whose memory limit needs more: the worker's setrlimit fails.
+//       Prints "failed <what>" or "returned".
 //   isolate_parent_helper nofile N
 //       lowers RLIMIT_NOFILE so that only N descriptors are free, starts an
 //       isolate that runs for ever, and prints one line:
@@ -16,6 +20,8 @@
 //       then "children <n>": processes of this one left once the run's
 //       exited() completed (0 unless a worker was left unsupervised).
 #include <dirent.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -121,7 +127,33 @@ int run_out_of_descriptors(int free_descriptors) {
   for (;;) ::pause();
 }
 
+int setup_failure() {
+  // Without CAP_SYS_RESOURCE a process cannot raise a hard limit.
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (::syscall(SYS_capget, &header, data) != 0) return 2;
+  data[CAP_SYS_RESOURCE / 32].effective &= ~(1u << (CAP_SYS_RESOURCE % 32));
+  data[CAP_SYS_RESOURCE / 32].permitted &= ~(1u << (CAP_SYS_RESOURCE % 32));
+  if (::syscall(SYS_capset, &header, data) != 0) return 2;
+  rlimit data_limit{};
+  ::getrlimit(RLIMIT_DATA, &data_limit);
+  data_limit.rlim_cur = data_limit.rlim_max = rlim_t{1} << 40;  // 1 TiB: room for this process
+  if (::setrlimit(RLIMIT_DATA, &data_limit) != 0) return 2;
+  cancellable::IsolateOptions options;
+  options.memory_limit_bytes = std::size_t{1} << 41;  // more than the hard limit allows
+  auto f = cancellable::CancellableIsolate::run([] { return 1; }, cancellable::CancellationToken::none(),
+                                                options);
+  try {
+    f.get();
+    std::printf("returned\n");
+  } catch (const std::exception& e) {
+    std::printf("failed %s\n", e.what());
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "setup-failure") == 0) return setup_failure();
   if (argc == 3 && std::strcmp(argv[1], "nofile") == 0) return run_out_of_descriptors(std::atoi(argv[2]));
   if (argc == 3 && std::strcmp(argv[1], "descendants") == 0) start_descendants(argv[2]);
   auto isolate = cancellable::CancellableIsolate::spawn([] {

@@ -360,3 +360,14 @@ TEST_CASE("if the parent is killed, what its isolate's work started dies too", "
   for (const pid_t pid : descendants) CHECK(process_support::wait_gone(pid));
   for (const pid_t pid : descendants) ::kill(pid, SIGKILL);  // (after a failure: leave nothing)
 }
+
+TEST_CASE("a worker whose setrlimit fails reports it as std::system_error naming the step",
+          "[isolate][launch]") {
+  // The helper gives up CAP_SYS_RESOURCE and lowers its hard RLIMIT_DATA:
+  // the worker cannot raise it to what the memory limit asks.
+  const std::string out = run_helper({"setup-failure"});
+  INFO(out);
+  CHECK(out.rfind("failed ", 0) == 0);
+  CHECK(out.find("could not apply its memory limit (setrlimit RLIMIT_DATA)") != std::string::npos);
+  CHECK(out.find("Operation not permitted") != std::string::npos);
+}
