@@ -35,6 +35,7 @@
 #include "runner/keeper.hpp"
 #include "runner/reaper.hpp"
 #include "runner/result_channel.hpp"
+#include "runner/test_seams.hpp"
 #include "worker/child_entry.hpp"
 
 namespace bip = boost::interprocess;

@@ -29,8 +29,6 @@ class Executor {
 Executor& default_executor();
 
 namespace detail {
-// The number of threads of the default executor.
-std::size_t default_executor_thread_count();
 // Queues work on the default executor ahead of every ordinary post().
 void post_microtask(std::function<void()> work);
 }  // namespace detail

@@ -26,6 +26,7 @@
 #include "helpers/process_support.hpp"
 #include "helpers/test_support.hpp"
 #include "runner/result_channel.hpp"
+#include "runner/test_seams.hpp"
 
 using namespace cancellable;
 

@@ -101,15 +101,6 @@ void start_isolate(const std::shared_ptr<IsolateRecord>& record, LaunchSpec spec
 // The backend requested by CANCELLABLE_BACKEND ("thread" or "process"), if set.
 std::optional<Backend> backend_from_environment();
 
-// Test seam: replaces fork(). Passing nullptr restores the real one.
-using ForkFunction = pid_t (*)();
-void set_fork_function(ForkFunction fork_function) noexcept;
-
-// Test seam: runs in a forked worker after its outcome is committed, just
-// before _exit. Passing nullptr removes it.
-using ExitHook = void (*)();
-void set_child_exit_hook(ExitHook hook) noexcept;
-
 // Writes progress where the current worker's parent can read it.
 void report_progress_impl(std::uint64_t done, std::uint64_t total, const char* stage,
                           std::size_t stage_size) noexcept;
