@@ -107,11 +107,14 @@ TEST_CASE("a timeout followed by a manual cancel notifies once", "[timeout]") {
 
 TEST_CASE("on_cancel of a timed-out token runs on the timer thread, continuations elsewhere",
           "[timeout]") {
-  // Lazy: the countdown starts when the completer attaches, and the timer
-  // may fire before the continuation below is in place on a slow machine;
-  // such a round proves nothing and is tried again.
+  // Lazy: the countdown starts when c attaches, and the timer may fire
+  // before the continuation below is in place on a slow machine; such a
+  // round proves nothing and is tried again. c is notified before the
+  // completer (attach order), so once the continuation runs, c has been.
   for (int round = 0; round < 1000; ++round) {
     TimeoutCancellationToken token(1ms, {.lazy_start = true});
+    RecordingCancellable c;
+    REQUIRE(c.maybe_attach(token));  // lazy: not started before this attach
     CancellableCompleter<int> completer(token);
     struct Seen {
       std::thread::id thread;
@@ -125,12 +128,11 @@ TEST_CASE("on_cancel of a timed-out token runs on the timer thread, continuation
       seen->done.set();
     };
     if (!completer.future().state()->subscribe_if_pending(continuation)) continue;
-    RecordingCancellable c;
-    const bool attached = c.maybe_attach(token);
     REQUIRE(seen->done.wait());
     CHECK(completer.future().state()->error() == token.exception());
     REQUIRE(c.calls() == 1);
-    if (attached) CHECK(c.thread() != std::this_thread::get_id());
+    CHECK(c.thread() != std::this_thread::get_id());
+    CHECK(seen->thread != c.thread());
     CHECK(seen->thread != std::this_thread::get_id());
     CHECK_FALSE(seen->on_library_thread);
     return;
