@@ -588,7 +588,7 @@ class Record final : public IsolateRecord,
       limits.max_result_bytes = spec_.options.max_result_bytes;
       limits.memory_limit_bytes = spec_.options.memory_limit_bytes;
       channel = std::make_unique<ChildChannelImpl>(block_, limits);
-    } catch (const std::exception&) {
+    } catch (const std::exception& e) {
       ControlBlockPool::Region unused;
       {
         std::lock_guard lock(mutex_);
@@ -596,7 +596,11 @@ class Record final : public IsolateRecord,
         unused = std::move(control_region_);
       }
       control_block_pool().give_back(std::move(unused));
-      if (!forced) return start_thread();
+      // Out of memory for the control block: processes are unavailable, as
+      // when fork fails with ENOMEM. Out of descriptors or threads (a
+      // std::system_error naming the step): the run fails with it.
+      const bool no_process_memory = dynamic_cast<const std::system_error*>(&e) == nullptr;
+      if (!forced && no_process_memory) return start_thread();
       fail(std::current_exception());
       return release_and_signal_exit(ProcessExit{});
     }
