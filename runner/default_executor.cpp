@@ -11,7 +11,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "cancellable/executor.hpp"
-#include "runner/test_seams.hpp"
+#include "worker/test_seams.hpp"
 
 namespace cancellable {
 

@@ -31,11 +31,11 @@
 #include "cancellable/detail/library_thread.hpp"
 #include "cancellable/detail/timer.hpp"
 #include "cancellable/executor.hpp"
-#include "runner/control_block.hpp"
+#include "worker/protocol/control_block.hpp"
 #include "runner/keeper.hpp"
 #include "runner/reaper.hpp"
-#include "runner/result_channel.hpp"
-#include "runner/test_seams.hpp"
+#include "worker/protocol/result_channel.hpp"
+#include "worker/test_seams.hpp"
 #include "worker/child_entry.hpp"
 
 namespace bip = boost::interprocess;

@@ -1,5 +1,7 @@
 #include "runner/keeper.hpp"
 
+#include "worker/protocol/keeper_messages.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -51,7 +53,7 @@ std::atomic<int> keeper_fd{-1};
     // Read everything pending, also after the parent's death: a worker's
     // registration may still be in the pipe.
     for (;;) {
-      std::int32_t message;
+      KeeperMessage message;
       const ssize_t n = ::read(read_fd, &message, sizeof message);
       if (n == 0) {
         parent_gone = true;  // the write end closed: the parent is gone
@@ -116,17 +118,8 @@ int ensure_keeper_started() {
   return fds[1];
 }
 
-void keeper_register(int fd, pid_t pgid) noexcept {
-  if (fd < 0 || pgid <= 0) return;
-  const std::int32_t message = pgid;
-  (void)!::write(fd, &message, sizeof message);
-}
-
 void keeper_forget(pid_t pgid) noexcept {
-  const int fd = keeper_fd.load(std::memory_order_acquire);
-  if (fd < 0 || pgid <= 0) return;
-  const std::int32_t message = -pgid;
-  (void)!::write(fd, &message, sizeof message);
+  if (pgid > 0) send_keeper_message(keeper_fd.load(std::memory_order_acquire), -static_cast<KeeperMessage>(pgid));
 }
 
 }  // namespace cancellable::detail

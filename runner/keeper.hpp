@@ -27,10 +27,8 @@ namespace cancellable::detail {
 // be started (no descriptor, no process).
 int ensure_keeper_started();
 
-// Messages on the keeper's pipe: +pgid registers a group, -pgid forgets it.
-// Async-signal-safe (a worker calls it after fork); does nothing if fd < 0.
-void keeper_register(int fd, pid_t pgid) noexcept;
-// The parent, after reaping the worker of pgid and killing its group.
+// The parent, after reaping the worker of pgid and killing its group (the
+// messages: worker/protocol/keeper_messages.hpp).
 void keeper_forget(pid_t pgid) noexcept;
 
 }  // namespace cancellable::detail

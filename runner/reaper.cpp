@@ -10,7 +10,7 @@
 #include <unordered_map>
 
 #include "cancellable/detail/library_thread.hpp"
-#include "runner/result_channel.hpp"
+#include "worker/protocol/result_channel.hpp"
 
 namespace cancellable::detail {
 

@@ -1,7 +1,7 @@
 #include "worker/child_entry.hpp"
 
-#include "runner/keeper.hpp"
-#include "runner/test_seams.hpp"
+#include "worker/protocol/keeper_messages.hpp"
+#include "worker/test_seams.hpp"
 
 #include <fcntl.h>
 #include <linux/futex.h>

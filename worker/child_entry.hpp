@@ -8,8 +8,8 @@
 #include <optional>
 
 #include "cancellable/detail/isolate_runtime.hpp"
-#include "runner/control_block.hpp"
-#include "runner/result_channel.hpp"
+#include "worker/protocol/control_block.hpp"
+#include "worker/protocol/result_channel.hpp"
 
 namespace cancellable::detail {
 

@@ -16,7 +16,7 @@
 #include "cancellable/exceptions.hpp"
 #include "helpers/process_support.hpp"
 #include "helpers/test_support.hpp"
-#include "runner/test_seams.hpp"
+#include "worker/test_seams.hpp"
 
 using namespace cancellable;
 using namespace std::chrono_literals;

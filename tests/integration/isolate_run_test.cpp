@@ -25,8 +25,8 @@
 #include "cancellable/exceptions.hpp"
 #include "helpers/process_support.hpp"
 #include "helpers/test_support.hpp"
-#include "runner/result_channel.hpp"
-#include "runner/test_seams.hpp"
+#include "worker/protocol/result_channel.hpp"
+#include "worker/test_seams.hpp"
 
 using namespace cancellable;
 

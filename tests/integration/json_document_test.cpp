@@ -12,7 +12,7 @@
 #include "cancellable/json_generator.hpp"
 #include "helpers/process_support.hpp"
 #include "helpers/test_support.hpp"
-#include "runner/test_seams.hpp"
+#include "worker/test_seams.hpp"
 
 using namespace cancellable;
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "helpers/test_support.hpp"
-#include "runner/test_seams.hpp"
+#include "worker/test_seams.hpp"
 
 using namespace cancellable;
 using test_support::Event;

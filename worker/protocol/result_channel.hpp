@@ -24,7 +24,7 @@
 #include <boost/interprocess/shared_memory_object.hpp>
 
 #include "cancellable/detail/isolate_runtime.hpp"
-#include "runner/control_block.hpp"
+#include "worker/protocol/control_block.hpp"
 
 namespace cancellable::detail {
 

@@ -1,4 +1,4 @@
-#include "runner/control_block.hpp"
+#include "worker/protocol/control_block.hpp"
 
 #include <algorithm>
 #include <string>

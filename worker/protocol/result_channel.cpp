@@ -1,4 +1,4 @@
-#include "runner/result_channel.hpp"
+#include "worker/protocol/result_channel.hpp"
 
 #include <cxxabi.h>
 #include <dirent.h>

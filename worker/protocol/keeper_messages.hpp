@@ -1,0 +1,28 @@
+// The messages on the keeper's pipe (runner/keeper.hpp): a worker registers
+// its process group before it runs the work, the parent forgets it once it
+// has reaped the worker and killed the group. One 4-byte message each, so a
+// write is atomic (under PIPE_BUF) and needs no lock.
+#pragma once
+
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+namespace cancellable::detail {
+
+// +pgid registers a group, -pgid forgets it.
+using KeeperMessage = std::int32_t;
+
+// Async-signal-safe (a worker calls it after fork); does nothing if fd < 0.
+// A full pipe (16,384 pending messages) loses the message.
+inline void send_keeper_message(int fd, KeeperMessage message) noexcept {
+  if (fd < 0 || message == 0) return;
+  (void)!::write(fd, &message, sizeof message);
+}
+
+inline void keeper_register(int fd, pid_t pgid) noexcept {
+  if (pgid > 0) send_keeper_message(fd, static_cast<KeeperMessage>(pgid));
+}
+
+}  // namespace cancellable::detail
