@@ -564,14 +564,7 @@ class Record final : public IsolateRecord,
   }
 
   void start_process(bool forced) {
-    if (in_isolate_worker()) {
-      // fork copied none of the library's threads (reaper, timers,
-      // executor) into this worker, and some of their locks may be held.
-      fail(std::make_exception_ptr(std::logic_error(
-          "CancellableIsolate: an isolate cannot start inside an isolate's worker process (the "
-          "library's threads do not exist there); run the inner work directly")));
-      return release_and_signal_exit(ProcessExit{});
-    }
+    if (refused_inside_worker()) return;
     std::unique_ptr<ChildChannelImpl> channel;
     int keeper_fd = -1;
     try {
@@ -589,13 +582,7 @@ class Record final : public IsolateRecord,
       limits.memory_limit_bytes = spec_.options.memory_limit_bytes;
       channel = std::make_unique<ChildChannelImpl>(block_, limits);
     } catch (const std::exception& e) {
-      ControlBlockPool::Region unused;
-      {
-        std::lock_guard lock(mutex_);
-        block_ = nullptr;
-        unused = std::move(control_region_);
-      }
-      control_block_pool().give_back(std::move(unused));
+      give_back_control_block();
       // Out of memory for the control block: processes are unavailable, as
       // when fork fails with ENOMEM. Out of descriptors or threads (a
       // std::system_error naming the step): the run fails with it.
@@ -633,13 +620,7 @@ class Record final : public IsolateRecord,
 
     if (pid < 0) {
       close_commit_fd();
-      ControlBlockPool::Region unused;
-      {
-        std::lock_guard lock(mutex_);
-        block_ = nullptr;
-        unused = std::move(control_region_);
-      }
-      control_block_pool().give_back(std::move(unused));
+      give_back_control_block();
       if (!forced && (fork_error == EAGAIN || fork_error == ENOMEM || fork_error == ENOSYS)) {
         return start_thread();
       }
@@ -706,6 +687,29 @@ class Record final : public IsolateRecord,
     }
   }
 
+  // Inside an isolate's worker no isolate may start: fork copied none of
+  // the library's threads (reaper, timers, executor) into it, and some of
+  // their locks may be held. Fails the run and returns true there.
+  bool refused_inside_worker() noexcept {
+    if (!in_isolate_worker()) return false;
+    fail(std::make_exception_ptr(std::logic_error(
+        "CancellableIsolate: an isolate cannot start inside an isolate's worker process (the "
+        "library's threads do not exist there); run the inner work directly")));
+    release_and_signal_exit(ProcessExit{});
+    return true;
+  }
+
+  // No worker was started: the control block goes back to the pool unused.
+  void give_back_control_block() noexcept {
+    ControlBlockPool::Region unused;
+    {
+      std::lock_guard lock(mutex_);
+      block_ = nullptr;
+      unused = std::move(control_region_);
+    }
+    control_block_pool().give_back(std::move(unused));
+  }
+
   // Opens the start gate (see ControlBlock): the worker may run its work.
   void open_start_gate() noexcept {
     auto& gate = block_->start_gate;
@@ -754,12 +758,7 @@ class Record final : public IsolateRecord,
       block_ = heap_block_.get();
       backend_.store(Backend::thread, std::memory_order_release);
     }
-    if (in_isolate_worker()) {
-      fail(std::make_exception_ptr(std::logic_error(
-          "CancellableIsolate: an isolate cannot start inside an isolate's worker process (the "
-          "library's threads do not exist there); run the inner work directly")));
-      return release_and_signal_exit(ProcessExit{});
-    }
+    if (refused_inside_worker()) return;
     try {
       start_progress_watch();
       start_worker_thread();
