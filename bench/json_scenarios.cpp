@@ -12,6 +12,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <system_error>
 #include <thread>
@@ -54,9 +55,9 @@ std::size_t top_level_size(simdjson::dom::element root) { return simdjson::dom::
 // The work of parse_json_file(path, top_level_size) inside its worker;
 // parsing_starts() runs once the file is read; arena is the one
 // parse_json_file would give its worker.
-template <class Started>
-std::size_t parse_in_worker(const std::filesystem::path& path, detail::JsonArena* arena, Started parsing_starts) {
-  return detail::with_parsed_file(path, JsonOptions{}, arena, false, parsing_starts, top_level_size);
+std::size_t parse_in_worker(const std::filesystem::path& path, detail::JsonArena* arena,
+                            const std::function<void()>& parsing_starts) {
+  return top_level_size(detail::parse_json_file_in_worker(path, JsonOptions{}, arena, false, parsing_starts).root());
 }
 
 // The in-thread baseline, run in a helper process that never forks. In this

@@ -4,7 +4,6 @@
 
 #include "cancellable/exceptions.hpp"
 #include "cancellable/isolate_options.hpp"
-#include "cancellable/json_errors.hpp"
 
 namespace cancellable {
 
@@ -63,11 +62,5 @@ ResultTooLarge::ResultTooLarge(std::size_t result_bytes, std::size_t limit_bytes
                                                            std::to_string(limit_bytes) + " bytes")),
       result_bytes_(result_bytes),
       limit_bytes_(limit_bytes) {}
-
-JsonParseError::JsonParseError(int code, std::string message)
-    : std::runtime_error(with_prefix("JsonParseError", message + " (simdjson error " +
-                                                           std::to_string(code) + ")")),
-      code_(code),
-      message_(std::move(message)) {}
 
 }  // namespace cancellable

@@ -23,7 +23,7 @@
 
 #include <cstddef>
 #include <chrono>
-#include <functional>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <typeinfo>
@@ -98,19 +98,34 @@ class ResultTooLarge : public std::runtime_error {
 };
 
 namespace detail {
-// Makes exceptions of type `type` cross the process boundary as themselves:
-// make(what) rebuilds one in the parent.
-void register_isolate_exception(const std::type_info& type,
-                                std::function<std::exception_ptr(const std::string&)> make);
+// How exceptions of one type cross the process boundary: encode(e), run in
+// the worker on an exception of exactly that type, gives the bytes it sends;
+// decode(bytes), run in the parent, rebuilds the exception. decode must
+// accept any bytes (a worker can send anything) and must not throw.
+struct IsolateExceptionCodec {
+  std::string (*encode)(const std::exception& e);
+  std::exception_ptr (*decode)(const std::string& bytes);
+};
+// Registers (or replaces) the codec of `type`. Lock-free to read, so that a
+// forked worker can use it whatever other threads held at the fork.
+void register_isolate_exception(const std::type_info& type, IsolateExceptionCodec codec);
 }  // namespace detail
 
 // Registers E so that an E thrown inside an isolate reaches the caller as an E
-// (rebuilt from its what() with E(std::string)). Call it before running
+// (rebuilt from its what() with E(std::string)). Only an exception of exactly
+// type E is matched, not one derived from it. Call it before running
 // isolates, for instance at start-up; safe from any thread.
 template <class E>
 void register_isolate_exception() {
   detail::register_isolate_exception(
-      typeid(E), [](const std::string& what) { return std::make_exception_ptr(E(what)); });
+      typeid(E), {[](const std::exception& e) { return std::string(e.what()); },
+                  [](const std::string& what) noexcept -> std::exception_ptr {
+                    try {
+                      return std::make_exception_ptr(E(what));
+                    } catch (...) {
+                      return std::current_exception();
+                    }
+                  }});
 }
 
 }  // namespace cancellable

@@ -56,30 +56,17 @@
 // isolate.hpp for what the mapping may do inside a forked worker).
 #pragma once
 
-#include <fcntl.h>
 #include <simdjson.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <cstdint>
-#include <cstring>
 #include <cstddef>
 #include <filesystem>
 #include <memory>
-#include <optional>
-#include <stdexcept>
-#include <string>
 #include <string_view>
-#include <system_error>
-#include <thread>
 #include <type_traits>
 #include <utility>
 
 #include "cancellable/cancellation_token.hpp"
-#include "cancellable/detail/json_arena.hpp"
+#include "cancellable/detail/json_parse.hpp"
 #include "cancellable/isolate.hpp"
 #include "cancellable/json_errors.hpp"
 
@@ -92,10 +79,6 @@ struct JsonOptions {
 
 namespace detail {
 
-[[noreturn]] inline void throw_json_error(simdjson::error_code code) {
-  throw JsonParseError(static_cast<int>(code), simdjson::error_message(code));
-}
-
 // Runs mapping(root), turning simdjson's own exceptions into JsonParseError.
 template <class F>
 decltype(auto) map_json(F& mapping, simdjson::dom::element root) {
@@ -104,344 +87,6 @@ decltype(auto) map_json(F& mapping, simdjson::dom::element root) {
   } catch (const simdjson::simdjson_error& e) {
     throw_json_error(e.error());
   }
-}
-
-// Where a parse of up to `bytes` of JSON puts its buffers in one block of
-// memory: a page recording how the block was used (JsonArenaUse), then
-// simdjson's tape and strings (sized as document::allocate sizes them), its
-// structural indexes (as parser::allocate sizes them) and room for a copy of
-// the input with its padding. Every region starts on a 4 KiB boundary.
-struct JsonLayout {
-  static constexpr std::size_t kPage = 4096;
-  std::size_t capacity = 0;
-  std::size_t tape_offset = 0;
-  std::size_t strings_offset = 0;
-  std::size_t structurals_offset = 0;
-  std::size_t input_offset = 0;
-  std::size_t total = 0;
-
-  explicit JsonLayout(std::size_t bytes) {
-    const auto pages = [](std::size_t n) { return (n + kPage - 1) / kPage * kPage; };
-    capacity = std::max<std::size_t>(bytes, 64);
-    tape_offset = kPage;
-    strings_offset = tape_offset + pages(SIMDJSON_ROUNDUP_N(capacity + 3, 64) * sizeof(std::uint64_t));
-    structurals_offset =
-        strings_offset + pages(SIMDJSON_ROUNDUP_N(5 * capacity / 3 + simdjson::SIMDJSON_PADDING, 64));
-    input_offset = structurals_offset + pages((SIMDJSON_ROUNDUP_N(capacity, 64) + 2 + 7) * sizeof(std::uint32_t));
-    total = input_offset + pages(capacity + simdjson::SIMDJSON_PADDING);
-  }
-};
-
-// The first page of a warm arena: how the last parse into it used each
-// region, and how much of each region holds pages. A worker maps in the
-// pages it will likely touch with one madvise(MADV_POPULATE_READ) per region
-// (minor faults in a batch) instead of taking one page fault per page. All
-// zero in a new arena. Written only by the one worker that holds the arena.
-struct JsonArenaUse {
-  enum Region : std::size_t { kTape, kStrings, kStructurals, kInput, kRegions };
-  std::uint64_t json_bytes = 0;           // input size of the last parse
-  std::uint64_t used[kRegions] = {};      // bytes used by the last parse
-  std::uint64_t resident[kRegions] = {};  // bytes from the region's start that hold pages
-};
-
-// Maps in [start, start + bytes) with one call; a no-op where the kernel
-// cannot (before Linux 5.14: the pages then fault in one by one).
-inline void prefault(const char* start, std::size_t bytes) noexcept {
-  if (bytes > 0) (void)::madvise(const_cast<char*>(start), bytes, MADV_POPULATE_READ);
-}
-
-// Bytes from start (page-aligned) that hold pages, at least `known` and at
-// most `bytes`: the pages of a region are written from its start on, so a
-// binary search with mincore finds where they end.
-inline std::size_t resident_prefix(const char* start, std::size_t known, std::size_t bytes) noexcept {
-  constexpr std::size_t kPage = JsonLayout::kPage;
-  std::size_t low = known / kPage;  // pages [0, low) hold pages
-  std::size_t high = bytes / kPage;
-  while (low < high) {
-    const std::size_t mid = low + (high - low) / 2;
-    unsigned char resident = 0;
-    if (::mincore(const_cast<char*>(start) + mid * kPage, kPage, &resident) != 0) break;
-    if (resident & 1) {
-      low = mid + 1;
-    } else {
-      high = mid;
-    }
-  }
-  return low * kPage;
-}
-
-// In the worker: a simdjson parser whose buffers live in one block laid out
-// as JsonLayout says instead of in simdjson's own allocations: either a warm
-// shared arena (the caller's, kept between parses, where a JsonDocument's
-// tape must be) or fresh private memory.
-class ScratchParser {
- public:
-  // Parses into arena (which must have room for bytes). The pages that a
-  // parse like the last one into this arena touched are mapped in on a
-  // helper thread while this one goes on (reading the input, then parsing:
-  // the structural indexes are mapped first, as they are written first).
-  ScratchParser(JsonArena& arena, std::size_t bytes, const JsonOptions& options)
-      : layout_(arena.capacity()), base_(arena.data()), use_(reinterpret_cast<JsonArenaUse*>(arena.data())) {
-    if (arena.size() < layout_.total || bytes > layout_.capacity) {
-      throw std::logic_error("JSON arena: too small for its capacity or for this input");
-    }
-    prepare(bytes, options);
-    // A fresh arena (no parse recorded) gets a modest share of each region
-    // allocated ahead of the parse, as much as a parse of typical JSON
-    // surely uses: allocating it here, on the helper thread, takes that
-    // work off the parse. A warm one gets a little more than the last parse
-    // used, scaled to this input, and only pages that exist already.
-    const bool fresh = use_->json_bytes == 0;
-    const double scale = fresh ? 0.0 : static_cast<double>(bytes) / static_cast<double>(use_->json_bytes);
-    std::size_t total = 0;
-    for (const std::size_t r : {JsonArenaUse::kStructurals, JsonArenaUse::kTape, JsonArenaUse::kStrings}) {
-      constexpr double kFreshShare[JsonArenaUse::kRegions] = {0.75, 0.2, 0.5, 0.0};  // of the input size
-      const double expected = fresh ? kFreshShare[r] * static_cast<double>(bytes)
-                                    : static_cast<double>(use_->used[r]) * scale * 1.125 + 65536.0;
-      const std::uint64_t limit = fresh ? region_size(r) : std::min<std::uint64_t>(use_->resident[r], region_size(r));
-      const std::size_t length = static_cast<std::size_t>(std::min(expected, static_cast<double>(limit)));
-      prefaults_[r] = length / JsonLayout::kPage * JsonLayout::kPage;
-      total += prefaults_[r];
-    }
-    const auto map_in = [this] {
-      for (const std::size_t r : {JsonArenaUse::kStructurals, JsonArenaUse::kTape, JsonArenaUse::kStrings}) {
-        prefault(region(r), prefaults_[r]);
-      }
-    };
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    // The sanitizers' runtimes do not support new threads in a child forked
-    // from a threaded program.
-    map_in();
-#else
-    if (total < (std::size_t{8} << 20)) {
-      map_in();  // not worth a thread
-      return;
-    }
-    try {
-      helper_ = std::thread(map_in);
-    } catch (const std::system_error&) {
-      map_in();
-    }
-#endif
-  }
-
-  // Parses into fresh private memory.
-  ScratchParser(std::size_t bytes, const JsonOptions& options)
-      : layout_(bytes), scratch_(std::in_place, layout_.total), base_(scratch_->data()) {
-    prepare(bytes, options);
-  }
-
-  ~ScratchParser() {
-    if (helper_.joinable()) helper_.join();
-    // The buffers are not simdjson's to free.
-    (void)parser_.implementation->structural_indexes.release();
-    (void)parser_.doc.tape.release();
-    (void)parser_.doc.string_buf.release();
-  }
-  ScratchParser(const ScratchParser&) = delete;
-  ScratchParser& operator=(const ScratchParser&) = delete;
-
-  // Room for capacity() bytes of JSON and its padding.
-  char* input() noexcept { return region(JsonArenaUse::kInput); }
-  std::size_t capacity() const noexcept { return layout_.capacity; }
-
-  // Copies json into input() and maps in its pages first if they exist.
-  void copy_in(std::string_view json) {
-    if (use_) prefault(input(), std::min<std::size_t>(json.size(), use_->resident[JsonArenaUse::kInput]));
-    std::memcpy(input(), json.data(), json.size());
-  }
-
-  // Parses size bytes at json, which must be followed by
-  // simdjson::SIMDJSON_PADDING readable bytes (input() is); throws
-  // JsonParseError.
-  simdjson::dom::element parse(const char* json, std::size_t size) {
-    if (json == input()) std::memset(input() + size, 0, simdjson::SIMDJSON_PADDING);
-    simdjson::dom::element root;
-    const auto error = parser_.parse(json, size, false).get(root);
-    if (helper_.joinable()) helper_.join();
-    if (use_ && !error) record_use(json == input() ? size : 0, size);
-    if (error) throw_json_error(error);
-    return root;
-  }
-
- private:
-  char* region(std::size_t r) const noexcept {
-    constexpr std::size_t kTape = JsonArenaUse::kTape, kStrings = JsonArenaUse::kStrings,
-                          kStructurals = JsonArenaUse::kStructurals;
-    const std::size_t offset = r == kTape       ? layout_.tape_offset
-                               : r == kStrings     ? layout_.strings_offset
-                               : r == kStructurals ? layout_.structurals_offset
-                                                   : layout_.input_offset;
-    return base_ + offset;
-  }
-  std::size_t region_size(std::size_t r) const noexcept {
-    const std::size_t end = r + 1 < JsonArenaUse::kRegions ? static_cast<std::size_t>(region(r + 1) - base_)
-                                                            : layout_.total;
-    return end - static_cast<std::size_t>(region(r) - base_);
-  }
-
-  void prepare(std::size_t bytes, const JsonOptions& options) {
-    const std::size_t capacity = std::max<std::size_t>(bytes, 64);
-    if (auto error = parser_.allocate(capacity, options.max_depth)) throw_json_error(error);
-    // Let the document record its capacity (so that parse() does not
-    // allocate again), then swap simdjson's buffers for ours.
-    if (auto error = parser_.doc.allocate(capacity)) throw_json_error(error);
-    parser_.implementation->structural_indexes.reset(
-        reinterpret_cast<std::uint32_t*>(region(JsonArenaUse::kStructurals)));
-    parser_.doc.tape.reset(reinterpret_cast<std::uint64_t*>(region(JsonArenaUse::kTape)));
-    parser_.doc.string_buf.reset(reinterpret_cast<std::uint8_t*>(region(JsonArenaUse::kStrings)));
-  }
-
-  void record_use(std::size_t input_bytes, std::size_t json_bytes) noexcept {
-    JsonArenaUse& use = *use_;
-    use.json_bytes = json_bytes;
-    // The root's tape entry holds the tape's length in entries.
-    use.used[JsonArenaUse::kTape] =
-        (parser_.doc.tape[0] & simdjson::internal::JSON_VALUE_MASK) * sizeof(std::uint64_t);
-    use.used[JsonArenaUse::kStructurals] =
-        std::uint64_t{parser_.implementation->n_structural_indexes} * sizeof(std::uint32_t);
-    use.used[JsonArenaUse::kInput] = input_bytes;
-    for (const std::size_t r : {JsonArenaUse::kTape, JsonArenaUse::kStructurals, JsonArenaUse::kInput}) {
-      use.resident[r] = std::max(use.resident[r], use.used[r]);
-    }
-    // simdjson does not say how much of the string buffer it wrote.
-    const std::size_t strings = resident_prefix(region(JsonArenaUse::kStrings), use.resident[JsonArenaUse::kStrings],
-                                                region_size(JsonArenaUse::kStrings));
-    use.used[JsonArenaUse::kStrings] = strings;
-    use.resident[JsonArenaUse::kStrings] = strings;
-  }
-
-  JsonLayout layout_;
-  std::optional<ScratchMemory> scratch_;
-  char* base_ = nullptr;
-  JsonArenaUse* use_ = nullptr;   // null in private memory
-  std::size_t prefaults_[JsonArenaUse::kRegions] = {};
-  std::thread helper_;            // mapping pages in, if started
-  simdjson::dom::parser parser_;  // destroyed before scratch_
-};
-
-// A file mapped read-only for parsing, followed by at least
-// simdjson::SIMDJSON_PADDING zero bytes. data() is null if the file cannot
-// be mapped.
-class MappedJsonFile {
- public:
-  MappedJsonFile(int fd, std::size_t size) {
-    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-    const auto pages = [page](std::size_t n) { return (n + page - 1) / page * page; };
-    length_ = pages(size + simdjson::SIMDJSON_PADDING);
-    // Anonymous zero pages for the padding, the file mapped over the start.
-    void* region = ::mmap(nullptr, length_, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (region == MAP_FAILED) return;
-    if (size > 0 && ::mmap(region, pages(size), PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0) == MAP_FAILED) {
-      ::munmap(region, length_);  // not mappable: the caller reads it instead
-      return;
-    }
-    data_ = static_cast<const char*>(region);
-    size_ = pages(size);
-  }
-
-  // Reads the file in and maps all its pages with one call. False on an I/O
-  // error (the caller reads the file instead, and reports the error as a
-  // filesystem_error); true, doing nothing, where the kernel cannot
-  // (before Linux 5.14: the pages then fault in one by one).
-  bool populate() noexcept {
-    return size_ == 0 || ::madvise(const_cast<char*>(data_), size_, MADV_POPULATE_READ) == 0 || errno == EINVAL;
-  }
-  ~MappedJsonFile() {
-    if (data_) ::munmap(const_cast<char*>(data_), length_);
-  }
-  MappedJsonFile(const MappedJsonFile&) = delete;
-  MappedJsonFile& operator=(const MappedJsonFile&) = delete;
-  const char* data() const noexcept { return data_; }
-
- private:
-  const char* data_ = nullptr;
-  std::size_t length_ = 0;
-  std::size_t size_ = 0;  // of the file's part, in whole pages
-};
-
-[[noreturn]] inline void throw_read_error(const std::filesystem::path& path, int error) {
-  throw std::filesystem::filesystem_error("cannot read JSON file", path,
-                                          std::error_code(error, std::generic_category()));
-}
-
-// Reads all of fd (a pipe, a /proc file, a file that cannot be mapped).
-inline std::string read_all(int fd, const std::filesystem::path& path) {
-  std::string contents;
-  std::size_t size = 0;
-  for (;;) {
-    if (contents.size() - size < 65536) contents.resize(std::max<std::size_t>(2 * contents.size(), 1 << 20));
-    const ssize_t n = ::read(fd, contents.data() + size, contents.size() - size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_read_error(path, errno);
-    if (n == 0) break;
-    size += static_cast<std::size_t>(n);
-  }
-  contents.resize(size);
-  return contents;
-}
-
-// In the worker: opens the file at path, maps it (or reads it if it cannot
-// be mapped), calls parsing_starts(), parses it and returns parse(root).
-// The parser's buffers are in arena if it is given and has room; otherwise
-// in fresh private memory, unless in_arena, when a file too large for the
-// arena fails with std::runtime_error (it grew since the caller sized the
-// arena). Throws std::filesystem::filesystem_error if the file cannot be
-// read. A mapped file that shrinks during the parse kills the worker with
-// SIGBUS (IsolateCrashed).
-template <class Started, class Parse>
-decltype(auto) with_parsed_file(const std::filesystem::path& path, const JsonOptions& options, JsonArena* arena,
-                                bool in_arena, Started&& parsing_starts, Parse&& parse) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw_read_error(path, errno);
-  struct Close {
-    int fd;
-    ~Close() { ::close(fd); }
-  } close_at_end{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) throw_read_error(path, errno);
-  if (S_ISDIR(st.st_mode)) throw_read_error(path, EISDIR);
-
-  std::optional<MappedJsonFile> mapped;
-  std::string contents;
-  std::size_t size = 0;
-  if (S_ISREG(st.st_mode) && st.st_size > 0) {  // (files in /proc say 0 and are read)
-    size = static_cast<std::size_t>(st.st_size);
-    mapped.emplace(fd, size);
-    if (!mapped->data()) mapped.reset();
-  }
-  if (!mapped) {
-    contents = read_all(fd, path);
-    size = contents.size();
-  }
-  // The parser after the mapping (its helper thread maps pages in, and a
-  // new mapping would wait for it), before reading the file in.
-  std::optional<ScratchParser> parser;
-  if (arena && size <= arena->capacity()) {
-    parser.emplace(*arena, size, options);
-  } else if (in_arena) {
-    throw std::runtime_error("the JSON file grew while it was being parsed");
-  } else {
-    parser.emplace(size, options);
-  }
-  if (mapped && !mapped->populate()) {
-    mapped.reset();
-    contents = read_all(fd, path);  // reports the I/O error
-    if (contents.size() > parser->capacity()) {
-      throw std::runtime_error("the JSON file grew while it was being parsed");
-    }
-    size = contents.size();
-  }
-  const char* json = mapped ? mapped->data() : parser->input();
-  if (!mapped) parser->copy_in(contents);
-  parsing_starts();
-  return parse(parser->parse(json, size));
-}
-
-// The warm arena a worker parses `bytes` of JSON into.
-inline std::shared_ptr<JsonArena> arena_for(std::size_t bytes) {
-  const JsonLayout layout(bytes);
-  return acquire_json_arena(layout.capacity, layout.total);
 }
 
 // Runs work(arena.get()) in an isolate that parses into arena (null:
@@ -469,12 +114,10 @@ auto parse_json(std::string_view json, F mapping,
   return detail::run_json_work(
       detail::arena_for(json.size()),
       [json, mapping = std::move(mapping), json_options](detail::JsonArena* arena) mutable {
-        detail::ScratchParser parser(*arena, json.size(), json_options);
-        parser.copy_in(json);
-        report_progress(0, 2, "parsing");
-        const simdjson::dom::element root = parser.parse(parser.input(), json.size());
+        const auto parsed = detail::parse_json_in_worker(json, json_options, arena,
+                                                         [] { report_progress(0, 2, "parsing"); });
         report_progress(1, 2, "mapping");
-        return detail::map_json(mapping, root);
+        return detail::map_json(mapping, parsed.root());
       },
       token, std::move(options));
 }
@@ -490,12 +133,10 @@ auto parse_json_file(std::filesystem::path path, F mapping,
   return detail::run_json_work(
       ec ? nullptr : detail::arena_for(static_cast<std::size_t>(size)),
       [path = std::move(path), mapping = std::move(mapping), json_options](detail::JsonArena* arena) mutable {
-        return detail::with_parsed_file(path, json_options, arena, false,
-                                        [] { report_progress(0, 2, "parsing"); },
-                                        [&](simdjson::dom::element root) {
-                                          report_progress(1, 2, "mapping");
-                                          return detail::map_json(mapping, root);
-                                        });
+        const auto parsed = detail::parse_json_file_in_worker(path, json_options, arena, false,
+                                                              [] { report_progress(0, 2, "parsing"); });
+        report_progress(1, 2, "mapping");
+        return detail::map_json(mapping, parsed.root());
       },
       token, std::move(options));
 }

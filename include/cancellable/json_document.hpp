@@ -48,6 +48,7 @@
 
 #include "cancellable/cancellation_token.hpp"
 #include "cancellable/detail/json_arena.hpp"
+#include "cancellable/detail/json_parse.hpp"
 #include "cancellable/isolate.hpp"
 #include "cancellable/json.hpp"
 
@@ -125,10 +126,7 @@ inline Future<JsonDocument> parse_json_document(std::string_view json,
   return detail::parse_document(
       json.size(),
       [json](const JsonOptions& json_options, detail::JsonArena& arena) {
-        detail::ScratchParser parser(arena, json.size(), json_options);
-        parser.copy_in(json);
-        report_progress(0, 1, "parsing");
-        (void)parser.parse(parser.input(), json.size());
+        (void)detail::parse_json_in_worker(json, json_options, &arena, [] { report_progress(0, 1, "parsing"); });
       },
       token, std::move(options), json_options);
 }
@@ -147,9 +145,8 @@ inline Future<JsonDocument> parse_json_document_file(std::filesystem::path path,
   return detail::parse_document(
       static_cast<std::size_t>(size),
       [path](const JsonOptions& json_options, detail::JsonArena& arena) {
-        detail::with_parsed_file(
-            path, json_options, &arena, true, [] { report_progress(0, 1, "parsing"); },
-            [](simdjson::dom::element) { return 0; });
+        (void)detail::parse_json_file_in_worker(path, json_options, &arena, true,
+                                                [] { report_progress(0, 1, "parsing"); });
       },
       token, std::move(options), json_options);
 }

@@ -15,6 +15,7 @@
 #include "cancellable/json_document.hpp"
 #include "cancellable/json_generator.hpp"
 #include "helpers/process_support.hpp"
+#include "worker/json/arena_use.hpp"
 #include "helpers/test_support.hpp"
 
 using namespace cancellable;
@@ -166,10 +167,10 @@ TEST_CASE("a file that does not fit the arena is parsed in private memory", "[js
   TempFile file(json);
   auto small = detail::acquire_json_arena(detail::JsonLayout(1000).capacity, detail::JsonLayout(1000).total);
   const JsonOptions options;
-  CHECK(detail::with_parsed_file(file.path, options, small.get(), false, [] {}, totals_of) ==
+  CHECK(totals_of(detail::parse_json_file_in_worker(file.path, options, small.get(), false, {}).root()) ==
         totals_in_thread(json));
   // A document must be in the arena: that is an error.
-  CHECK_THROWS_WITH(detail::with_parsed_file(file.path, options, small.get(), true, [] {}, totals_of),
+  CHECK_THROWS_WITH(detail::parse_json_file_in_worker(file.path, options, small.get(), true, {}),
                     Catch::Contains("grew"));
 }
 

@@ -14,16 +14,13 @@
 #include <cstring>
 #include <filesystem>
 #include <system_error>
-#include <mutex>
 #include <new>
 #include <random>
 #include <stdexcept>
 #include <typeinfo>
-#include <unordered_map>
 
 #include "cancellable/exceptions.hpp"
 #include "cancellable/isolate_errors.hpp"
-#include "cancellable/json_errors.hpp"
 
 namespace bip = boost::interprocess;
 
@@ -43,7 +40,7 @@ std::string demangle(const char* mangled) {
 
 // How an exception crosses the boundary.
 enum class ExceptionKind : std::uint32_t {
-  other = 0,  // IsolateError, or a registered type (decided by the parent)
+  other = 0,  // a registered type (by its codec), else IsolateError
   logic_error,
   invalid_argument,
   domain_error,
@@ -59,7 +56,6 @@ enum class ExceptionKind : std::uint32_t {
   timeout,            // extra0: nanoseconds
   memory_limit,       // extra0: limit in bytes
   result_too_large,   // extra0: result bytes, extra1: limit bytes
-  json_parse,         // extra0: simdjson error code; what: simdjson's message
   system_error,       // extra0: error value, extra1: 1 if generic category
   filesystem_error,   // extra0: error value, extra1: 1 if generic; what: path1
 };
@@ -72,6 +68,30 @@ struct EncodedException {
   std::string what;
 };
 
+// The registered codecs: a list that only grows, read without a lock (a
+// forked worker reads it whatever the parent's other threads were doing). A
+// later registration of a type shadows the earlier ones.
+struct CodecNode {
+  const std::type_info* type;
+  IsolateExceptionCodec codec;
+  CodecNode* next;
+};
+constinit std::atomic<CodecNode*> codecs{nullptr};
+
+const CodecNode* find_codec(const std::type_info& type) noexcept {
+  for (const CodecNode* n = codecs.load(std::memory_order_acquire); n; n = n->next) {
+    if (*n->type == type) return n;
+  }
+  return nullptr;
+}
+
+const CodecNode* find_codec(const std::string& mangled_name) noexcept {
+  for (const CodecNode* n = codecs.load(std::memory_order_acquire); n; n = n->next) {
+    if (mangled_name == n->type->name()) return n;
+  }
+  return nullptr;
+}
+
 template <class T>
 bool is_exactly(const std::exception& e) {
   return typeid(e) == typeid(T);
@@ -80,6 +100,17 @@ bool is_exactly(const std::exception& e) {
 EncodedException classify(const std::exception_ptr& error,
                           const std::optional<std::size_t>& memory_limit) {
   EncodedException out;
+  // A registered type (exactly) goes by its codec, whatever it derives from.
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    if (const CodecNode* node = find_codec(typeid(e))) {
+      out.type_name = typeid(e).name();
+      out.what = node->codec.encode(e);
+      return out;
+    }
+  } catch (...) {
+  }
   try {
     std::rethrow_exception(error);
   } catch (const CancelledException& e) {
@@ -104,10 +135,6 @@ EncodedException classify(const std::exception_ptr& error,
     out.extra0 = e.result_bytes();
     out.extra1 = e.limit_bytes();
     out.what = e.what();
-  } catch (const JsonParseError& e) {
-    out.kind = ExceptionKind::json_parse;
-    out.extra0 = static_cast<std::uint64_t>(e.simdjson_error());
-    out.what = e.simdjson_message();
   } catch (const std::filesystem::filesystem_error& e) {
     out.kind = ExceptionKind::filesystem_error;
     out.extra0 = static_cast<std::uint64_t>(e.code().value());
@@ -190,23 +217,15 @@ std::string without_affixes(const std::string& what, const std::string& prefix,
   return out;
 }
 
-struct Registry {
-  std::mutex mutex;
-  std::unordered_map<std::string, std::function<std::exception_ptr(const std::string&)>> makers;
-};
-
-Registry& registry() {
-  static Registry* r = new Registry();
-  return *r;
-}
-
 }  // namespace
 
-void register_isolate_exception(const std::type_info& type,
-                                std::function<std::exception_ptr(const std::string&)> make) {
-  auto& r = registry();
-  std::lock_guard lock(r.mutex);
-  r.makers[type.name()] = std::move(make);
+void register_isolate_exception(const std::type_info& type, IsolateExceptionCodec codec) {
+  const CodecNode* known = find_codec(type);
+  if (known && known->codec.encode == codec.encode && known->codec.decode == codec.decode) return;
+  // Never freed: a worker forked at any moment may be reading it.
+  auto* node = new CodecNode{&type, codec, codecs.load(std::memory_order_relaxed)};
+  while (!codecs.compare_exchange_weak(node->next, node, std::memory_order_release, std::memory_order_relaxed)) {
+  }
 }
 
 std::string make_result_shm_name() {
@@ -441,8 +460,6 @@ std::exception_ptr decode_exception(ResultView view) {
       return std::make_exception_ptr(MemoryLimitExceeded(extra0));
     case ExceptionKind::result_too_large:
       return std::make_exception_ptr(ResultTooLarge(extra0, extra1));
-    case ExceptionKind::json_parse:
-      return std::make_exception_ptr(JsonParseError(static_cast<int>(extra0), what));
     case ExceptionKind::system_error: {
       const std::error_code code(static_cast<int>(extra0),
                                  extra1 ? std::generic_category() : std::system_category());
@@ -460,15 +477,10 @@ std::exception_ptr decode_exception(ResultView view) {
     case ExceptionKind::other:
       break;
   }
-  std::function<std::exception_ptr(const std::string&)> make;
-  {
-    auto& r = registry();
-    std::lock_guard lock(r.mutex);
-    auto it = r.makers.find(type_name);
-    if (it != r.makers.end()) make = it->second;
+  // The registered type's decode runs without any lock.
+  if (const CodecNode* node = find_codec(type_name)) {
+    if (auto decoded = node->codec.decode(what)) return decoded;
   }
-  // The user's maker runs without the registry's lock.
-  if (make) return make(what);
   return std::make_exception_ptr(IsolateError(demangle(type_name.c_str()), what));
 }
 
