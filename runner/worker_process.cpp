@@ -1,0 +1,86 @@
+#include "runner/worker_process.hpp"
+
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+
+namespace cancellable::detail {
+
+namespace {
+
+// PIDFD_GET_INFO (Linux 6.15). glibc 2.36 does not declare it.
+struct PidfdInfo {
+  std::uint64_t mask;
+  std::uint64_t cgroupid;
+  std::uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+  std::int32_t exit_code;
+};
+static_assert(sizeof(PidfdInfo) == 64);
+constexpr unsigned long kPidfdGetInfo = _IOWR(0xFF, 11, PidfdInfo);
+constexpr std::uint64_t kPidfdInfoExit = 1ULL << 3;
+
+}  // namespace
+
+int open_pidfd(pid_t pid) noexcept { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+int send_signal_to_pidfd(int pidfd, int sig) noexcept {
+  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+bool still_our_unreaped_child(int pidfd) noexcept {
+  siginfo_t peek{};
+  return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &peek,
+                  WEXITED | WNOHANG | WNOWAIT) == 0;
+}
+
+std::optional<ProcessExit> exit_from_pidfd(int pidfd) noexcept {
+  // The status is recorded when the process is released, just after its
+  // pidfd became readable: a few tries.
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    PidfdInfo info{};
+    info.mask = kPidfdInfoExit;
+    if (::ioctl(pidfd, kPidfdGetInfo, &info) != 0) {
+      if (errno == ESRCH) {
+        ::sched_yield();
+        continue;
+      }
+      return std::nullopt;  // ENOTTY, EINVAL: not supported here
+    }
+    if (info.mask & kPidfdInfoExit) {
+      ProcessExit exit;
+      if (WIFEXITED(info.exit_code)) {
+        exit.kind = ProcessExit::Kind::exited;
+        exit.code = WEXITSTATUS(info.exit_code);
+      } else {
+        exit.kind = ProcessExit::Kind::killed;
+        exit.signal = WTERMSIG(info.exit_code);
+      }
+      return exit;
+    }
+    ::sched_yield();
+  }
+  return std::nullopt;
+}
+
+ProcessExit exit_from_pidfd_or_unknown(int pidfd) noexcept {
+  return exit_from_pidfd(pidfd).value_or(ProcessExit{ProcessExit::Kind::unknown});
+}
+
+ProcessExit exit_of(const siginfo_t& info) noexcept {
+  ProcessExit exit;
+  if (info.si_code == CLD_EXITED) {
+    exit.kind = ProcessExit::Kind::exited;
+    exit.code = info.si_status;
+  } else {
+    exit.kind = ProcessExit::Kind::killed;
+    exit.signal = info.si_status;
+  }
+  return exit;
+}
+
+}  // namespace cancellable::detail

@@ -1,0 +1,37 @@
+// A worker process as the parent sees it, through its pidfd: signalling it,
+// asking whether it is still this process's unreaped child, and reading how
+// it ended. Used by every run that starts a worker process.
+#pragma once
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <optional>
+
+#include "cancellable/isolate_errors.hpp"
+
+namespace cancellable::detail {
+
+// pidfd_open(pid): -1 with errno on failure. (Direct system calls: glibc
+// 2.36's <sys/pidfd.h> lacks C linkage for C++.)
+int open_pidfd(pid_t pid) noexcept;
+// pidfd_send_signal: never reaches a stranger, whatever became of the pid.
+int send_signal_to_pidfd(int pidfd, int sig) noexcept;
+
+// Is the process of pidfd still this process's child, not reaped yet? A
+// waitid on a pidfd answers only for this process's own children (ECHILD
+// otherwise): true means its pid, and its process group id, cannot have
+// been reused, so they may be signalled.
+bool still_our_unreaped_child(int pidfd) noexcept;
+
+// How the process of pidfd ended, from the kernel, once it was reaped by
+// someone else (the kernel itself, when the host ignores SIGCHLD), through
+// PIDFD_GET_INFO (Linux 6.15+); nothing if the kernel cannot tell.
+std::optional<ProcessExit> exit_from_pidfd(int pidfd) noexcept;
+// As exit_from_pidfd, or ProcessExit::Kind::unknown.
+ProcessExit exit_from_pidfd_or_unknown(int pidfd) noexcept;
+
+// How a reaped child ended, from waitid's siginfo.
+ProcessExit exit_of(const siginfo_t& info) noexcept;
+
+}  // namespace cancellable::detail
