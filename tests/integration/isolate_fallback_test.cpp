@@ -42,39 +42,7 @@ struct ForkSeam {
   ~ForkSeam() { detail::set_fork_function(nullptr); }
 };
 
-struct EnvironmentVariable {
-  EnvironmentVariable(const char* name, const char* value) : name_(name) {
-    ::setenv(name, value, 1);
-  }
-  ~EnvironmentVariable() { ::unsetenv(name_); }
-  const char* name_;
-};
-
 }  // namespace
-
-TEST_CASE("Backend::thread runs the work on a thread of this process", "[isolate][fallback]") {
-  IsolateOptions options;
-  options.backend = Backend::thread;
-  auto isolate = CancellableIsolate::spawn([] { return ::getpid(); }, CancellationToken::none(), options);
-  CHECK(isolate.future().get() == ::getpid());
-  CHECK(isolate.backend() == Backend::thread);
-  CHECK(isolate.pid() == 0);
-  REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
-}
-
-TEST_CASE("CANCELLABLE_BACKEND=thread forces the thread backend", "[isolate][fallback]") {
-  EnvironmentVariable env("CANCELLABLE_BACKEND", "thread");
-  auto isolate = CancellableIsolate::spawn([] { return ::getpid(); });
-  CHECK(isolate.future().get() == ::getpid());
-  CHECK(isolate.backend() == Backend::thread);
-}
-
-TEST_CASE("an invalid CANCELLABLE_BACKEND fails the run with std::invalid_argument",
-          "[isolate][fallback]") {
-  EnvironmentVariable env("CANCELLABLE_BACKEND", "quantum");
-  auto f = CancellableIsolate::run([] { return 1; });
-  CHECK_THROWS_AS(f.get(), std::invalid_argument);
-}
 
 TEST_CASE("when fork is refused the work runs on a thread", "[isolate][fallback]") {
   auto refuse = GENERATE(refuse_with_eagain, refuse_with_enosys);
@@ -104,38 +72,9 @@ TEST_CASE("a fork refused for another reason fails the run", "[isolate][fallback
   CHECK_THROWS_AS(f.get(), std::system_error);
 }
 
-TEST_CASE("cancelling a thread isolate fails the future at once and the work can stop early",
-          "[isolate][fallback]") {
-  IsolateOptions options;
-  options.backend = Backend::thread;
-  CancellationToken token;
-  auto started = std::make_shared<Event>();
-  auto isolate = CancellableIsolate::spawn([started](std::stop_token stop) {
-    started->set();
-    Event stopped;
-    std::stop_callback on_stop(stop, [&] { stopped.set(); });
-    stopped.wait();
-    return 1;
-  }, token, options);
-  REQUIRE(started->wait());
-  token.cancel();
-  CHECK(isolate.future().is_ready());
-  CHECK(isolate.future().state()->error() == token.exception());
-  // The work saw the stop request and returned: the thread is done.
-  REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
-}
-
-TEST_CASE("exceptions from a thread isolate reach the caller unchanged", "[isolate][fallback]") {
-  IsolateOptions options;
-  options.backend = Backend::thread;
-  auto f = CancellableIsolate::run([]() -> int { throw std::out_of_range("thread"); },
-                                   CancellationToken::none(), options);
-  CHECK_THROWS_AS(f.get(), std::out_of_range);
-}
-
-TEST_CASE("progress reported by the work reaches the caller, for both backends", "[isolate][progress]") {
-  const Backend backend = GENERATE(Backend::process, Backend::thread);
-  CAPTURE(to_string(backend));
+TEST_CASE("progress reported in a worker process reaches the caller", "[isolate][progress]") {
+  // (The thread backend's: isolate_thread_test.cpp.)
+  const Backend backend = Backend::process;
   auto mutex = std::make_shared<std::mutex>();
   auto seen = std::make_shared<std::vector<Progress>>();
   auto reached_half = std::make_shared<Event>();
