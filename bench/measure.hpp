@@ -6,12 +6,14 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <future>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "bench/scenarios.hpp"
+#include "cancellable/exceptions.hpp"
 
 namespace cancellable::bench {
 
@@ -40,8 +42,24 @@ inline Row make_row(std::string bench, std::string backend, std::vector<double> 
 
 inline void compare(Row& row, const Row& baseline) {
   row.baseline = baseline.backend;
-  const double base = summarize(baseline.samples_us).p50;
-  if (base > 0) row.ratio_p50 = summarize(row.samples_us).p50 / base;
+  const Summary base = summarize(baseline.samples_us);
+  const Summary mine = summarize(row.samples_us);
+  if (base.p50 > 0) row.ratio_p50 = mine.p50 / base.p50;
+  if (base.p99 > 0) row.ratio_p99 = mine.p99 / base.p99;
+}
+
+// The goal of a wake-up: p99 <= factor x the baseline's p99, both measured
+// in this run.
+inline void set_p99_ratio_goal(Row& row, const Row& baseline, double factor) {
+  compare(row, baseline);
+  const double limit = factor * summarize(baseline.samples_us).p99;
+  std::ostringstream text;
+  text.setf(std::ios::fixed);
+  text.precision(2);
+  text << "p99 <= " << factor << "x " << baseline.backend << " p99 (";
+  text.precision(1);
+  text << limit << " us)";
+  row.goal = Goal{text.str(), summarize(row.samples_us).p99 <= limit};
 }
 
 inline void set_p99_goal(Row& row, double limit_us) {
@@ -102,6 +120,23 @@ class Waiter {
   Clock::time_point woke_;
   std::thread thread_;
 };
+
+// One wake-up of a thread blocked on a std::promise's future, failed with
+// CancelledException: what the kernel's futex wake-up and the scheduler cost
+// with no library in between. The baseline of every wake-up goal; measured
+// between a scenario's own samples, under the same load.
+inline double promise_wakeup(Waiter& waiter) {
+  std::promise<int> promise;
+  auto future = promise.get_future();
+  return waiter.measure(
+      [&] {
+        try {
+          (void)future.get();
+        } catch (const CancelledException&) {
+        }
+      },
+      [&] { promise.set_exception(std::make_exception_ptr(CancelledException())); });
+}
 
 // A flag in memory shared with forked children.
 struct SharedFlag {

@@ -3,8 +3,10 @@
 //
 // Every scenario produces rows of samples in microseconds. A row that has a
 // goal says so; a row measured against a baseline from the same run carries
-// the baseline's name and the ratio of the two p50s (machines here are noisy,
-// so ratios are compared, not absolute numbers).
+// the baseline's name and the ratios of the two p50s and of the two p99s
+// (machines here are noisy, so ratios are compared, not absolute numbers).
+// Wake-up goals are p99 <= 1.25x the p99 of a std::promise wake-up measured
+// in the same run, interleaved with the samples, under the same load.
 #pragma once
 
 #include <optional>
@@ -29,6 +31,7 @@ struct Row {
   std::optional<Goal> goal;
   std::string baseline;  // backend name of the baseline row, or empty
   std::optional<double> ratio_p50;
+  std::optional<double> ratio_p99;
 };
 
 struct Summary {
@@ -66,8 +69,8 @@ const std::vector<Scenario>& scenarios();
 // "bench backend samples p50 p99 max ratio goal" as an aligned table.
 std::string format_table(const std::vector<Row>& rows);
 // One JSON object per row, one per line, with the keys bench, backend,
-// samples, p50_us, p99_us, max_us (and baseline, ratio_p50, goal, goal_met
-// when they apply).
+// samples, p50_us, p99_us, max_us (and baseline, ratio_p50, ratio_p99,
+// goal, goal_met when they apply).
 std::string format_json_lines(const std::vector<Row>& rows);
 
 }  // namespace cancellable::bench
