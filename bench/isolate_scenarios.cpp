@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <functional>
+#include <future>
 #include <stop_token>
 
 #include "bench/measure.hpp"
@@ -108,9 +109,42 @@ std::vector<std::vector<double>> interleaved(std::size_t samples,
 
 }  // namespace
 
+// One raw sample of what the fork row does, without the library: a thread
+// blocked on a std::promise's future, woken by set_exception, and a spinning
+// forked child SIGKILLed right after (the library fails the future, then
+// kills the worker). The floor of a cancel -> exception with a worker process.
+double raw_promise_kill_once(Waiter& waiter, SharedFlag& running) {
+  running.flag->store(0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    running.flag->store(1);
+    for (;;) {
+    }
+  }
+  while (running.flag->load() == 0) {
+  }
+  std::promise<int> promise;
+  auto future = promise.get_future();
+  const double us = waiter.measure(
+      [&] {
+        try {
+          (void)future.get();
+        } catch (const CancelledException&) {
+        }
+      },
+      [&] {
+        promise.set_exception(std::make_exception_ptr(CancelledException()));
+        ::kill(pid, SIGKILL);
+      });
+  ::waitpid(pid, nullptr, 0);
+  return us;
+}
+
 std::vector<Row> cancel_to_exception(const Settings& settings) {
   Waiter waiter;
+  SharedFlag running;
   std::vector<double> promise;
+  std::vector<double> raw;
   std::vector<double> by_backend[2];
   for (std::size_t i = 0; i < samples_for(settings); ++i) {
     for (const Backend backend : {Backend::process, Backend::thread}) {
@@ -127,18 +161,22 @@ std::vector<Row> cancel_to_exception(const Settings& settings) {
           [&] { token.cancel(); }));
       isolate.exited().wait();  // no overlap between samples
       // The baseline, between the samples. (Not while the worker spins: the
-      // cancel kills the worker before its waiter wakes, freeing a CPU, and a
-      // promise's waiter would have to preempt the worker instead.)
+      // cancel kills the worker as it wakes the waiter, and a promise's
+      // waiter would have to preempt a worker that nothing kills.)
       promise.push_back(promise_wakeup(waiter));
     }
+    raw.push_back(raw_promise_kill_once(waiter, running));
   }
   auto baseline = make_row("cancel_to_exception", "std_promise", std::move(promise));
+  auto floor = make_row("cancel_to_exception", "raw_promise_kill", std::move(raw));
+  compare(floor, baseline);
   std::vector<Row> rows;
   for (const Backend backend : {Backend::process, Backend::thread}) {
     auto row = make_row("cancel_to_exception", name_of(backend), std::move(by_backend[backend == Backend::thread]));
     set_p99_ratio_goal(row, baseline, 1.25);
     rows.push_back(std::move(row));
   }
+  rows.insert(rows.begin(), std::move(floor));
   rows.insert(rows.begin(), std::move(baseline));
   return rows;
 }
