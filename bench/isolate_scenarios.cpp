@@ -46,8 +46,8 @@ Isolate<int> start_spinning(const CancellationToken& token, Backend backend) {
 
 const char* name_of(Backend backend) { return backend == Backend::process ? "fork" : "thread"; }
 
-// One raw sample: SIGKILL + waitpid of a spinning forked child.
-double raw_kill_reap_once(SharedFlag& running) {
+// Forks a child that spins until killed; returns once it runs.
+pid_t fork_spinning_child(SharedFlag& running) {
   running.flag->store(0);
   const pid_t pid = ::fork();
   if (pid == 0) {
@@ -57,6 +57,12 @@ double raw_kill_reap_once(SharedFlag& running) {
   }
   while (running.flag->load() == 0) {
   }
+  return pid;
+}
+
+// One raw sample: SIGKILL + waitpid of a spinning forked child.
+double raw_kill_reap_once(SharedFlag& running) {
+  const pid_t pid = fork_spinning_child(running);
   const auto start = Clock::now();
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
@@ -114,28 +120,13 @@ std::vector<std::vector<double>> interleaved(std::size_t samples,
 // forked child SIGKILLed right after (the library fails the future, then
 // kills the worker). The floor of a cancel -> exception with a worker process.
 double raw_promise_kill_once(Waiter& waiter, SharedFlag& running) {
-  running.flag->store(0);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    running.flag->store(1);
-    for (;;) {
-    }
-  }
-  while (running.flag->load() == 0) {
-  }
+  const pid_t pid = fork_spinning_child(running);
   std::promise<int> promise;
   auto future = promise.get_future();
-  const double us = waiter.measure(
-      [&] {
-        try {
-          (void)future.get();
-        } catch (const CancelledException&) {
-        }
-      },
-      [&] {
-        promise.set_exception(std::make_exception_ptr(CancelledException()));
-        ::kill(pid, SIGKILL);
-      });
+  const double us = wakeup_of(waiter, future, [&] {
+    promise.set_exception(std::make_exception_ptr(CancelledException()));
+    ::kill(pid, SIGKILL);
+  });
   ::waitpid(pid, nullptr, 0);
   return us;
 }
@@ -151,14 +142,7 @@ std::vector<Row> cancel_to_exception(const Settings& settings) {
       CancellationToken token;
       auto isolate = start_spinning(token, backend);
       const auto future = isolate.future();
-      by_backend[backend == Backend::thread].push_back(waiter.measure(
-          [&] {
-            try {
-              (void)future.get();
-            } catch (const CancelledException&) {
-            }
-          },
-          [&] { token.cancel(); }));
+      by_backend[backend == Backend::thread].push_back(wakeup_of(waiter, future, [&] { token.cancel(); }));
       isolate.exited().wait();  // no overlap between samples
       // The baseline, between the samples. (Not while the worker spins: the
       // cancel kills the worker as it wakes the waiter, and a promise's

@@ -258,17 +258,10 @@ std::vector<Row> cancel_mid_parse(const Settings& settings) {
       const auto future = isolate.future();
       const auto exited = isolate.exited();
       Clock::time_point cancelled_at;
-      to_exception.push_back(waiter.measure(
-          [&] {
-            try {
-              (void)future.get();
-            } catch (const CancelledException&) {
-            }
-          },
-          [&] {
-            cancelled_at = Clock::now();
-            token.cancel();
-          }));
+      to_exception.push_back(wakeup_of(waiter, future, [&] {
+        cancelled_at = Clock::now();
+        token.cancel();
+      }));
       exited.wait();
       to_reaped.push_back(us_between(cancelled_at, Clock::now()));
 

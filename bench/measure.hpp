@@ -121,13 +121,10 @@ class Waiter {
   std::thread thread_;
 };
 
-// One wake-up of a thread blocked on a std::promise's future, failed with
-// CancelledException: what the kernel's futex wake-up and the scheduler cost
-// with no library in between. The baseline of every wake-up goal; measured
-// between a scenario's own samples, under the same load.
-inline double promise_wakeup(Waiter& waiter) {
-  std::promise<int> promise;
-  auto future = promise.get_future();
+// One wake-up of the waiter blocked in future.get() (a std::future or a
+// cancellable Future) that fire() fails with CancelledException.
+template <class Future, class Fire>
+double wakeup_of(Waiter& waiter, Future& future, Fire fire) {
   return waiter.measure(
       [&] {
         try {
@@ -135,7 +132,18 @@ inline double promise_wakeup(Waiter& waiter) {
         } catch (const CancelledException&) {
         }
       },
-      [&] { promise.set_exception(std::make_exception_ptr(CancelledException())); });
+      fire);
+}
+
+// One wake-up of a thread blocked on a std::promise's future, failed with
+// CancelledException: what the kernel's futex wake-up and the scheduler cost
+// with no library in between. The baseline of every wake-up goal; measured
+// between a scenario's own samples.
+inline double promise_wakeup(Waiter& waiter) {
+  std::promise<int> promise;
+  auto future = promise.get_future();
+  return wakeup_of(waiter, future,
+                   [&] { promise.set_exception(std::make_exception_ptr(CancelledException())); });
 }
 
 // A flag in memory shared with forked children.

@@ -146,14 +146,7 @@ std::vector<Row> cancel_to_waiter(const Settings& settings) {
       CancellationToken token;
       CancellableCompleter<int> completer(token);
       auto future = completer.future();
-      const double us = waiter.measure(
-          [&] {
-            try {
-              (void)future.get();
-            } catch (const CancelledException&) {
-            }
-          },
-          [&] { token.cancel(); });
+      const double us = wakeup_of(waiter, future, [&] { token.cancel(); });
       if (i >= kWarmup) token_us.push_back(us);
     }
     const double promise = promise_wakeup(waiter);

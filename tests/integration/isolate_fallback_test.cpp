@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cancellable/exceptions.hpp"
+#include "helpers/progress_support.hpp"
 #include "helpers/test_support.hpp"
 #include "worker/test_seams.hpp"
 
@@ -74,36 +75,13 @@ TEST_CASE("a fork refused for another reason fails the run", "[isolate][fallback
 
 TEST_CASE("progress reported in a worker process reaches the caller", "[isolate][progress]") {
   // (The thread backend's: isolate_thread_test.cpp.)
-  const Backend backend = Backend::process;
-  auto mutex = std::make_shared<std::mutex>();
-  auto seen = std::make_shared<std::vector<Progress>>();
-  auto reached_half = std::make_shared<Event>();
-  IsolateOptions options;
-  options.backend = backend;
-  options.progress_interval = 1ms;
-  options.on_progress = [mutex, seen, reached_half](const Progress& p) {
-    std::lock_guard lock(*mutex);
-    seen->push_back(p);
-    if (p.done == 5) reached_half->set();
-  };
-  CancellationToken token;
-  auto isolate = CancellableIsolate::spawn([](std::stop_token stop) {
-    cancellable::report_progress(5, 10, "half way");
-    // Wait to be cancelled (thread) or killed (process).
-    Event stopped;
-    std::stop_callback on_stop(stop, [&] { stopped.set(); });
-    stopped.wait(std::chrono::hours(1));
-    return 0;
-  }, token, options);
-  REQUIRE(reached_half->wait());
-  const auto latest = isolate.progress();
-  REQUIRE(latest.has_value());
-  CHECK(*latest == Progress{5, 10, "half way"});
-  token.cancel();
-  REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
-  std::lock_guard lock(*mutex);
-  REQUIRE_FALSE(seen->empty());
-  CHECK(seen->front() == Progress{5, 10, "half way"});
+  const auto run = test_support::run_reporting_half_way(Backend::process);
+  REQUIRE(run.reached_half);
+  REQUIRE(run.latest.has_value());
+  CHECK(*run.latest == Progress{5, 10, "half way"});
+  REQUIRE(run.exited);
+  REQUIRE_FALSE(run.seen.empty());
+  CHECK(run.seen.front() == Progress{5, 10, "half way"});
 }
 
 TEST_CASE("report_progress outside an isolate does nothing", "[isolate][progress]") {
