@@ -11,6 +11,8 @@
 #include <stop_token>
 #include <vector>
 
+#include <catch2/catch.hpp>
+
 #include "cancellable/isolate.hpp"
 #include "helpers/test_support.hpp"
 
@@ -52,6 +54,19 @@ inline ProgressSeen run_reporting_half_way(cancellable::Backend backend) {
   std::lock_guard lock(*mutex);
   out.seen = *seen;
   return out;
+}
+
+// Runs the scenario with backend and checks, on the test's thread, that the
+// caller saw the progress (callback and progress()) and the run ended.
+inline void check_progress_reaches_caller(cancellable::Backend backend) {
+  const cancellable::Progress half{5, 10, "half way"};
+  const auto run = run_reporting_half_way(backend);
+  REQUIRE(run.reached_half);
+  REQUIRE(run.latest.has_value());
+  CHECK(*run.latest == half);
+  REQUIRE(run.exited);
+  REQUIRE_FALSE(run.seen.empty());
+  CHECK(run.seen.front() == half);
 }
 
 }  // namespace test_support

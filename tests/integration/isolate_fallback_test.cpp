@@ -75,13 +75,7 @@ TEST_CASE("a fork refused for another reason fails the run", "[isolate][fallback
 
 TEST_CASE("progress reported in a worker process reaches the caller", "[isolate][progress]") {
   // (The thread backend's: isolate_thread_test.cpp.)
-  const auto run = test_support::run_reporting_half_way(Backend::process);
-  REQUIRE(run.reached_half);
-  REQUIRE(run.latest.has_value());
-  CHECK(*run.latest == Progress{5, 10, "half way"});
-  REQUIRE(run.exited);
-  REQUIRE_FALSE(run.seen.empty());
-  CHECK(run.seen.front() == Progress{5, 10, "half way"});
+  test_support::check_progress_reaches_caller(Backend::process);
 }
 
 TEST_CASE("report_progress outside an isolate does nothing", "[isolate][progress]") {

@@ -168,11 +168,5 @@ TEST_CASE("thread isolates cancelled at any moment fail with the token's excepti
 }
 
 TEST_CASE("progress reported on a thread reaches the caller's callback", "[isolate][thread][progress]") {
-  const auto run = test_support::run_reporting_half_way(Backend::thread);
-  REQUIRE(run.reached_half);
-  REQUIRE(run.latest.has_value());
-  CHECK(*run.latest == Progress{5, 10, "half way"});
-  REQUIRE(run.exited);
-  REQUIRE_FALSE(run.seen.empty());
-  CHECK(run.seen.front() == Progress{5, 10, "half way"});
+  test_support::check_progress_reaches_caller(Backend::thread);
 }
