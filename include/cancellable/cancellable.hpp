@@ -10,6 +10,7 @@
 #include "cancellable/future.hpp"
 #include "cancellable/ignore_cancellation.hpp"
 #include "cancellable/merged_cancellation_token.hpp"
+#include "cancellable/signal_cancellation_token.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
 #include "cancellable/isolate.hpp"
 #include "cancellable/isolate_errors.hpp"

@@ -34,7 +34,9 @@
 #include <exception>
 #include <string>
 
+#include "cancellable/cancellable_completer.hpp"
 #include "cancellable/isolate.hpp"
+#include "cancellable/signal_cancellation_token.hpp"
 #include "helpers/process_support.hpp"
 
 namespace {
@@ -152,7 +154,24 @@ int setup_failure() {
   return 0;
 }
 
+// A fresh process (the signal thread of a forked copy would be missing):
+// the first SIGTERM cancels a SignalCancellationToken, the second ends the
+// process by the default action. Exit codes 3, 4 and 5 say what went wrong.
+int second_signal() {
+  cancellable::SignalOptions options;
+  options.signals = {SIGTERM};
+  cancellable::SignalCancellationToken token(options);
+  cancellable::CancellableCompleter<int> completer(token);
+  ::kill(::getpid(), SIGTERM);
+  if (completer.future().wait_for(std::chrono::seconds(30)) != std::future_status::ready) return 3;
+  if (token.signal() != SIGTERM) return 4;
+  ::kill(::getpid(), SIGTERM);
+  ::sleep(30);
+  return 5;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "second-signal") == 0) return second_signal();
   if (argc == 2 && std::strcmp(argv[1], "setup-failure") == 0) return setup_failure();
   if (argc == 3 && std::strcmp(argv[1], "nofile") == 0) return run_out_of_descriptors(std::atoi(argv[2]));
   if (argc == 3 && std::strcmp(argv[1], "descendants") == 0) start_descendants(argv[2]);
