@@ -61,9 +61,11 @@ class SignalThread {
                                   [](const auto& weak) { return weak.expired(); }),
                    watches_.end());
     watches_.push_back(w);
+    bool added = false;
     for (const int sig : w->signals) {
       if (restore) restore_default[sig].store(true, std::memory_order_relaxed);
       if (installed_[sig]) continue;
+      added = true;
       struct sigaction action {};
       action.sa_handler = on_signal;
       sigemptyset(&action.sa_mask);
@@ -72,6 +74,11 @@ class SignalThread {
         throw std::system_error(errno, std::generic_category(), "SignalCancellationToken: sigaction");
       }
       installed_[sig] = true;
+    }
+    // The signal thread unblocks the new signals for itself (only it can).
+    if (added) {
+      const unsigned char update = 0;
+      (void)!::write(pipe_write_end.load(), &update, 1);
     }
   }
 
@@ -83,13 +90,23 @@ class SignalThread {
     }
     pipe_write_end.store(fds[1]);
     read_end_ = fds[0];
-    // Every signal unblocked on this thread, whatever the creator blocked.
-    std::thread([this] {
-      sigset_t all;
-      sigfillset(&all);
-      ::pthread_sigmask(SIG_UNBLOCK, &all, nullptr);
-      run();
-    }).detach();
+    // The thread starts with its creator's mask (the token's signals
+    // blocked) and unblocks only the watched signals: any other signal the
+    // program blocked and waits for elsewhere (sigwait) stays its own.
+    std::thread([this] { run(); }).detach();
+  }
+
+  // On the signal thread: unblocks every watched signal.
+  void unblock_watched() {
+    sigset_t set;
+    sigemptyset(&set);
+    {
+      std::lock_guard lock(mutex_);
+      for (int sig = 1; sig <= kMaxSignal; ++sig) {
+        if (installed_[sig]) sigaddset(&set, sig);
+      }
+    }
+    ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
   }
 
   void run() {
@@ -98,7 +115,11 @@ class SignalThread {
       const ssize_t n = ::read(read_end_, &byte, 1);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return;
-      deliver(byte);
+      if (byte == 0) {
+        unblock_watched();  // a token watches new signals
+      } else {
+        deliver(byte);
+      }
     }
   }
 

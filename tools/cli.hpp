@@ -1,50 +1,63 @@
 // The `cancellable` command: shared pieces of its sub-commands.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
-
-#include "cancellable/cancellation_token.hpp"
 
 namespace cancellable::cli {
 
 // Exit statuses, documented in `cancellable --help`.
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitError = 1;       // the work failed (bad JSON, missing file, ...)
-inline constexpr int kExitUsage = 2;       // bad arguments
-inline constexpr int kExitTimeout = 124;   // --timeout passed (as timeout(1))
-inline constexpr int kExitInterrupted = 130;  // Ctrl-C (128 + SIGINT)
+inline constexpr int kExitError = 1;          // the work failed (bad JSON, missing file, ...)
+inline constexpr int kExitUsage = 2;          // bad arguments
+inline constexpr int kExitTimeout = 124;      // --timeout passed (as timeout(1))
+inline constexpr int kExitSignalBase = 128;   // + the signal: 130 Ctrl-C (SIGINT), 143 SIGTERM
 
-// "250ms", "2s", "1.5s", "1m", "500us": a duration, or nothing if malformed.
-std::optional<std::chrono::nanoseconds> parse_duration(const std::string& text);
+// The largest --timeout: about 31 years, far from the clocks' limits.
+inline constexpr std::chrono::nanoseconds kMaxTimeout{1'000'000'000'000'000'000};
 
-// Cancels `token` when SIGINT or SIGTERM arrives. Must be created before any
-// other thread: it blocks those signals in the calling thread (inherited by
-// every thread started later) and waits for them on a thread of its own.
-class InterruptWatcher {
- public:
-  explicit InterruptWatcher(CancellationToken token);
-  ~InterruptWatcher();
-  InterruptWatcher(const InterruptWatcher&) = delete;
-  InterruptWatcher& operator=(const InterruptWatcher&) = delete;
-  bool interrupted() const noexcept;
+// "250ms", "2s", "1.5s", "1m", "500us": a duration, or nothing if malformed
+// (*too_large is set when it is well formed but over kMaxTimeout).
+std::optional<std::chrono::nanoseconds> parse_duration(const std::string& text, bool* too_large = nullptr);
 
- public:
-  struct State;
+// "2000000", "20MB", "1.5GB", "300kB" (decimal units): a byte count, or
+// nothing if malformed.
+std::optional<std::uint64_t> parse_size(const std::string& text);
 
- private:
-  State* state_;
-};
+// Sizes and times as the command prints them: "12.3 MB (12345678 bytes)",
+// "1.25 GB (...)", "123.4 ms".
+std::string format_size(std::uint64_t bytes);
+std::string format_ms(double ms);
 
-int run_demo();
+// Must be called first in main, before any thread exists: blocks the signals
+// the command handles so that only its own threads take them.
+void block_command_signals();
+
+// Ctrl-Z (SIGTSTP): stops the process groups of this process's workers
+// (which are not the terminal's foreground group, so the terminal does not
+// stop them), then this process; SIGCONT (fg, bg) continues the workers too.
+// A thread of its own waits for both.
+void start_job_control();
+
+int run_demo(const std::string& backend);
 struct ParseArgs {
-  std::string file;
+  std::string file;  // "-": standard input
   std::optional<std::chrono::nanoseconds> timeout;
-  std::string backend = "fork";
+  std::string backend = "fork";  // fork | thread
   std::optional<std::string> pointer;
+  bool json = false;
 };
 int run_parse(const ParseArgs& args);
 int run_bench(bool quick, bool json);
+struct GenerateArgs {
+  std::uint64_t bytes = 0;
+  std::uint64_t seed = 1;
+  std::string output;  // empty or "-": standard output
+};
+int run_generate(const GenerateArgs& args);
 
 }  // namespace cancellable::cli

@@ -1,68 +1,116 @@
-// cancellable: demo | parse | bench.
+// cancellable: demo | parse | generate | bench.
 #include <CLI/CLI.hpp>
 
+#include <cstring>
 #include <iostream>
 #include <string>
 
+#include "cancellable/version.hpp"
 #include "tools/cli.hpp"
+#include "tools/json_pointer.hpp"
 
 int main(int argc, char** argv) {
   using namespace cancellable::cli;
+  block_command_signals();  // before any thread
+
   CLI::App app{
       "cancellable: stop work now. Demonstrates, measures and uses cancellable isolates.\n"
-      "Exit status: 0 ok, 1 the work failed, 2 bad arguments, 124 timed out, 130 interrupted."};
+      "Exit status: 0 ok, 1 the work failed, 2 bad arguments, 124 timed out, 130 interrupted "
+      "(Ctrl-C), 143 terminated (SIGTERM).",
+      "cancellable"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("cancellable ") + cancellable::version());
+
+  std::string backend = "fork";
+  const auto backend_names = CLI::IsMember({"fork", "process", "thread"});
+  const char* backend_help = "fork (default; also: process) or thread";
 
   auto* demo = app.add_subcommand(
       "demo", "Show a parse in a worker, a runaway loop killed at a deadline and a large parse "
               "cancelled mid-way, with measured latencies (no files needed)");
+  demo->add_option("--backend", backend, backend_help)->check(backend_names);
 
   ParseArgs parse_args;
   std::string timeout_text;
-  auto* parse = app.add_subcommand("parse", "Parse a JSON file in a worker and print a summary");
-  parse->add_option("file", parse_args.file, "The JSON file")->required();
+  auto* parse = app.add_subcommand("parse", "Parse a JSON file (or - for standard input) in a worker "
+                                            "and print a summary");
+  parse->add_option("file", parse_args.file, "The JSON file; - reads standard input")->required();
   parse->add_option("--timeout", timeout_text, "Give up after this long: 500ms, 2s, 1m (exit 124)");
-  parse->add_option("--backend", parse_args.backend, "fork (default) or thread")
-      ->check(CLI::IsMember({"fork", "thread"}));
+  parse->add_option("--backend", backend, backend_help)->check(backend_names);
   std::string pointer_text;
   auto* pointer_option =
       parse->add_option("--pointer", pointer_text, "Print the value at this JSON pointer, e.g. /0/name");
+  parse->add_flag("--json", parse_args.json, "Print one JSON object on standard output, nothing else");
+
+  GenerateArgs generate_args;
+  std::string size_text;
+  auto* generate = app.add_subcommand(
+      "generate", "Write the deterministic test JSON the benchmarks and the demo use");
+  generate->add_option("size", size_text, "About this many bytes: 2000000, 20MB, 1GB")->required();
+  generate->add_option("--seed", generate_args.seed, "Another seed gives other data of the same shape");
+  generate->add_option("-o,--output", generate_args.output, "The file to write (default: standard output)");
 
   bool quick = false;
   bool json = false;
   auto* bench = app.add_subcommand("bench", "Run every benchmark scenario and compare with its goal");
-  bench->add_flag("--quick", quick, "Fewer samples: under 20 seconds");
+  bench->add_flag("--quick", quick, "Fewer samples: about a minute on 2 cores");
   bench->add_flag("--json", json, "One JSON object per result line");
 
+  // A first argument that is neither an option nor a command is named (CLI11
+  // would only say that a subcommand is required).
+  if (argc >= 2 && argv[1][0] != '-') {
+    const std::string command = argv[1];
+    if (command != "demo" && command != "parse" && command != "generate" && command != "bench") {
+      std::cerr << "cancellable: unknown command '" << command
+                << "' (commands: demo, parse, generate, bench; see --help)\n";
+      return kExitUsage;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
     std::cout << app.help();
     return kExitOk;
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) {  // --help on a sub-command
+    if (e.get_exit_code() == 0) {  // --help on a sub-command, --version
       app.exit(e);
       return kExitOk;
     }
     std::cerr << "cancellable: " << e.what() << " (see --help)\n";
     return kExitUsage;
   }
+  if (backend == "process") backend = "fork";
 
-  if (*demo) return run_demo();
+  if (*demo) return run_demo(backend);
   if (*bench) return run_bench(quick, json);
+  if (*generate) {
+    const auto bytes = parse_size(size_text);
+    if (!bytes) {
+      std::cerr << "cancellable: generate: '" << size_text
+                << "' is not a size like 2000000, 20MB or 1GB (see --help)\n";
+      return kExitUsage;
+    }
+    generate_args.bytes = *bytes;
+    return run_generate(generate_args);
+  }
   if (*parse) {
+    parse_args.backend = backend;
     if (!timeout_text.empty()) {
-      parse_args.timeout = parse_duration(timeout_text);
+      bool too_large = false;
+      parse_args.timeout = parse_duration(timeout_text, &too_large);
       if (!parse_args.timeout) {
         std::cerr << "cancellable: --timeout: '" << timeout_text
-                  << "' is not a duration like 500ms, 2s or 1m (see --help)\n";
+                  << (too_large ? "' is too large (at most 31 years)"
+                                : "' is not a duration like 500ms, 2s or 1m")
+                  << " (see --help)\n";
         return kExitUsage;
       }
     }
     if (*pointer_option) {
       parse_args.pointer = pointer_text;
-      if (!parse_args.pointer->empty() && parse_args.pointer->front() != '/') {
-        std::cerr << "cancellable: --pointer: a JSON pointer starts with '/' (see --help)\n";
+      if (!json_pointer_tokens(*parse_args.pointer)) {
+        std::cerr << "cancellable: --pointer: '" << *parse_args.pointer
+                  << "' is not a JSON pointer (it starts with '/', and '~' is followed by 0 or 1; see --help)\n";
         return kExitUsage;
       }
     }

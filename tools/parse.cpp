@@ -1,18 +1,26 @@
-// cancellable parse FILE: parse a JSON file in an isolate, print a summary or
-// the value at a JSON pointer.
+// cancellable parse FILE|-: parse JSON in an isolate, print a summary or the
+// value at a JSON pointer, for a person (a terminal) or a script (--json).
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
+#include <thread>
 
 #include "cancellable/cancellable.hpp"
 #include "cancellable/json.hpp"
 #include "tools/cli.hpp"
+#include "tools/json_pointer.hpp"
 
 namespace cancellable::cli {
 
@@ -21,17 +29,19 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct Summary {
+  std::uint64_t bytes = 0;  // of JSON read
   std::uint64_t objects = 0, arrays = 0, strings = 0, numbers = 0, booleans = 0, nulls = 0;
   std::uint64_t max_depth = 0;
   std::int64_t parse_ns = 0;
   std::int64_t finished_at_ns = 0;  // steady clock (CLOCK_MONOTONIC), comparable across processes
-  std::string pointer_value;
   bool has_pointer = false;
+  bool pointer_found = false;
+  std::string pointer_value;
 
   template <class Archive>
   void serialize(Archive& archive) {
-    archive(objects, arrays, strings, numbers, booleans, nulls, max_depth, parse_ns, finished_at_ns,
-            pointer_value, has_pointer);
+    archive(bytes, objects, arrays, strings, numbers, booleans, nulls, max_depth, parse_ns, finished_at_ns,
+            has_pointer, pointer_found, pointer_value);
   }
 };
 
@@ -59,114 +69,238 @@ std::int64_t now_ns() {
 
 double ms(std::int64_t ns) { return static_cast<double>(ns) / 1e6; }
 
-// The progress line on a terminal's stderr: the stage and the seconds since
-// the start, rewritten in place; cleared once, after which reports that were
-// still on their way (from the progress thread) print nothing.
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", u);
+      out += escaped;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// The progress line on a terminal's stderr: stage, input size (if known) and
+// the seconds since the start, redrawn in place every 100 ms by a thread of
+// its own (so the time moves even while the stage does not), and from the
+// progress reports. Cleared once, before the result or the error; nothing is
+// drawn after that.
 class ProgressLine {
  public:
-  explicit ProgressLine(Clock::time_point started) : started_(started) {}
+  static constexpr int kWidth = 48;
 
-  void show(const std::string& stage) {
+  ProgressLine(Clock::time_point started, std::string size) : started_(started), size_(std::move(size)) {}
+  ~ProgressLine() { clear(); }
+
+  void start() {
     std::lock_guard lock(mutex_);
-    if (cleared_) return;
-    shown_ = true;
-    const auto s = std::chrono::duration<double>(Clock::now() - started_).count();
-    std::fprintf(stderr, "\r%-12s %6.1f s", stage.c_str(), s);
-    std::fflush(stderr);
+    draw_locked();
+    ticker_ = std::thread([this] {
+      std::unique_lock lock(mutex_);
+      while (!cleared_) {
+        ticked_.wait_for(lock, std::chrono::milliseconds(100));
+        if (!cleared_) draw_locked();
+      }
+    });
+  }
+
+  void stage(const std::string& stage) {
+    std::lock_guard lock(mutex_);
+    stage_ = stage;
+    draw_locked();
   }
 
   void clear() {
-    std::lock_guard lock(mutex_);
-    if (shown_ && !cleared_) std::fprintf(stderr, "\r%30s\r", "");
-    cleared_ = true;
+    {
+      std::lock_guard lock(mutex_);
+      if (shown_ && !cleared_) std::fprintf(stderr, "\r%*s\r", kWidth, "");
+      std::fflush(stderr);
+      cleared_ = true;
+    }
+    ticked_.notify_all();
+    if (ticker_.joinable()) ticker_.join();
   }
 
  private:
+  void draw_locked() {
+    if (cleared_) return;
+    shown_ = true;
+    const auto s = std::chrono::duration<double>(Clock::now() - started_).count();
+    char line[kWidth + 1];
+    std::snprintf(line, sizeof line, "%-12s %-22s %8.1f s", stage_.c_str(), size_.c_str(), s);
+    std::fprintf(stderr, "\r%-*s", kWidth, line);
+    std::fflush(stderr);
+  }
+
   std::mutex mutex_;
+  std::condition_variable ticked_;
   const Clock::time_point started_;
+  const std::string size_;
+  std::string stage_ = "starting";
   bool shown_ = false;
   bool cleared_ = false;
+  std::thread ticker_;
 };
+
+// Exits at once with status: the thread backend's parse thread may still
+// run (it cannot be stopped), and a normal exit would destroy what it uses.
+[[noreturn]] void leave_now(int status) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  ::_exit(status);
+}
 
 }  // namespace
 
 int run_parse(const ParseArgs& args) {
-  CancellationToken interrupt;
-  InterruptWatcher watcher(interrupt);
-
-  std::error_code ec;
-  const auto bytes = std::filesystem::file_size(args.file, ec);
-  IsolateOptions options;
-  options.backend = args.backend == "thread" ? Backend::thread : Backend::process;
-  options.timeout = args.timeout;
-  const bool show_progress = !ec && bytes > 100'000'000 && ::isatty(STDERR_FILENO);
+  SignalCancellationToken interrupt;  // SIGINT, SIGTERM (blocked here, taken by the signal thread)
+  start_job_control();
+  const bool thread_backend = args.backend == "thread";
   const auto started = Clock::now();
-  auto indicator = std::make_shared<ProgressLine>(started);
-  if (show_progress) {
-    options.progress_interval = std::chrono::milliseconds(100);
-    options.on_progress = [indicator](const Progress& p) { indicator->show(p.stage); };
-    indicator->show("starting");  // at once, before the first report
-  }
-  const auto pointer = args.pointer;
   const auto started_ns = now_ns();
-  try {
-    Summary s;
-    // The progress line goes before anything else is printed, result or error.
+
+  // Regular files are opened and mapped by the worker. Anything else (a
+  // pipe, a FIFO, /dev/stdin, /dev/fd/N from <(...)) is opened here and
+  // becomes standard input, which the worker reads as it is: a forked
+  // worker keeps only descriptors 0, 1 and 2.
+  std::string path = args.file;
+  std::optional<std::uint64_t> known_bytes;
+  if (args.file == "-" || args.file == "/dev/stdin") {
+    path = "/dev/stdin";
+  } else {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) {
+      if (S_ISREG(st.st_mode)) {
+        known_bytes = static_cast<std::uint64_t>(st.st_size);
+      } else if (!S_ISDIR(st.st_mode)) {
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || ::dup2(fd, STDIN_FILENO) < 0) {
+          const std::error_code error(errno, std::generic_category());
+          std::cerr << "cancellable: cannot read " << args.file << ": " << error.message() << "\n";
+          return kExitError;
+        }
+        ::close(fd);
+        path = "/dev/stdin";
+      }
+    }
+  }
+
+  IsolateOptions options;
+  options.backend = thread_backend ? Backend::thread : Backend::process;
+  options.timeout = args.timeout;
+  std::unique_ptr<ProgressLine> progress;
+  if (::isatty(STDERR_FILENO) && (!known_bytes || *known_bytes > 100'000'000)) {
+    progress = std::make_unique<ProgressLine>(started, known_bytes ? format_size(*known_bytes) : "");
+    options.progress_interval = std::chrono::milliseconds(50);
+    options.on_progress = [line = progress.get()](const Progress& p) { line->stage(p.stage); };
+    progress->start();
+  }
+
+  const auto arena = known_bytes ? detail::arena_for(static_cast<std::size_t>(*known_bytes)) : nullptr;
+  const bool from_stdin = path == "/dev/stdin";
+  auto work = [path, from_stdin, pointer = args.pointer, started_ns, memory = arena.get()] {
+    report_progress(0, 3, "reading");
     try {
-      s = parse_json_file(
-              args.file,
-              [pointer, started_ns](simdjson::dom::element root) {
-                Summary summary;
-                summary.parse_ns = now_ns() - started_ns;
-                if (pointer) {
-                  simdjson::dom::element value;
-                  if (auto error = root.at_pointer(*pointer).get(value)) detail::throw_json_error(error);
-                  summary.pointer_value = simdjson::to_string(value);
-                  summary.has_pointer = true;
-                } else {
-                  count(root, 1, summary);
-                }
-                summary.finished_at_ns = now_ns();
-                return summary;
-              },
-              interrupt, options)
-              .get();
-    } catch (...) {
-      indicator->clear();
+      const auto parsing = [] { report_progress(1, 3, "parsing"); };
+      // Standard input is read where it is (see parse_json_descriptor_in_worker).
+      const auto parsed = from_stdin ? detail::parse_json_descriptor_in_worker(STDIN_FILENO, path, JsonOptions{},
+                                                                               nullptr, false, parsing)
+                                     : detail::parse_json_file_in_worker(path, JsonOptions{}, memory, false, parsing);
+      report_progress(2, 3, "summarizing");
+      Summary s;
+      s.bytes = parsed.size();
+      s.parse_ns = now_ns() - started_ns;
+      if (pointer) {
+        s.has_pointer = true;
+        simdjson::dom::element value;
+        s.pointer_found = resolve_json_pointer(parsed.root(), *pointer, value);
+        if (s.pointer_found) s.pointer_value = simdjson::to_string(value);
+      } else {
+        count(parsed.root(), 1, s);
+      }
+      s.finished_at_ns = now_ns();
+      return s;
+    } catch (const simdjson::simdjson_error& e) {
+      detail::throw_json_error(e.error());
+    }
+  };
+  auto isolate = detail::spawn_isolate<Summary>(std::move(work), interrupt, options, arena, true);
+
+  Summary s;
+  try {
+    s = isolate.future().get();
+  } catch (...) {
+    if (progress) progress->clear();
+    const char* what_happened = thread_backend
+                                    ? "the parse thread was abandoned (a thread cannot be killed; exiting)"
+                                    : "the worker was killed";
+    try {
       throw;
+    } catch (const CancelledException&) {
+      const int sig = interrupt.signal() != 0 ? interrupt.signal() : SIGINT;
+      std::cerr << "cancellable: parse interrupted by SIG" << ::sigabbrev_np(sig) << "; " << what_happened << "\n";
+      leave_now(kExitSignalBase + sig);
+    } catch (const TimeoutException& e) {
+      std::cerr << "cancellable: parse timed out after " << format_duration(e.timeout()) << "; " << what_happened
+                << "\n";
+      leave_now(kExitTimeout);
+    } catch (const std::exception& e) {
+      std::cerr << "cancellable: " << e.what() << "\n";
+      return kExitError;
     }
-    const auto received = now_ns();
-    indicator->clear();
-    if (s.has_pointer) {
-      std::cout << s.pointer_value << "\n";
-      return kExitOk;
-    }
-    const auto total = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started);
-    std::cout << "file:     " << args.file << "\n"
-              << "bytes:    " << bytes << "\n"
-              << "objects:  " << s.objects << "\n"
-              << "arrays:   " << s.arrays << "\n"
-              << "strings:  " << s.strings << "\n"
-              << "numbers:  " << s.numbers << "\n"
-              << "booleans: " << s.booleans << "\n"
-              << "nulls:    " << s.nulls << "\n"
-              << "depth:    " << s.max_depth << "\n"
-              << "backend:  " << args.backend << "\n"
-              << "parse:    " << ms(s.parse_ns) << " ms (worker start, read and parse)\n"
-              << "total:    " << ms(total.count()) << " ms (parse, summary and transfer)\n"
-              << "transfer: " << ms(received - s.finished_at_ns) << " ms (worker done to result here)\n";
-    return kExitOk;
-  } catch (const CancelledException&) {
-    std::cerr << "cancellable: parse interrupted; the worker was killed\n";
-    return kExitInterrupted;
-  } catch (const TimeoutException& e) {
-    std::cerr << "cancellable: parse timed out after " << format_duration(e.timeout())
-              << "; the worker was killed\n";
-    return kExitTimeout;
-  } catch (const std::exception& e) {
-    std::cerr << "cancellable: " << e.what() << "\n";
+  }
+  const auto received = now_ns();
+  if (progress) progress->clear();
+  const double total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+  const double transfer_ms = ms(received - s.finished_at_ns);
+  const std::string file = args.file == "-" ? "-" : args.file;
+
+  if (s.has_pointer && !s.pointer_found) {
+    std::cerr << "cancellable: --pointer " << *args.pointer << ": not found in " << file << "\n";
     return kExitError;
   }
+  if (args.json) {
+    std::ostringstream out;
+    out << "{\"file\": " << json_string(file) << ", \"bytes\": " << s.bytes << ", \"backend\": \"" << args.backend
+        << "\"";
+    if (s.has_pointer) {
+      out << ", \"pointer\": " << json_string(*args.pointer) << ", \"value\": " << s.pointer_value;
+    } else {
+      out << ", \"objects\": " << s.objects << ", \"arrays\": " << s.arrays << ", \"strings\": " << s.strings
+          << ", \"numbers\": " << s.numbers << ", \"booleans\": " << s.booleans << ", \"nulls\": " << s.nulls
+          << ", \"depth\": " << s.max_depth;
+    }
+    char times[160];
+    std::snprintf(times, sizeof times, ", \"parse_ms\": %.3f, \"transfer_ms\": %.3f, \"total_ms\": %.3f}",
+                  ms(s.parse_ns), transfer_ms, total_ms);
+    std::cout << out.str() << times << "\n";
+    return kExitOk;
+  }
+  if (s.has_pointer) {
+    std::cout << s.pointer_value << "\n";
+    return kExitOk;
+  }
+  std::cout << "file:     " << file << "\n"
+            << "bytes:    " << format_size(s.bytes) << "\n"
+            << "backend:  " << args.backend << "\n"
+            << "objects:  " << s.objects << "\n"
+            << "arrays:   " << s.arrays << "\n"
+            << "strings:  " << s.strings << "\n"
+            << "numbers:  " << s.numbers << "\n"
+            << "booleans: " << s.booleans << "\n"
+            << "nulls:    " << s.nulls << "\n"
+            << "depth:    " << s.max_depth << "\n"
+            << "parse:    " << format_ms(ms(s.parse_ns)) << " (start, read and parse)\n"
+            << "transfer: " << format_ms(transfer_ms) << " (summary done to result here)\n"
+            << "total:    " << format_ms(total_ms) << "\n";
+  return kExitOk;
 }
 
 }  // namespace cancellable::cli

@@ -15,7 +15,9 @@
 //     which. Attached cancellables are notified on the library's signal
 //     thread, never inside the signal handler (which only writes one byte to
 //     a pipe), so on_cancel may do anything it may do on another thread.
-//   - The signals are handled on that thread, which does nothing else: a
+//   - The signals are handled on that thread, which does nothing else (and
+//     leaves every other signal as its creator's mask had it, so a program
+//     that waits for, say, SIGTSTP with sigwait() still gets it): a
 //     program thread blocked in the kernel (a page fault on a huge mapping,
 //     an uninterruptible read) does not delay them. For that the constructor
 //     blocks the signals in the calling thread, and threads it starts later

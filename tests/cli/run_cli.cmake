@@ -1,5 +1,5 @@
 # Runs the cancellable command and checks its exit status and output.
-#   cmake -DEXPECT_RC=N [-DEXPECT_OUT=regex] [-DEXPECT_ERR=regex] [-DONE_LINE_ERR=ON]
+#   cmake -DEXPECT_RC=N [-DEXPECT_OUT=regex] [-DEXPECT_ERR=regex] [-DONE_LINE_ERR=ON] [-DINPUT=file]
 #         -P run_cli.cmake [SETUP_COMMAND... ---] -- COMMAND...
 set(COMMAND)
 set(SETUP)
@@ -29,7 +29,11 @@ if(SETUP)
     message(FATAL_ERROR "setup failed: ${SETUP}")
   endif()
 endif()
-execute_process(COMMAND ${COMMAND} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(INPUT)
+  execute_process(COMMAND ${COMMAND} INPUT_FILE ${INPUT} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+else()
+  execute_process(COMMAND ${COMMAND} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+endif()
 if(NOT rc EQUAL EXPECT_RC)
   message(FATAL_ERROR "exit status ${rc}, expected ${EXPECT_RC}\nstdout: ${out}\nstderr: ${err}")
 endif()

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,11 +16,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <vector>
 #include <string>
 #include <thread>
 #include <utility>
 
+#include "cancellable/json_generator.hpp"
 #include "helpers/process_support.hpp"
 
 extern char** environ;
@@ -73,14 +76,26 @@ std::pair<std::string, int> run_on_terminal(std::vector<std::string> args, const
   return {received, exit_status(pid)};
 }
 
-// The first child process of pid, once it has one (the isolate worker).
+// The isolate worker of pid, once it has one: the child that leads its own
+// process group in pid's session (the keeper's short-lived first child
+// leads a session of its own).
 pid_t wait_for_child_of(pid_t pid, std::chrono::seconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    const std::string path = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children";
-    std::ifstream children(path);
-    pid_t child = 0;
-    if (children >> child && child > 0) return child;
+    std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+    for (pid_t child = 0; children >> child;) {
+      std::ifstream stat("/proc/" + std::to_string(child) + "/stat");
+      std::string line;
+      if (!std::getline(stat, line)) continue;
+      const auto close = line.rfind(')');
+      char state = 0;
+      long ppid = 0, pgrp = 0, session = 0;
+      if (close != std::string::npos &&
+          std::sscanf(line.c_str() + close + 1, " %c %ld %ld %ld", &state, &ppid, &pgrp, &session) == 4 &&
+          pgrp == child && session != child) {
+        return child;
+      }
+    }
     std::this_thread::yield();
   }
   return 0;
@@ -113,6 +128,88 @@ struct Sample {
   std::filesystem::path out;
 };
 
+// A FIFO in the temporary directory, removed however the test ends.
+struct Fifo {
+  explicit Fifo(const std::string& name)
+      : path(std::filesystem::temp_directory_path() /
+             ("cancellable-cli-" + name + "-" + std::to_string(::getpid()) + ".fifo")) {
+    std::filesystem::remove(path);
+    REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+  }
+  ~Fifo() {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+  }
+  std::filesystem::path path;
+};
+
+// A pseudo-terminal whose other end a spawned command gets as stderr.
+struct Terminal {
+  Terminal() {
+    master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    REQUIRE(master >= 0);
+    REQUIRE(::grantpt(master) == 0);
+    REQUIRE(::unlockpt(master) == 0);
+    terminal = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    REQUIRE(terminal >= 0);
+  }
+  ~Terminal() {
+    if (terminal >= 0) ::close(terminal);
+    ::close(master);
+  }
+  // What arrived, blocking until something does; empty once the command ended.
+  std::string read_some() {
+    char buffer[4096];
+    for (;;) {
+      const ssize_t n = ::read(master, buffer, sizeof buffer);
+      if (n > 0) return std::string(buffer, static_cast<std::size_t>(n));
+      if (n < 0 && errno == EINTR) continue;
+      return {};
+    }
+  }
+  std::string read_to_end() {
+    std::string all;
+    for (std::string more; !(more = read_some()).empty();) all += more;
+    return all;
+  }
+  int master = -1;
+  int terminal = -1;
+};
+
+// Spawns args with stderr on the terminal (whose end here is then closed:
+// reads end when the command exits) and stdout into out_path.
+pid_t spawn_on(Terminal& t, std::vector<std::string> args, const std::filesystem::path& out_path) {
+  posix_spawn_file_actions_t actions;
+  ::posix_spawn_file_actions_init(&actions);
+  ::posix_spawn_file_actions_adddup2(&actions, t.terminal, STDERR_FILENO);
+  ::posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  const pid_t pid = spawn(std::move(args), &actions);
+  ::posix_spawn_file_actions_destroy(&actions);
+  ::close(t.terminal);
+  t.terminal = -1;
+  return pid;
+}
+
+// The state letter of /proc/pid/stat ('R', 'S', 'T', ...), or 0.
+char process_state(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return 0;
+  const auto close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() ? 0 : line[close + 2];
+}
+
+// Waits (up to a deadline) until pred() holds.
+template <class Pred>
+bool eventually(Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
 }  // namespace
 
 TEST_CASE("Ctrl-C during a parse kills the worker and exits with status 130", "[cli]") {
@@ -129,14 +226,49 @@ TEST_CASE("parsing a file over 100 MB on a terminal shows a progress line and cl
   const Sample sample("progress", "101000000");
   const auto [terminal, status] = run_on_terminal({CANCELLABLE_CLI, "parse", sample.json.string()}, sample.out);
   CHECK(status == 0);
-  // The line is there from the start and rewritten in place ("\r"), then
-  // overwritten with blanks; nothing else reaches the terminal.
+  // The line is there from the start and rewritten in place ("\r"), with
+  // the input's size, then overwritten with blanks; nothing else reaches the
+  // terminal.
   CHECK(terminal.rfind("\rstarting ", 0) == 0);
-  const std::string blank = "\r" + std::string(30, ' ') + "\r";
+  CHECK(terminal.find(" MB (") != std::string::npos);
+  const std::string blank = "\r" + std::string(48, ' ') + "\r";
   CHECK(terminal.size() >= blank.size());
   CHECK(terminal.substr(terminal.size() - blank.size()) == blank);
   const auto bytes = std::to_string(std::filesystem::file_size(sample.json));
-  CHECK(sample.output().find("bytes:    " + bytes + "\n") != std::string::npos);
+  CHECK(sample.output().find(" MB (" + bytes + " bytes)\n") != std::string::npos);
+}
+
+TEST_CASE("on a terminal the progress line keeps moving while the stage does not change", "[cli]") {
+  // The input is a FIFO this test holds open: the worker waits in "reading"
+  // for as long as the test wants, and the line must be redrawn meanwhile.
+  const Fifo fifo("redraw");
+  const Sample sample("redraw", "2000");
+  Terminal terminal;
+  const pid_t cli = spawn_on(terminal, {CANCELLABLE_CLI, "parse", fifo.path.string()}, sample.out);
+  const int writer = ::open(fifo.path.c_str(), O_WRONLY | O_CLOEXEC);  // once the command opened it
+  REQUIRE(writer >= 0);
+  // Three redraws of "reading" with three different elapsed times.
+  std::set<std::string> times;
+  std::string received;
+  while (times.size() < 3) {
+    const std::string more = terminal.read_some();
+    REQUIRE_FALSE(more.empty());  // (the command ended: it should be waiting for its input)
+    received += more;
+    for (std::size_t at = received.find("\rreading"); at != std::string::npos;
+         at = received.find("\rreading", at + 1)) {
+      const std::size_t end = received.find(" s", at);
+      if (end != std::string::npos) times.insert(received.substr(end - 8, 8));
+    }
+  }
+  const std::string json = cancellable::generate_json(2000, 4);
+  REQUIRE(::write(writer, json.data(), json.size()) == static_cast<ssize_t>(json.size()));
+  ::close(writer);
+  received += terminal.read_to_end();
+  CHECK(exit_status(cli) == 0);
+  // Cleared before the result.
+  const std::string blank = "\r" + std::string(48, ' ') + "\r";
+  CHECK(received.substr(received.size() - blank.size()) == blank);
+  CHECK(sample.output().find("bytes:    0.0 MB (" + std::to_string(json.size()) + " bytes)") != std::string::npos);
 }
 
 TEST_CASE("a file of 100 MB or less gets no progress line, even on a terminal", "[cli]") {
@@ -145,4 +277,86 @@ TEST_CASE("a file of 100 MB or less gets no progress line, even on a terminal", 
   CHECK(status == 0);
   CHECK(terminal.empty());
   CHECK(sample.output().find("objects:") != std::string::npos);
+}
+
+TEST_CASE("SIGTERM during a parse kills the worker and exits with status 143", "[cli]") {
+  const Sample sample("terminate", "300000000");
+  const pid_t cli = spawn({CANCELLABLE_CLI, "parse", sample.json.string()});
+  const pid_t worker = wait_for_child_of(cli, std::chrono::seconds(30));
+  REQUIRE(worker > 0);
+  ::kill(cli, SIGTERM);
+  CHECK(exit_status(cli) == 143);
+  CHECK(process_support::wait_gone(worker));
+}
+
+TEST_CASE("Ctrl-C with the thread backend exits with 130 and says the parse was abandoned", "[cli]") {
+  // The parse thread waits for input that never comes: it cannot be stopped,
+  // and the command must not wait for it.
+  const Fifo fifo("abandon");
+  const Sample sample("abandon", "2000");
+  Terminal terminal;
+  const pid_t cli = spawn_on(terminal, {CANCELLABLE_CLI, "parse", fifo.path.string(), "--backend", "thread"}, sample.out);
+  const int writer = ::open(fifo.path.c_str(), O_WRONLY | O_CLOEXEC);  // the command is past its set-up
+  REQUIRE(writer >= 0);
+  ::kill(cli, SIGINT);
+  const std::string said = terminal.read_to_end();
+  CHECK(exit_status(cli) == 130);
+  ::close(writer);
+  CHECK(said.find("interrupted by SIGINT; the parse thread was abandoned") != std::string::npos);
+  CHECK(said.find("worker was killed") == std::string::npos);
+}
+
+TEST_CASE("Ctrl-Z stops the worker with the command and fg resumes both", "[cli]") {
+  const Fifo fifo("stop");
+  const Sample sample("stop", "2000");
+  Terminal terminal;
+  const pid_t cli = spawn_on(terminal, {CANCELLABLE_CLI, "parse", fifo.path.string()}, sample.out);
+  const int writer = ::open(fifo.path.c_str(), O_WRONLY | O_CLOEXEC);
+  REQUIRE(writer >= 0);
+  const pid_t worker = wait_for_child_of(cli, std::chrono::seconds(30));
+  REQUIRE(worker > 0);
+  ::kill(cli, SIGTSTP);
+  int status = 0;
+  REQUIRE(eventually([&] { return ::waitpid(cli, &status, WUNTRACED | WNOHANG) == cli; }));
+  CHECK(WIFSTOPPED(status));
+  CHECK(eventually([&] { return process_state(worker) == 'T'; }));
+  ::kill(cli, SIGCONT);
+  CHECK(eventually([&] { return process_state(worker) != 'T'; }));
+  const std::string json = cancellable::generate_json(2000, 5);
+  REQUIRE(::write(writer, json.data(), json.size()) == static_cast<ssize_t>(json.size()));
+  ::close(writer);
+  (void)terminal.read_to_end();
+  CHECK(exit_status(cli) == 0);
+  CHECK(sample.output().find("objects:") != std::string::npos);
+}
+
+TEST_CASE("parse reads /dev/fd/N, as made by <(...), with both backends", "[cli]") {
+  const char* backend = GENERATE("fork", "thread");
+  CAPTURE(backend);
+  const Sample sample(std::string("devfd-") + backend, "2000");
+  int pipe_fds[2];
+  REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+  posix_spawn_file_actions_t actions;
+  ::posix_spawn_file_actions_init(&actions);
+  ::posix_spawn_file_actions_adddup2(&actions, pipe_fds[0], 5);
+  ::posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, sample.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  const pid_t cli = spawn({CANCELLABLE_CLI, "parse", "/dev/fd/5", "--json", "--backend", backend}, &actions);
+  ::posix_spawn_file_actions_destroy(&actions);
+  ::close(pipe_fds[0]);
+  const std::string json = cancellable::generate_json(100000, 6);
+  REQUIRE(::write(pipe_fds[1], json.data(), json.size()) == static_cast<ssize_t>(json.size()));
+  ::close(pipe_fds[1]);
+  CHECK(exit_status(cli) == 0);
+  CHECK(sample.output().find("\"bytes\": " + std::to_string(json.size()) + ",") != std::string::npos);
+}
+
+TEST_CASE("generate writes exactly what the library's generate_json makes", "[cli]") {
+  const Sample sample("generate", "2000");
+  const auto written = sample.json.string() + ".generated";
+  REQUIRE(exit_status(spawn({CANCELLABLE_CLI, "generate", "100kB", "--seed", "7", "-o", written})) == 0);
+  std::ifstream file(written);
+  const std::string contents{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  std::filesystem::remove(written);
+  CHECK(contents == cancellable::generate_json(100000, 7));
+  CHECK(contents != cancellable::generate_json(100000, 8));
 }

@@ -293,8 +293,8 @@ struct ParsedJson::State {
   std::optional<ScratchParser> parser;
 };
 
-ParsedJson::ParsedJson(std::unique_ptr<State> state, simdjson::dom::element root) noexcept
-    : state_(std::move(state)), root_(root) {}
+ParsedJson::ParsedJson(std::unique_ptr<State> state, simdjson::dom::element root, std::size_t size) noexcept
+    : state_(std::move(state)), root_(root), size_(size) {}
 ParsedJson::ParsedJson(ParsedJson&&) noexcept = default;
 ParsedJson& ParsedJson::operator=(ParsedJson&&) noexcept = default;
 ParsedJson::~ParsedJson() = default;
@@ -311,7 +311,7 @@ ParsedJson parse_json_in_worker(std::string_view json, const JsonOptions& option
   parser.copy_in(json);
   if (parsing_starts) parsing_starts();
   const simdjson::dom::element root = parser.parse(parser.input(), json.size());
-  return ParsedJson(std::move(state), root);
+  return ParsedJson(std::move(state), root, json.size());
 }
 
 ParsedJson parse_json_file_in_worker(const std::filesystem::path& path, const JsonOptions& options,
@@ -323,6 +323,12 @@ ParsedJson parse_json_file_in_worker(const std::filesystem::path& path, const Js
     int fd;
     ~Close() { ::close(fd); }
   } close_at_end{fd};
+  return parse_json_descriptor_in_worker(fd, path, options, arena, in_arena, parsing_starts);
+}
+
+ParsedJson parse_json_descriptor_in_worker(int fd, const std::filesystem::path& path, const JsonOptions& options,
+                                           JsonArena* arena, bool in_arena,
+                                           const std::function<void()>& parsing_starts) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_read_error(path, errno);
   if (S_ISDIR(st.st_mode)) throw_read_error(path, EISDIR);
@@ -366,7 +372,7 @@ ParsedJson parse_json_file_in_worker(const std::filesystem::path& path, const Js
   }
   if (parsing_starts) parsing_starts();
   const simdjson::dom::element root = parser->parse(json, size);
-  return ParsedJson(std::move(state), root);
+  return ParsedJson(std::move(state), root, size);
 }
 
 }  // namespace cancellable::detail

@@ -51,16 +51,19 @@ std::shared_ptr<JsonArena> arena_for(std::size_t bytes);
 class ParsedJson {
  public:
   struct State;
-  ParsedJson(std::unique_ptr<State> state, simdjson::dom::element root) noexcept;
+  ParsedJson(std::unique_ptr<State> state, simdjson::dom::element root, std::size_t size) noexcept;
   ParsedJson(ParsedJson&&) noexcept;
   ParsedJson& operator=(ParsedJson&&) noexcept;
   ~ParsedJson();
 
   simdjson::dom::element root() const noexcept { return root_; }
+  // Bytes of JSON parsed (for a pipe: the bytes read).
+  std::size_t size() const noexcept { return size_; }
 
  private:
   std::unique_ptr<State> state_;
   simdjson::dom::element root_;
+  std::size_t size_ = 0;
 };
 
 // In the worker: copies json into arena (which must have room for it) or,
@@ -80,5 +83,13 @@ ParsedJson parse_json_in_worker(std::string_view json, const JsonOptions& option
 ParsedJson parse_json_file_in_worker(const std::filesystem::path& path, const JsonOptions& options,
                                      JsonArena* arena, bool in_arena,
                                      const std::function<void()>& parsing_starts);
+
+// As parse_json_file_in_worker, from a descriptor that is open already
+// (standard input: a pipe must be read where it is, not opened again through
+// /dev/stdin, which waits for a writer that may be gone). path names it in
+// errors. The descriptor is not closed.
+ParsedJson parse_json_descriptor_in_worker(int fd, const std::filesystem::path& path, const JsonOptions& options,
+                                           JsonArena* arena, bool in_arena,
+                                           const std::function<void()>& parsing_starts);
 
 }  // namespace cancellable::detail
