@@ -53,10 +53,13 @@ inline void compare(Row& row, const Row& baseline) {
 inline void set_p99_ratio_goal(Row& row, const Row& baseline, double factor) {
   compare(row, baseline);
   const double limit = factor * summarize(baseline.samples_us).p99;
+  // With fewer than 100 samples the nearest-rank p99 is the maximum: say so.
+  const char* mine = row.samples_us.size() >= 100 ? "p99" : "max";
+  const char* theirs = baseline.samples_us.size() >= 100 ? "p99" : "max";
   std::ostringstream text;
   text.setf(std::ios::fixed);
   text.precision(2);
-  text << "p99 <= " << factor << "x " << baseline.backend << " p99 (";
+  text << mine << " <= " << factor << "x " << baseline.backend << " " << theirs << " (";
   text.precision(1);
   text << limit << " us)";
   row.goal = Goal{text.str(), summarize(row.samples_us).p99 <= limit};

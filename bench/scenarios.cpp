@@ -232,23 +232,53 @@ const std::vector<Scenario>& scenarios() {
   return all;
 }
 
+// A time in the unit that suits it: "71.2 us", "12.5 ms", "1.27 s".
+std::string with_unit(double us) {
+  char text[32];
+  if (us < 1000) {
+    std::snprintf(text, sizeof text, "%.1f us", us);
+  } else if (us < 1e6) {
+    std::snprintf(text, sizeof text, "%.1f ms", us / 1000);
+  } else {
+    std::snprintf(text, sizeof text, "%.2f s", us / 1e6);
+  }
+  return text;
+}
+
 std::string format_table(const std::vector<Row>& rows) {
-  std::ostringstream out;
-  char line[256];
-  std::snprintf(line, sizeof line, "%-18s %-24s %8s %10s %10s %10s  %-9s %-9s %-18s %s\n", "bench",
-                "backend", "samples", "p50_us", "p99_us", "max_us", "ratio_p50", "ratio_p99", "baseline", "goal");
-  out << line;
+  // Columns as wide as their longest cell; a p99 only where there are 100
+  // samples or more (below that the nearest-rank p99 is the maximum).
+  std::vector<std::vector<std::string>> cells;
+  cells.push_back({"bench", "backend", "samples", "p50", "p99", "max", "ratio_p50", "ratio_p99", "baseline", "goal"});
   for (const auto& row : rows) {
     const auto s = summarize(row.samples_us);
-    const std::string ratio_p50 = row.ratio_p50 ? fixed(*row.ratio_p50) + "x" : "";
-    const std::string ratio_p99 = row.ratio_p99 ? fixed(*row.ratio_p99) + "x" : "";
-    std::ostringstream goal;
-    if (row.goal) goal << row.goal->text << (row.goal->met ? ": met" : ": NOT met");
-    std::snprintf(line, sizeof line, "%-18s %-24s %8zu %10.1f %10.1f %10.1f  %-9s %-9s %-18s %s\n",
-                  row.bench.c_str(), row.backend.c_str(), s.samples, s.p50, s.p99, s.max, ratio_p50.c_str(),
-                  ratio_p99.c_str(), row.baseline.c_str(), goal.str().c_str());
-    out << line;
+    std::string goal;
+    if (row.goal) goal = row.goal->text + (row.goal->met ? ": met" : ": NOT met");
+    cells.push_back({row.bench, row.backend, std::to_string(s.samples), with_unit(s.p50),
+                     s.samples >= 100 ? with_unit(s.p99) : "-", with_unit(s.max),
+                     row.ratio_p50 ? fixed(*row.ratio_p50).substr(0, fixed(*row.ratio_p50).size() - 1) + "x" : "",
+                     row.ratio_p99 && s.samples >= 100
+                         ? fixed(*row.ratio_p99).substr(0, fixed(*row.ratio_p99).size() - 1) + "x"
+                         : "",
+                     row.baseline, goal});
   }
+  std::vector<std::size_t> width(cells.front().size(), 0);
+  for (const auto& line : cells) {
+    for (std::size_t c = 0; c < line.size(); ++c) width[c] = std::max(width[c], line[c].size());
+  }
+  std::ostringstream out;
+  for (const auto& line : cells) {
+    std::string text;
+    for (std::size_t c = 0; c < line.size(); ++c) {
+      const bool numeric = c >= 2 && c <= 7;  // right-aligned
+      const std::string pad(width[c] - line[c].size(), ' ');
+      text += numeric ? pad + line[c] : line[c] + (c + 1 < line.size() ? pad : "");
+      if (c + 1 < line.size()) text += "  ";
+    }
+    while (!text.empty() && text.back() == ' ') text.pop_back();
+    out << text << "\n";
+  }
+  out << "(p99: - with fewer than 100 samples, where it would be the max)\n";
   return out.str();
 }
 
