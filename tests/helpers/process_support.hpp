@@ -31,6 +31,28 @@
 
 namespace process_support {
 
+// The fields of /proc/<pid>/stat after the command name.
+struct ProcStat {
+  char state = 0;  // 'R', 'S', 'T', 'Z', ...
+  long ppid = 0;
+  long pgrp = 0;
+  long session = 0;
+};
+
+// Those of pid, or nothing if it is gone.
+inline std::optional<ProcStat> proc_stat(long pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return std::nullopt;
+  const auto close = line.rfind(')');
+  ProcStat out;
+  if (close == std::string::npos ||
+      std::sscanf(line.c_str() + close + 1, " %c %ld %ld %ld", &out.state, &out.ppid, &out.pgrp, &out.session) != 4) {
+    return std::nullopt;
+  }
+  return out;
+}
+
 // Processes whose parent is this process, in any state (zombies included),
 // other than `except`.
 inline int count_children(pid_t except = 0) {
@@ -41,14 +63,8 @@ inline int count_children(pid_t except = 0) {
   while (dirent* entry = ::readdir(proc)) {
     const long pid = std::strtol(entry->d_name, nullptr, 10);
     if (pid <= 0 || pid == except) continue;
-    std::ifstream stat("/proc/" + std::string(entry->d_name) + "/stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    const auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    char state = 0;
-    long ppid = 0;
-    if (std::sscanf(line.c_str() + close + 1, " %c %ld", &state, &ppid) == 2 && ppid == me) ++count;
+    const auto stat = proc_stat(pid);
+    if (stat && stat->ppid == me) ++count;
   }
   ::closedir(proc);
   return count;

@@ -84,17 +84,8 @@ pid_t wait_for_child_of(pid_t pid, std::chrono::seconds timeout) {
   while (std::chrono::steady_clock::now() < deadline) {
     std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
     for (pid_t child = 0; children >> child;) {
-      std::ifstream stat("/proc/" + std::to_string(child) + "/stat");
-      std::string line;
-      if (!std::getline(stat, line)) continue;
-      const auto close = line.rfind(')');
-      char state = 0;
-      long ppid = 0, pgrp = 0, session = 0;
-      if (close != std::string::npos &&
-          std::sscanf(line.c_str() + close + 1, " %c %ld %ld %ld", &state, &ppid, &pgrp, &session) == 4 &&
-          pgrp == child && session != child) {
-        return child;
-      }
+      const auto stat = process_support::proc_stat(child);
+      if (stat && stat->pgrp == child && stat->session != child) return child;
     }
     std::this_thread::yield();
   }
@@ -192,11 +183,8 @@ pid_t spawn_on(Terminal& t, std::vector<std::string> args, const std::filesystem
 
 // The state letter of /proc/pid/stat ('R', 'S', 'T', ...), or 0.
 char process_state(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return 0;
-  const auto close = line.rfind(')');
-  return close == std::string::npos || close + 2 >= line.size() ? 0 : line[close + 2];
+  const auto stat = process_support::proc_stat(pid);
+  return stat ? stat->state : 0;
 }
 
 // Waits (up to a deadline) until pred() holds.
