@@ -12,6 +12,11 @@ function(run)
 endfunction()
 
 run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix)
+foreach(installed include/cancellable/version.hpp share/doc/cancellable/LICENSE)
+  if(NOT EXISTS ${WORK_DIR}/prefix/${installed})
+    message(FATAL_ERROR "not installed: ${installed}")
+  endif()
+endforeach()
 
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer/core -B ${WORK_DIR}/core
     -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_BUILD_TYPE=Release
