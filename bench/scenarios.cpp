@@ -164,16 +164,26 @@ std::string fixed(double value) {
   return buffer;
 }
 
+
+}  // namespace
+
 std::string json_string(const std::string& text) {
   std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", u);
+      out += escaped;
+    } else {
+      out += c;
+    }
   }
   return out + "\"";
 }
-
-}  // namespace
 
 Summary summarize(std::vector<double> samples) {
   Summary s;

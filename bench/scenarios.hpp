@@ -66,6 +66,10 @@ void apply_cross_goals(std::vector<Row>& rows);
 // Every scenario, in the order they are run.
 const std::vector<Scenario>& scenarios();
 
+// text as a JSON string literal (quotes, backslashes and control characters
+// escaped); shared with the command's parse --json.
+std::string json_string(const std::string& text);
+
 // "bench backend samples p50 p99 max ratio goal" as an aligned table.
 std::string format_table(const std::vector<Row>& rows);
 // One JSON object per row, one per line, with the keys bench, backend,

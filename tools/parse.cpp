@@ -17,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include "bench/scenarios.hpp"
 #include "cancellable/cancellable.hpp"
 #include "cancellable/json.hpp"
 #include "tools/cli.hpp"
@@ -68,24 +69,6 @@ std::int64_t now_ns() {
 }
 
 double ms(std::int64_t ns) { return static_cast<double>(ns) / 1e6; }
-
-std::string json_string(const std::string& text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof escaped, "\\u%04x", u);
-      out += escaped;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
 
 // The progress line on a terminal's stderr: stage, input size (if known) and
 // the seconds since the start, redrawn in place every 100 ms by a thread of
@@ -268,10 +251,10 @@ int run_parse(const ParseArgs& args) {
   }
   if (args.json) {
     std::ostringstream out;
-    out << "{\"file\": " << json_string(file) << ", \"bytes\": " << s.bytes << ", \"backend\": \"" << args.backend
+    out << "{\"file\": " << bench::json_string(file) << ", \"bytes\": " << s.bytes << ", \"backend\": \"" << args.backend
         << "\"";
     if (s.has_pointer) {
-      out << ", \"pointer\": " << json_string(*args.pointer) << ", \"value\": " << s.pointer_value;
+      out << ", \"pointer\": " << bench::json_string(*args.pointer) << ", \"value\": " << s.pointer_value;
     } else {
       out << ", \"objects\": " << s.objects << ", \"arrays\": " << s.arrays << ", \"strings\": " << s.strings
           << ", \"numbers\": " << s.numbers << ", \"booleans\": " << s.booleans << ", \"nulls\": " << s.nulls
