@@ -13,6 +13,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -70,16 +71,30 @@ std::int64_t now_ns() {
 
 double ms(std::int64_t ns) { return static_cast<double>(ns) / 1e6; }
 
-// The progress line on a terminal's stderr: stage, input size (if known) and
-// the seconds since the start, redrawn in place every 100 ms by a thread of
-// its own (so the time moves even while the stage does not), and from the
-// progress reports. Cleared once, before the result or the error; nothing is
-// drawn after that.
+// A size for the progress line: "3.2 kB", "812.4 MB", "1.07 GB".
+std::string short_size(double bytes) {
+  char text[32];
+  if (bytes < 1e6) {
+    std::snprintf(text, sizeof text, "%.1f kB", bytes / 1e3);
+  } else if (bytes >= 1e9) {
+    std::snprintf(text, sizeof text, "%.2f GB", bytes / 1e9);
+  } else {
+    std::snprintf(text, sizeof text, "%.1f MB", bytes / 1e6);
+  }
+  return text;
+}
+
+// The progress line on a terminal's stderr: stage, bytes read so far (of
+// how many, when known) and the rate since reading began while the input
+// comes in, the input's size after that, and the seconds since the start. Redrawn
+// in place every 100 ms by a thread of its own (so the time moves even while
+// nothing is reported), and from the progress reports. Cleared once, before
+// the result or the error; nothing is drawn after that.
 class ProgressLine {
  public:
-  static constexpr int kWidth = 48;
+  static constexpr int kWidth = 64;
 
-  ProgressLine(Clock::time_point started, std::string size) : started_(started), size_(std::move(size)) {}
+  ProgressLine(Clock::time_point started, std::optional<std::uint64_t> size) : started_(started), size_(size) {}
   ~ProgressLine() { clear(); }
 
   void start() {
@@ -94,9 +109,16 @@ class ProgressLine {
     });
   }
 
-  void stage(const std::string& stage) {
+  // The work's report: its stage, and in "reading", the bytes read so far
+  // (done) of total (0: unknown).
+  void report(const Progress& p) {
     std::lock_guard lock(mutex_);
-    stage_ = stage;
+    stage_ = p.stage;
+    if (p.stage == "reading") {
+      if (!reading_since_) reading_since_ = Clock::now();
+      read_ = p.done;
+      if (p.total != 0) size_ = p.total;
+    }
     draw_locked();
   }
 
@@ -116,8 +138,17 @@ class ProgressLine {
     if (cleared_) return;
     shown_ = true;
     const auto s = std::chrono::duration<double>(Clock::now() - started_).count();
+    std::string amount;
+    if (stage_ == "reading" && read_ > 0) {
+      amount = short_size(static_cast<double>(read_));
+      if (size_) amount += " of " + short_size(static_cast<double>(*size_));
+      const auto reading = std::chrono::duration<double>(Clock::now() - *reading_since_).count();
+      if (reading > 0) amount += ", " + short_size(static_cast<double>(read_) / reading) + "/s";
+    } else if (size_) {
+      amount = short_size(static_cast<double>(*size_));
+    }
     char line[kWidth + 1];
-    std::snprintf(line, sizeof line, "%-12s %-22s %8.1f s", stage_.c_str(), size_.c_str(), s);
+    std::snprintf(line, sizeof line, "%-12s %-36s %8.1f s", stage_.c_str(), amount.c_str(), s);
     std::fprintf(stderr, "\r%-*s", kWidth, line);
     std::fflush(stderr);
   }
@@ -125,7 +156,9 @@ class ProgressLine {
   std::mutex mutex_;
   std::condition_variable ticked_;
   const Clock::time_point started_;
-  const std::string size_;
+  std::optional<std::uint64_t> size_;
+  std::uint64_t read_ = 0;
+  std::optional<Clock::time_point> reading_since_;  // the first "reading" report
   std::string stage_ = "starting";
   bool shown_ = false;
   bool cleared_ = false;
@@ -180,23 +213,25 @@ int run_parse(const ParseArgs& args) {
   options.timeout = args.timeout;
   std::unique_ptr<ProgressLine> progress;
   if (::isatty(STDERR_FILENO) && (!known_bytes || *known_bytes > 100'000'000)) {
-    progress = std::make_unique<ProgressLine>(started, known_bytes ? format_size(*known_bytes) : "");
+    progress = std::make_unique<ProgressLine>(started, known_bytes);
     options.progress_interval = std::chrono::milliseconds(50);
-    options.on_progress = [line = progress.get()](const Progress& p) { line->stage(p.stage); };
+    options.on_progress = [line = progress.get()](const Progress& p) { line->report(p); };
     progress->start();
   }
 
   const auto arena = known_bytes ? detail::arena_for(static_cast<std::size_t>(*known_bytes)) : nullptr;
   const bool from_stdin = path == "/dev/stdin";
   auto work = [path, from_stdin, pointer = args.pointer, started_ns, memory = arena.get()] {
-    report_progress(0, 3, "reading");
+    report_progress(0, 0, "reading");
     try {
-      const auto parsing = [] { report_progress(1, 3, "parsing"); };
+      const auto parsing = [] { report_progress(0, 0, "parsing"); };
+      const auto reading = [](std::uint64_t read, std::uint64_t total) { report_progress(read, total, "reading"); };
       // Standard input is read where it is (see parse_json_descriptor_in_worker).
       const auto parsed = from_stdin ? detail::parse_json_descriptor_in_worker(STDIN_FILENO, path, JsonOptions{},
-                                                                               nullptr, false, parsing)
-                                     : detail::parse_json_file_in_worker(path, JsonOptions{}, memory, false, parsing);
-      report_progress(2, 3, "summarizing");
+                                                                               nullptr, false, parsing, reading)
+                                     : detail::parse_json_file_in_worker(path, JsonOptions{}, memory, false, parsing,
+                                                                         reading);
+      report_progress(0, 0, "summarizing");
       Summary s;
       s.bytes = parsed.size();
       s.parse_ns = now_ns() - started_ns;

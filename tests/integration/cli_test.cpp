@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -198,6 +199,22 @@ bool eventually(Pred pred) {
   return true;
 }
 
+// A sparse file of `bytes` (holes read as zeros: mapping it in is work for
+// the kernel, not for the disk), removed however the test ends.
+struct SparseFile {
+  SparseFile(const std::string& name, std::uintmax_t bytes)
+      : path(std::filesystem::temp_directory_path() /
+             ("cancellable-cli-" + name + "-" + std::to_string(::getpid()) + ".json")) {
+    { std::ofstream create(path); }
+    std::filesystem::resize_file(path, bytes);
+  }
+  ~SparseFile() {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+  }
+  std::filesystem::path path;
+};
+
 }  // namespace
 
 TEST_CASE("Ctrl-C during a parse kills the worker and exits with status 130", "[cli]") {
@@ -218,15 +235,15 @@ TEST_CASE("parsing a file over 100 MB on a terminal shows a progress line and cl
   // the input's size, then overwritten with blanks; nothing else reaches the
   // terminal.
   CHECK(terminal.rfind("\rstarting ", 0) == 0);
-  CHECK(terminal.find(" MB (") != std::string::npos);
-  const std::string blank = "\r" + std::string(48, ' ') + "\r";
+  CHECK(terminal.find(" 101.0 MB ") != std::string::npos);
+  const std::string blank = "\r" + std::string(64, ' ') + "\r";
   CHECK(terminal.size() >= blank.size());
   CHECK(terminal.substr(terminal.size() - blank.size()) == blank);
   const auto bytes = std::to_string(std::filesystem::file_size(sample.json));
   CHECK(sample.output().find(" MB (" + bytes + " bytes)\n") != std::string::npos);
 }
 
-TEST_CASE("on a terminal the progress line keeps moving while the stage does not change", "[cli]") {
+TEST_CASE("on a terminal the progress line keeps moving and shows the bytes read and their rate", "[cli]") {
   // The input is a FIFO this test holds open: the worker waits in "reading"
   // for as long as the test wants, and the line must be redrawn meanwhile.
   const Fifo fifo("redraw");
@@ -248,13 +265,26 @@ TEST_CASE("on a terminal the progress line keeps moving while the stage does not
       if (end != std::string::npos) times.insert(received.substr(end - 8, 8));
     }
   }
-  const std::string json = cancellable::generate_json(2000, 4);
-  REQUIRE(::write(writer, json.data(), json.size()) == static_cast<ssize_t>(json.size()));
+  // Half the input: the line shows the bytes read so far and a rate.
+  const std::string json = cancellable::generate_json(4000, 4);
+  const std::size_t half = json.size() / 2;
+  REQUIRE(::write(writer, json.data(), half) == static_cast<ssize_t>(half));
+  char kilobytes[32];
+  std::snprintf(kilobytes, sizeof kilobytes, "%.1f kB, ", static_cast<double>(half) / 1e3);
+  const std::string so_far = std::string("\rreading      ") + kilobytes;
+  while (received.find(so_far) == std::string::npos) {
+    const std::string more = terminal.read_some();
+    REQUIRE_FALSE(more.empty());
+    received += more;
+  }
+  const std::size_t line = received.find(so_far);
+  CHECK(received.find(" kB/s", line) < received.find(" s ", line));
+  REQUIRE(::write(writer, json.data() + half, json.size() - half) == static_cast<ssize_t>(json.size() - half));
   ::close(writer);
   received += terminal.read_to_end();
   CHECK(exit_status(cli) == 0);
   // Cleared before the result.
-  const std::string blank = "\r" + std::string(48, ' ') + "\r";
+  const std::string blank = "\r" + std::string(64, ' ') + "\r";
   CHECK(received.substr(received.size() - blank.size()) == blank);
   CHECK(sample.output().find("bytes:    0.0 MB (" + std::to_string(json.size()) + " bytes)") != std::string::npos);
 }
@@ -292,6 +322,31 @@ TEST_CASE("Ctrl-C with the thread backend exits with 130 and says the parse was 
   ::close(writer);
   CHECK(said.find("interrupted by SIGINT; the parse thread was abandoned") != std::string::npos);
   CHECK(said.find("worker was killed") == std::string::npos);
+}
+
+TEST_CASE("Ctrl-C with the thread backend exits with 130 while the parse thread is inside madvise", "[cli]") {
+  // 1 GB mapped in by the parse thread, 64 MiB per madvise call, each
+  // reported on the progress line: once the first is reported, the thread
+  // is inside the next call (its time out of the kernel is microseconds
+  // between calls of ~0.1 s each, ~15 to go), and the signal must be taken
+  // on another thread. (A thread busy in madvise shows "running" in
+  // /proc/<pid>/task/<tid>/syscall, so the line is the way to know.)
+  const SparseFile file("sparse", std::uintmax_t{1} << 30);
+  const Sample sample("madvise", "2000");
+  Terminal terminal;
+  const pid_t cli = spawn_on(terminal, {CANCELLABLE_CLI, "parse", file.path.string(), "--backend", "thread"}, sample.out);
+  std::string said;
+  while (said.find(" of 1.07 GB, ") == std::string::npos) {
+    const std::string more = terminal.read_some();
+    REQUIRE_FALSE(more.empty());
+    said += more;
+  }
+  ::kill(cli, SIGINT);
+  said += terminal.read_to_end();
+  INFO(said);
+  CHECK(exit_status(cli) == 130);
+  CHECK(said.find("interrupted by SIGINT; the parse thread was abandoned") != std::string::npos);
+  CHECK(sample.output().empty());
 }
 
 TEST_CASE("Ctrl-Z stops the worker with the command and fg resumes both", "[cli]") {

@@ -244,12 +244,19 @@ class MappedJsonFile {
     size_ = pages(size);
   }
 
-  // Reads the file in and maps all its pages with one call. False on an I/O
-  // error (the caller reads the file instead, and reports the error as a
-  // filesystem_error); true, doing nothing, where the kernel cannot
-  // (before Linux 5.14: the pages then fault in one by one).
-  bool populate() noexcept {
-    return size_ == 0 || ::madvise(const_cast<char*>(data_), size_, MADV_POPULATE_READ) == 0 || errno == EINVAL;
+  // Reads the file in and maps its pages, 64 MiB per call (reading(...),
+  // if set, is told after each). False on an I/O error (the caller reads
+  // the file instead, and reports the error as a filesystem_error); true,
+  // doing nothing, where the kernel cannot (before Linux 5.14: the pages
+  // then fault in one by one).
+  bool populate(std::size_t file_size, const ReadingProgress& reading) noexcept {
+    constexpr std::size_t kChunk = std::size_t{64} << 20;
+    for (std::size_t at = 0; at < size_; at += kChunk) {
+      const std::size_t length = std::min(kChunk, size_ - at);
+      if (::madvise(const_cast<char*>(data_) + at, length, MADV_POPULATE_READ) != 0) return errno == EINVAL;
+      if (reading) reading(std::min(at + length, file_size), file_size);
+    }
+    return true;
   }
   ~MappedJsonFile() {
     if (data_) ::munmap(const_cast<char*>(data_), length_);
@@ -270,7 +277,7 @@ class MappedJsonFile {
 }
 
 // Reads all of fd (a pipe, a /proc file, a file that cannot be mapped).
-std::string read_all(int fd, const std::filesystem::path& path) {
+std::string read_all(int fd, const std::filesystem::path& path, const ReadingProgress& reading = {}) {
   std::string contents;
   std::size_t size = 0;
   for (;;) {
@@ -280,6 +287,7 @@ std::string read_all(int fd, const std::filesystem::path& path) {
     if (n < 0) throw_read_error(path, errno);
     if (n == 0) break;
     size += static_cast<std::size_t>(n);
+    if (reading) reading(size, 0);
   }
   contents.resize(size);
   return contents;
@@ -316,19 +324,21 @@ ParsedJson parse_json_in_worker(std::string_view json, const JsonOptions& option
 
 ParsedJson parse_json_file_in_worker(const std::filesystem::path& path, const JsonOptions& options,
                                      JsonArena* arena, bool in_arena,
-                                     const std::function<void()>& parsing_starts) {
+                                     const std::function<void()>& parsing_starts,
+                                     const ReadingProgress& reading) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw_read_error(path, errno);
   struct Close {
     int fd;
     ~Close() { ::close(fd); }
   } close_at_end{fd};
-  return parse_json_descriptor_in_worker(fd, path, options, arena, in_arena, parsing_starts);
+  return parse_json_descriptor_in_worker(fd, path, options, arena, in_arena, parsing_starts, reading);
 }
 
 ParsedJson parse_json_descriptor_in_worker(int fd, const std::filesystem::path& path, const JsonOptions& options,
                                            JsonArena* arena, bool in_arena,
-                                           const std::function<void()>& parsing_starts) {
+                                           const std::function<void()>& parsing_starts,
+                                           const ReadingProgress& reading) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_read_error(path, errno);
   if (S_ISDIR(st.st_mode)) throw_read_error(path, EISDIR);
@@ -344,7 +354,7 @@ ParsedJson parse_json_descriptor_in_worker(int fd, const std::filesystem::path& 
     if (!mapped->data()) mapped.reset();
   }
   if (!mapped) {
-    contents = read_all(fd, path);
+    contents = read_all(fd, path, reading);
     size = contents.size();
   }
   // The parser after the mapping (its helper thread maps pages in, and a
@@ -356,7 +366,7 @@ ParsedJson parse_json_descriptor_in_worker(int fd, const std::filesystem::path& 
   } else {
     parser.emplace(size, options);
   }
-  if (mapped && !mapped->populate()) {
+  if (mapped && !mapped->populate(size, reading)) {
     mapped.reset();
     contents = read_all(fd, path);  // reports the I/O error
     if (contents.size() > parser->capacity()) {

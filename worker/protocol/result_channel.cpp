@@ -272,6 +272,32 @@ void sweep_stale_result_shm() noexcept {
   ::closedir(dir);
 }
 
+std::string encode_exception(const std::exception_ptr& error, std::optional<std::size_t> memory_limit_bytes,
+                             std::size_t max_bytes) {
+  EncodedException e = classify(error, memory_limit_bytes);
+  // A what() (or type name) of any size still fits max_bytes: cut to fit,
+  // and say so.
+  constexpr std::size_t kHeader = 5 * 8;
+  constexpr std::size_t kMinimumText = 256;
+  const std::size_t room = std::max(max_bytes, kHeader + 2 * kMinimumText) - kHeader;
+  if (e.type_name.size() > room / 2) e.type_name.resize(room / 2);
+  if (e.what.size() > room - e.type_name.size()) {
+    const std::string note = " [truncated from " + std::to_string(e.what.size()) + " bytes]";
+    e.what.resize(room - e.type_name.size() - note.size());
+    e.what += note;
+  }
+  std::string bytes;
+  bytes.reserve(40 + e.type_name.size() + e.what.size());
+  put_u64(bytes, static_cast<std::uint64_t>(e.kind));
+  put_u64(bytes, e.extra0);
+  put_u64(bytes, e.extra1);
+  put_u64(bytes, e.type_name.size());
+  bytes += e.type_name;
+  put_u64(bytes, e.what.size());
+  bytes += e.what;
+  return bytes;
+}
+
 // --- worker side ----------------------------------------------------------------
 
 ChildChannelImpl::ChildChannelImpl(ControlBlock* block, ChildLimits limits)
@@ -350,30 +376,11 @@ void ChildChannelImpl::commit_result() {
 }
 
 void ChildChannelImpl::write_exception(const std::exception_ptr& error) {
-  EncodedException e = classify(error, limits_.memory_limit_bytes);
-  // A what() (or type name) of any size still fits max_result_bytes: cut to
-  // fit, and say so.
-  constexpr std::size_t kHeader = 5 * 8;
-  constexpr std::size_t kMinimumText = 256;
-  const std::size_t room = std::max(limits_.max_result_bytes, kHeader + 2 * kMinimumText) - kHeader;
-  if (e.type_name.size() > room / 2) e.type_name.resize(room / 2);
-  if (e.what.size() > room - e.type_name.size()) {
-    const std::string note = " [truncated from " + std::to_string(e.what.size()) + " bytes]";
-    e.what.resize(room - e.type_name.size() - note.size());
-    e.what += note;
-  }
-  std::string bytes;
-  bytes.reserve(40 + e.type_name.size() + e.what.size());
-  put_u64(bytes, static_cast<std::uint64_t>(e.kind));
-  put_u64(bytes, e.extra0);
-  put_u64(bytes, e.extra1);
-  put_u64(bytes, e.type_name.size());
-  bytes += e.type_name;
-  put_u64(bytes, e.what.size());
-  bytes += e.what;
+  const std::string bytes = encode_exception(error, limits_.memory_limit_bytes, limits_.max_result_bytes);
   reset();
-  // Cut to fit above; never refused for size (a limit under 552 bytes still
-  // lets the exception's kind and the start of its text through).
+  // Cut to fit in encode_exception; never refused for size (a limit under
+  // 552 bytes still lets the exception's kind and the start of its text
+  // through).
   limits_.max_result_bytes = std::max(limits_.max_result_bytes, bytes.size());
   xsputn(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   publish(Outcome::exception);

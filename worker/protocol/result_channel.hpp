@@ -90,6 +90,13 @@ class ResultReader {
   std::unique_ptr<boost::interprocess::mapped_region> region_;
 };
 
+// The bytes commit_current_exception writes for error: its kind, type and
+// what(), cut to fit max_bytes (never below 552 bytes). memory_limit_bytes:
+// the run's memory limit, which turns std::bad_alloc into
+// MemoryLimitExceeded.
+std::string encode_exception(const std::exception_ptr& error, std::optional<std::size_t> memory_limit_bytes,
+                             std::size_t max_bytes);
+
 // Rebuilds the exception a worker encoded with commit_current_exception.
 std::exception_ptr decode_exception(ResultView view);
 

@@ -72,9 +72,13 @@ class ParsedJson {
 ParsedJson parse_json_in_worker(std::string_view json, const JsonOptions& options, JsonArena* arena,
                                 const std::function<void()>& parsing_starts);
 
+// Called while the input is read in: the bytes read (or mapped in) so far,
+// and the input's size (0 when it is not known: a pipe).
+using ReadingProgress = std::function<void(std::uint64_t read, std::uint64_t total)>;
+
 // In the worker: opens the file at path, maps it (or reads it, if it cannot
-// be mapped: a pipe, a /proc file), calls parsing_starts() (if set) and
-// parses it. The parser's buffers are in arena if it is given and has room;
+// be mapped: a pipe, a /proc file), calls reading(...) (if set) as it comes
+// in, then parsing_starts() (if set) and parses it. The parser's buffers are in arena if it is given and has room;
 // otherwise in fresh private memory, unless in_arena, when a file too large
 // for the arena fails with std::runtime_error (it grew since the caller
 // sized the arena). Throws std::filesystem::filesystem_error if the file
@@ -82,7 +86,8 @@ ParsedJson parse_json_in_worker(std::string_view json, const JsonOptions& option
 // parse kills the worker with SIGBUS (IsolateCrashed).
 ParsedJson parse_json_file_in_worker(const std::filesystem::path& path, const JsonOptions& options,
                                      JsonArena* arena, bool in_arena,
-                                     const std::function<void()>& parsing_starts);
+                                     const std::function<void()>& parsing_starts,
+                                     const ReadingProgress& reading = {});
 
 // As parse_json_file_in_worker, from a descriptor that is open already
 // (standard input: a pipe must be read where it is, not opened again through
@@ -90,6 +95,7 @@ ParsedJson parse_json_file_in_worker(const std::filesystem::path& path, const Js
 // errors. The descriptor is not closed.
 ParsedJson parse_json_descriptor_in_worker(int fd, const std::filesystem::path& path, const JsonOptions& options,
                                            JsonArena* arena, bool in_arena,
-                                           const std::function<void()>& parsing_starts);
+                                           const std::function<void()>& parsing_starts,
+                                           const ReadingProgress& reading = {});
 
 }  // namespace cancellable::detail

@@ -1,0 +1,197 @@
+// The worker side of the pool: the task registry and worker_main, which
+// serves the tasks a pool posts into the worker's shared memory (see
+// worker/protocol/pool_slot.hpp).
+#include <fcntl.h>
+#include <malloc.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <streambuf>
+#include <string>
+#include <string_view>
+
+#include "cancellable/task.hpp"
+#include "worker/protocol/futex.hpp"
+#include "worker/protocol/pool_slot.hpp"
+#include "worker/protocol/result_channel.hpp"
+
+namespace cancellable {
+namespace detail {
+namespace {
+
+struct TaskRegistry {
+  std::mutex mutex;
+  std::map<std::string, TaskInvoker, std::less<>> tasks;
+};
+
+// Built on first use: registrations run during static initialisation, in
+// any order.
+TaskRegistry& task_registry() {
+  static TaskRegistry registry;
+  return registry;
+}
+
+TaskInvoker find_task(std::string_view name) {
+  auto& registry = task_registry();
+  std::lock_guard lock(registry.mutex);
+  const auto found = registry.tasks.find(name);
+  return found == registry.tasks.end() ? nullptr : found->second;
+}
+
+// Writes into [base, base + capacity); past that, only counts.
+class AreaWriter final : public std::streambuf {
+ public:
+  AreaWriter(char* base, std::size_t capacity) : base_(base), capacity_(capacity) {}
+  std::size_t written() const noexcept { return std::min(total_, capacity_); }
+  std::size_t total() const noexcept { return total_; }
+  bool overflowed() const noexcept { return total_ > capacity_; }
+
+ private:
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    const auto count = static_cast<std::size_t>(n);
+    if (total_ < capacity_) std::memcpy(base_ + total_, s, std::min(count, capacity_ - total_));
+    total_ += count;
+    return n;
+  }
+  int_type overflow(int_type ch) override {
+    if (ch == traits_type::eof()) return traits_type::not_eof(ch);
+    const char c = traits_type::to_char_type(ch);
+    xsputn(&c, 1);
+    return ch;
+  }
+
+  char* base_;
+  std::size_t capacity_;
+  std::size_t total_ = 0;
+};
+
+// Exit statuses of a worker that could not set itself up (the pool reports
+// them when the worker dies before it is ready).
+constexpr int kExitBadArguments = 64;  // EX_USAGE
+constexpr int kExitBadSlot = 65;       // EX_DATAERR: descriptor 3 is not a pool's memory
+constexpr int kExitSetup = 71;         // EX_OSERR: prctl or setrlimit failed
+constexpr int kExitParentGone = 0;
+
+// The data segment size the kernel accounts for RLIMIT_DATA, in bytes.
+std::optional<std::size_t> data_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t size = 0, resident = 0, shared = 0, text = 0, lib = 0, data = 0;
+  if (!(statm >> size >> resident >> shared >> text >> lib >> data)) return std::nullopt;
+  return data * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+[[noreturn]] void serve(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t result_capacity,
+                        std::optional<std::size_t> memory_limit) {
+  slot->response.store(PoolSlot::kReady, std::memory_order_release);
+  futex_wake_all(slot->response);
+  for (std::uint32_t next = PoolSlot::kFirstTask;; ++next) {
+    for (std::uint32_t seen; (seen = slot->request.load(std::memory_order_acquire)) != next;) {
+      futex_wait(slot->request, seen);
+    }
+    const std::string_view name(slot->task_name, std::min<std::size_t>(slot->task_name_size, PoolSlot::kMaxTaskName));
+    const std::size_t args_bytes = std::min<std::uint64_t>(slot->args_bytes, args_capacity);
+    const std::size_t max_result = std::min<std::uint64_t>(slot->max_result_bytes, result_capacity);
+    AreaWriter writer(slot->result(), max_result);
+    PoolSlot::Outcome outcome = PoolSlot::Outcome::value;
+    std::size_t payload = 0;
+    try {
+      const TaskInvoker invoker = find_task(name);
+      if (!invoker) {
+        throw std::invalid_argument("no task named '" + std::string(name) +
+                                    "' is registered in this worker program");
+      }
+      std::ostream out(&writer);
+      invoker(slot->args(), args_bytes, out);
+      out.flush();
+      if (writer.overflowed()) {
+        outcome = PoolSlot::Outcome::too_large;
+        payload = writer.total();
+      } else {
+        payload = writer.written();
+      }
+    } catch (...) {
+      // (An exception's text is cut to fit the result area.)
+      const std::string bytes = encode_exception(std::current_exception(), memory_limit,
+                                                 std::min<std::size_t>(max_result, result_capacity));
+      payload = std::min<std::size_t>(bytes.size(), result_capacity);
+      std::memcpy(slot->result(), bytes.data(), payload);
+      outcome = PoolSlot::Outcome::exception;
+    }
+    slot->outcome = static_cast<std::uint32_t>(outcome);
+    slot->payload_bytes = payload;
+    slot->response.store(next, std::memory_order_release);
+    futex_wake_all(slot->response);
+  }
+}
+
+}  // namespace
+
+bool register_pool_task(std::string_view name, TaskInvoker invoker) {
+  auto& registry = task_registry();
+  std::lock_guard lock(registry.mutex);
+  return registry.tasks.emplace(std::string(name), invoker).second;
+}
+
+}  // namespace detail
+
+void worker_main(int argc, char** argv) {
+  using namespace detail;
+  if (argc < 2 || std::strcmp(argv[1], kPoolWorkerFlag) != 0) return;
+  if (argc < 3) ::_exit(kExitBadArguments);
+  const pid_t parent = static_cast<pid_t>(std::strtol(argv[2], nullptr, 10));
+  std::optional<std::size_t> memory_limit;
+  if (argc > 3) memory_limit = static_cast<std::size_t>(std::strtoull(argv[3], nullptr, 10));
+
+  // Die with the pool's process: the signal at its death, and a check that
+  // it has not died already (before the prctl).
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) ::_exit(kExitSetup);
+  if (::getppid() != parent) ::_exit(kExitParentGone);
+  ::setenv(kPoolWorkerEnvironment, "1", 1);
+
+  // The shared memory: descriptor 3, as large as its header says.
+  struct stat st {};
+  if (::fstat(kPoolSlotDescriptor, &st) != 0 || static_cast<std::size_t>(st.st_size) < PoolSlot::kHeaderBytes) {
+    ::_exit(kExitBadSlot);
+  }
+  void* header = ::mmap(nullptr, PoolSlot::kHeaderBytes, PROT_READ, MAP_SHARED, kPoolSlotDescriptor, 0);
+  if (header == MAP_FAILED) ::_exit(kExitBadSlot);
+  const auto* peek = static_cast<const PoolSlot*>(header);
+  const std::uint64_t args_capacity = peek->args_capacity;
+  const std::uint64_t result_capacity = peek->result_capacity;
+  const bool valid = peek->magic == PoolSlot::kMagic && peek->version == PoolSlot::kVersion &&
+                     args_capacity < (std::uint64_t{1} << 40) && result_capacity < (std::uint64_t{1} << 40) &&
+                     PoolSlot::total_bytes(args_capacity, result_capacity) == static_cast<std::size_t>(st.st_size);
+  ::munmap(header, PoolSlot::kHeaderBytes);
+  if (!valid) ::_exit(kExitBadSlot);
+  void* memory = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED,
+                        kPoolSlotDescriptor, 0);
+  if (memory == MAP_FAILED) ::_exit(kExitBadSlot);
+  ::close(kPoolSlotDescriptor);
+
+  if (memory_limit) {
+    // As for a process isolate: the data size now plus the limit, with
+    // large allocations as mappings (counted, and given back when freed).
+    ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    const auto now = data_bytes();
+    if (!now) ::_exit(kExitSetup);
+    const rlimit limit{*now + *memory_limit, *now + *memory_limit};
+    if (::setrlimit(RLIMIT_DATA, &limit) != 0) ::_exit(kExitSetup);
+  }
+  serve(static_cast<PoolSlot*>(memory), args_capacity, result_capacity, memory_limit);
+}
+
+}  // namespace cancellable
