@@ -238,6 +238,9 @@ const std::vector<Scenario>& scenarios() {
       {"empty_roundtrip", empty_roundtrip},
       {"json_parse_100mb", json_parse_100mb},
       {"cancel_mid_parse", cancel_mid_parse},
+      {"pool_roundtrip", pool_roundtrip},
+      {"pool_cancel", pool_cancel},
+      {"pool_big_parent", pool_big_parent},
   };
   return all;
 }

@@ -59,6 +59,17 @@ std::vector<Row> empty_roundtrip(const Settings&);
 std::vector<Row> json_parse_100mb(const Settings&);
 std::vector<Row> cancel_mid_parse(const Settings&);
 
+// The worker pool's scenarios (bench/pool_scenarios.cpp).
+// raw_pingpong (a futex round trip with a forked child) and empty_roundtrip
+// pool.
+std::vector<Row> pool_roundtrip(const Settings&);
+// cancel_to_exception pool (with its std_promise baseline) and
+// slot_reuse_after_kill (against the pool's empty round trip between kills).
+std::vector<Row> pool_cancel(const Settings&);
+// empty_roundtrip for fork and pool, and spawn_worker, from a tiny parent
+// and from one holding 1 GiB.
+std::vector<Row> pool_big_parent(const Settings&);
+
 // Goals that compare rows of different scenarios (cancel_to_reaped against
 // raw_kill_reap, empty_roundtrip against raw_fork_roundtrip), when both ran.
 void apply_cross_goals(std::vector<Row>& rows);

@@ -1,0 +1,228 @@
+// The worker pool's scenarios, each with its baseline measured in the same
+// run (see bench/README.md).
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <future>
+#include <memory>
+#include <thread>
+
+#include "bench/measure.hpp"
+#include "bench/scenarios.hpp"
+#include "cancellable/builtin_tasks.hpp"
+#include "cancellable/cancellable.hpp"
+#include "cancellable/pool.hpp"
+#include "worker/protocol/futex.hpp"
+
+namespace cancellable::bench {
+namespace {
+
+std::size_t samples_for(const Settings& settings) { return settings.quick ? 100 : 1000; }
+
+// The worker program: CANCELLABLE_WORKER_PROGRAM from the environment, or
+// the one built with this benchmark.
+std::string worker_program() {
+  const char* from_environment = std::getenv("CANCELLABLE_WORKER_PROGRAM");
+  return from_environment ? from_environment : CANCELLABLE_BENCH_WORKER_PROGRAM;
+}
+
+PoolOptions pool_options(std::size_t size, std::size_t standby) {
+  PoolOptions options;
+  options.worker_program = worker_program();
+  options.size = size;
+  options.standby = standby;
+  return options;
+}
+
+// Waits (spinning, yielding) until the pool has all its workers ready and
+// none busy: between samples, so that no sample pays for the last one's
+// replacement.
+void settle(const WorkerPool& pool, std::size_t workers) {
+  for (;;) {
+    const auto s = pool.stats();
+    if (s.idle == workers && s.busy == 0 && s.starting == 0) return;
+    std::this_thread::yield();
+  }
+}
+
+// A forked child that answers on two futex words in shared memory, as a
+// pool worker does, with nothing else: the floor of a pool round trip.
+class PingPong {
+ public:
+  PingPong() {
+    void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
+    words_ = new (p) Words;
+    child_ = ::fork();
+    if (child_ < 0) throw std::runtime_error("fork failed");
+    if (child_ == 0) {
+      for (std::uint32_t next = 1;; ++next) {
+        for (std::uint32_t seen; (seen = words_->request.load(std::memory_order_acquire)) != next;) {
+          detail::futex_wait(words_->request, seen);
+        }
+        words_->response.store(next, std::memory_order_release);
+        detail::futex_wake_all(words_->response);
+      }
+    }
+  }
+  ~PingPong() {
+    ::kill(child_, SIGKILL);
+    ::waitpid(child_, nullptr, 0);
+    ::munmap(words_, 4096);
+  }
+  double once() {
+    const auto start = Clock::now();
+    const std::uint32_t n = ++sent_;
+    words_->request.store(n, std::memory_order_release);
+    detail::futex_wake_all(words_->request);
+    for (std::uint32_t seen; (seen = words_->response.load(std::memory_order_acquire)) != n;) {
+      detail::futex_wait(words_->response, seen);
+    }
+    return us_between(start, Clock::now());
+  }
+
+ private:
+  struct Words {
+    std::atomic<std::uint32_t> request{0};
+    std::atomic<std::uint32_t> response{0};
+  };
+  Words* words_ = nullptr;
+  pid_t child_ = 0;
+  std::uint32_t sent_ = 0;
+};
+
+double pool_empty_once(WorkerPool& pool) {
+  const auto start = Clock::now();
+  (void)pool.run(builtin::empty).get();
+  return us_between(start, Clock::now());
+}
+
+// A spinning task, handed to a worker (the pool counts it busy) before it
+// returns.
+Future<int> start_spin(WorkerPool& pool, const CancellationToken& token) {
+  auto future = pool.run(builtin::spin, token);
+  while (pool.stats().busy == 0) std::this_thread::yield();
+  return future;
+}
+
+double fork_empty_once() {
+  IsolateOptions options;
+  options.backend = Backend::process;
+  const auto start = Clock::now();
+  (void)CancellableIsolate::run([] { return 0; }, CancellationToken::none(), options).get();
+  return us_between(start, Clock::now());
+}
+
+double spawn_worker_once() {
+  const auto start = Clock::now();
+  WorkerPool pool(pool_options(1, 0));
+  const double us = us_between(start, Clock::now());
+  return us;
+}
+
+// 1 GiB of touched memory, held while alive.
+struct Ballast {
+  Ballast() : bytes(std::size_t{1} << 30) {
+    memory = static_cast<char*>(::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (memory == MAP_FAILED) throw std::runtime_error("mmap of 1 GiB failed");
+    std::memset(memory, 1, bytes);
+  }
+  ~Ballast() { ::munmap(memory, bytes); }
+  std::size_t bytes;
+  char* memory;
+};
+
+}  // namespace
+
+std::vector<Row> pool_roundtrip(const Settings& settings) {
+  PingPong pingpong;
+  WorkerPool pool(pool_options(1, 0));
+  settle(pool, 1);
+  std::vector<double> raw, mine;
+  for (std::size_t i = 0; i < samples_for(settings); ++i) {
+    raw.push_back(pingpong.once());
+    mine.push_back(pool_empty_once(pool));
+  }
+  auto baseline = make_row("raw_pingpong", "futex", std::move(raw));
+  auto row = make_row("empty_roundtrip", "pool", std::move(mine));
+  compare(row, baseline);
+  row.goal = Goal{"p50 <= 2x raw_pingpong p50", *row.ratio_p50 <= 2.0};
+  return {std::move(baseline), std::move(row)};
+}
+
+std::vector<Row> pool_cancel(const Settings& settings) {
+  Waiter waiter;
+  WorkerPool pool(pool_options(1, 1));
+  settle(pool, 2);
+  const std::size_t samples = settings.quick ? 50 : 300;
+  std::vector<double> promise, cancel, reuse, empty;
+  for (std::size_t i = 0; i < samples; ++i) {
+    {
+      CancellationToken token;
+      const auto future = start_spin(pool, token);
+      cancel.push_back(wakeup_of(waiter, future, [&] { token.cancel(); }));
+    }
+    settle(pool, 2);
+    promise.push_back(promise_wakeup(waiter));
+    {
+      // From the cancel of a running task to the next task's result.
+      CancellationToken token;
+      const auto future = start_spin(pool, token);
+      const auto start = Clock::now();
+      token.cancel();
+      (void)pool.run(builtin::empty).get();
+      reuse.push_back(us_between(start, Clock::now()));
+      (void)future.wait_for(std::chrono::seconds(60));
+    }
+    settle(pool, 2);
+    empty.push_back(pool_empty_once(pool));
+  }
+  auto baseline = make_row("cancel_to_exception", "std_promise", std::move(promise));
+  auto row = make_row("cancel_to_exception", "pool", std::move(cancel));
+  set_p99_ratio_goal(row, baseline, 1.25);
+  auto roundtrip = make_row("empty_roundtrip", "pool_between_kills", std::move(empty));
+  auto slot = make_row("slot_reuse_after_kill", "pool", std::move(reuse));
+  compare(slot, roundtrip);
+  slot.goal = Goal{"p50 <= 3x empty_roundtrip pool_between_kills p50", *slot.ratio_p50 <= 3.0};
+  return {std::move(baseline), std::move(row), std::move(roundtrip), std::move(slot)};
+}
+
+std::vector<Row> pool_big_parent(const Settings& settings) {
+  const std::size_t samples = settings.quick ? 20 : 100;
+  const std::size_t spawns = settings.quick ? 5 : 20;
+  std::vector<double> fork_tiny, pool_tiny, spawn_tiny, fork_big, pool_big, spawn_big;
+  {
+    WorkerPool pool(pool_options(1, 0));
+    settle(pool, 1);
+    for (std::size_t i = 0; i < samples; ++i) {
+      fork_tiny.push_back(fork_empty_once());
+      pool_tiny.push_back(pool_empty_once(pool));
+    }
+    for (std::size_t i = 0; i < spawns; ++i) spawn_tiny.push_back(spawn_worker_once());
+    const Ballast ballast;
+    for (std::size_t i = 0; i < samples; ++i) {
+      fork_big.push_back(fork_empty_once());
+      pool_big.push_back(pool_empty_once(pool));
+    }
+    for (std::size_t i = 0; i < spawns; ++i) spawn_big.push_back(spawn_worker_once());
+  }
+  auto ft = make_row("empty_roundtrip", "fork_tiny_parent", std::move(fork_tiny));
+  auto fb = make_row("empty_roundtrip", "fork_1gb_parent", std::move(fork_big));
+  compare(fb, ft);
+  auto pt = make_row("empty_roundtrip", "pool_tiny_parent", std::move(pool_tiny));
+  auto pb = make_row("empty_roundtrip", "pool_1gb_parent", std::move(pool_big));
+  compare(pb, pt);
+  pb.goal = Goal{"p50 <= 1.1x pool_tiny_parent p50", *pb.ratio_p50 <= 1.1};
+  auto st = make_row("spawn_worker", "tiny_parent", std::move(spawn_tiny));
+  auto sb = make_row("spawn_worker", "1gb_parent", std::move(spawn_big));
+  compare(sb, st);
+  sb.goal = Goal{"p50 <= 1.1x tiny_parent p50", *sb.ratio_p50 <= 1.1};
+  return {std::move(ft), std::move(fb), std::move(pt), std::move(pb), std::move(st), std::move(sb)};
+}
+
+}  // namespace cancellable::bench

@@ -1,0 +1,289 @@
+// WorkerPool: tasks run in pre-started worker processes, killed the moment
+// their token is cancelled, the slot usable again at once.
+//
+// ## What happens
+// The pool starts size + standby processes of a worker program (PoolOptions::
+// worker_program: the `cancellable-worker` program, or your own that calls
+// cancellable::worker_main first thing in main; see task.hpp). They are
+// started with posix_spawn, not fork: starting one costs the same from a
+// parent holding gigabytes as from a tiny one, and no lock of the parent's
+// threads is inherited. Each worker gets one anonymous shared memory file
+// (memfd) as descriptor 3 and nothing else beyond 0, 1 and 2: all other
+// descriptors are closed in the child before the program starts. Arguments
+// go in, results come back through that memory; the hand-over is two futex
+// words, no lock a killed worker could hold. Nothing has a name in /dev/shm.
+//
+// run(task, args..., token, options) queues the task; a worker takes it
+// when one is free (at most `size` tasks run at once). Cancelled while
+// queued, it never starts. Cancelled while running, the future fails at once
+// with the token's exception, the worker's process group gets SIGKILL, a
+// standby worker takes the slot, and a replacement is started in the
+// background; the next task does not wait for the old worker's reap.
+//
+// Workers run in their own process groups and die with the pool's process
+// (PR_SET_PDEATHSIG, and a check at start that the parent is still there).
+// The destructor fails what is queued or running (CancelledException), kills
+// every worker and reaps it.
+//
+// ## Errors
+// run()'s future fails with: the token's exception; TimeoutException
+// (options.timeout); the task's own exception (standard types keep their
+// type, registered ones too, others arrive as IsolateError);
+// std::invalid_argument if the worker program has no task of that name;
+// IsolateCrashed (the worker died during the task: signal or exit code);
+// MemoryLimitExceeded (PoolOptions::memory_limit_bytes); ResultTooLarge;
+// std::length_error (arguments over max_argument_bytes).
+// run() itself throws PoolQueueFull when max_queue tasks wait already (or
+// use room() to wait for space), and PoolDegraded once the pool stopped
+// starting workers (respawn_budget start failures within respawn_period;
+// the message says why).
+// The constructor throws WorkerStartFailed if the first workers cannot
+// start: the program is missing or not executable (with the errno), or it
+// is not a worker program (it exited, or did not become ready within
+// start_timeout); std::logic_error inside a pool worker (pools do not nest).
+//
+// Thread-safety: every member may be called from any thread. No user code
+// runs under the pool's lock: futures complete (and their continuations
+// run) on the pool's worker threads with nothing held. Destroying the pool
+// from one of its own continuations is not allowed.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "cancellable/cancellation_token.hpp"
+#include "cancellable/detail/completer_core.hpp"
+#include "cancellable/detail/isolate_codec.hpp"
+#include "cancellable/future.hpp"
+#include "cancellable/isolate_errors.hpp"
+#include "cancellable/merged_cancellation_token.hpp"
+#include "cancellable/task.hpp"
+#include "cancellable/timeout_cancellation_token.hpp"
+
+namespace cancellable {
+
+struct PoolOptions {
+  // The worker program: cancellable-worker, or a program of yours that calls
+  // worker_main. Required.
+  std::filesystem::path worker_program;
+  // Tasks that run at once.
+  std::size_t size = 1;
+  // Started, idle workers beyond size, ready to take the place of a worker
+  // that was killed or recycled while its replacement starts.
+  std::size_t standby = 1;
+  // Tasks that may wait for a worker; run() beyond that throws PoolQueueFull.
+  std::size_t max_queue = 1024;
+  // Recycle (stop and replace) a worker after this many tasks.
+  std::optional<std::size_t> recycle_after_tasks;
+  // Recycle a worker whose resident memory grew more than this over what it
+  // had after its first task (a soft limit, checked between tasks).
+  std::optional<std::size_t> recycle_above_growth_bytes;
+  // A hard limit on the memory a worker's tasks may add (RLIMIT_DATA over
+  // its size at start): a task that breaches it fails with
+  // MemoryLimitExceeded.
+  std::optional<std::size_t> memory_limit_bytes;
+  // Largest encoded arguments and result of a task (virtual reservations of
+  // the shared memory; only what is written is ever backed by memory).
+  std::size_t max_argument_bytes = std::size_t{256} << 20;
+  std::size_t max_result_bytes = std::size_t{256} << 20;
+  // How long a starting worker may take to become ready.
+  std::chrono::milliseconds start_timeout{30'000};
+  // After respawn_budget workers failed to start within respawn_period, the
+  // pool stops starting workers and run() throws PoolDegraded.
+  std::size_t respawn_budget = 5;
+  std::chrono::milliseconds respawn_period{60'000};
+};
+
+struct TaskOptions {
+  // Wall-clock limit: the task fails with TimeoutException and its worker is
+  // killed. Merged with the caller's token.
+  std::optional<std::chrono::nanoseconds> timeout;
+};
+
+struct PoolStats {
+  std::size_t busy = 0;      // workers running a task
+  std::size_t idle = 0;      // workers ready for a task
+  std::size_t starting = 0;  // workers not ready yet
+  std::size_t queued = 0;    // tasks waiting for a worker
+  std::uint64_t tasks_run = 0;        // tasks that ran to an outcome
+  std::uint64_t tasks_killed = 0;     // running tasks cancelled (worker killed)
+  std::uint64_t crashes = 0;          // workers that died during a task
+  std::uint64_t recycles = 0;         // workers stopped by a recycle rule
+  std::uint64_t start_failures = 0;   // workers that died before they were ready
+  // Tasks submitted while a slot was free (fewer than size running, none
+  // queued) that found a ready worker for it, and those that had to wait for
+  // one to start (the standby was used up).
+  std::uint64_t slot_ready = 0;
+  std::uint64_t slot_waited = 0;
+  // Over the last 1,024 tasks: time from run() to a worker taking the task,
+  // and from that to its outcome, in microseconds (nearest rank).
+  double queue_wait_p50_us = 0, queue_wait_p99_us = 0;
+  double run_time_p50_us = 0, run_time_p99_us = 0;
+};
+
+// run() with max_queue tasks already waiting.
+class PoolQueueFull : public std::runtime_error {
+ public:
+  explicit PoolQueueFull(std::size_t max_queue);
+};
+
+// The pool stopped starting workers; what() says why.
+class PoolDegraded : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The pool's first workers could not start; what() says why.
+class WorkerStartFailed : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+
+// One queued or running task, type-erased (see pool.cpp).
+struct PoolJob {
+  std::string task_name;
+  // Encodes the arguments into [area, area + capacity); returns the size,
+  // or more than capacity if they do not fit.
+  std::function<std::size_t(char* area, std::size_t capacity)> encode_args;
+  // Decodes the result bytes and completes the future (may throw: the future
+  // then fails with it).
+  std::function<void(std::string_view)> deliver;
+  std::function<void(std::exception_ptr)> fail;
+};
+
+class PoolImpl;
+
+std::shared_ptr<PoolImpl> make_pool(PoolOptions options);
+// Queues job; returns a handle the cancellation hook calls. Throws
+// PoolQueueFull, PoolDegraded.
+std::function<void()> submit_pool_job(const std::shared_ptr<PoolImpl>& pool, std::shared_ptr<PoolJob> job);
+PoolStats pool_stats(const PoolImpl& pool);
+Future<void> pool_room(const std::shared_ptr<PoolImpl>& pool);
+void stop_pool(PoolImpl& pool) noexcept;
+
+// Writes encoded values into a fixed area, counting what does not fit.
+class AreaStreambuf final : public std::streambuf {
+ public:
+  AreaStreambuf(char* base, std::size_t capacity) : base_(base), capacity_(capacity) {}
+  std::size_t total() const noexcept { return total_; }
+
+ private:
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    const auto count = static_cast<std::size_t>(n);
+    if (total_ < capacity_) std::memcpy(base_ + total_, s, std::min(count, capacity_ - total_));
+    total_ += count;
+    return n;
+  }
+  int_type overflow(int_type ch) override {
+    if (ch == traits_type::eof()) return traits_type::not_eof(ch);
+    const char c = traits_type::to_char_type(ch);
+    xsputn(&c, 1);
+    return ch;
+  }
+  char* base_;
+  std::size_t capacity_;
+  std::size_t total_ = 0;
+};
+
+template <class T, class... U>
+inline constexpr bool is_one_of_v = (std::is_same_v<T, U> || ...);
+
+}  // namespace detail
+
+class WorkerPool {
+ public:
+  // Starts the workers and waits until they are ready (see Errors).
+  explicit WorkerPool(PoolOptions options);
+  // Fails what is queued or running with CancelledException, kills and
+  // reaps every worker.
+  ~WorkerPool();
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  // run(task, args..., [token, [options]]): runs the task in a worker. The
+  // arguments must match the task's signature; the token and TaskOptions
+  // are optional, in that order.
+  template <class R, class... A, class... Rest>
+  Future<R> run(const Task<R(A...)>& task, Rest&&... rest) {
+    constexpr std::size_t n = sizeof...(A);
+    static_assert(sizeof...(Rest) >= n && sizeof...(Rest) <= n + 2,
+                  "WorkerPool::run(task, args..., [token, [options]]): the task's arguments, then optionally "
+                  "a CancellationToken and TaskOptions");
+    auto all = std::forward_as_tuple(std::forward<Rest>(rest)...);
+    return run_with<R, A...>(task, all, std::make_index_sequence<n>{});
+  }
+
+  // Completes when the queue has room for one more task (at once if it has).
+  Future<void> room() const;
+
+  PoolStats stats() const;
+
+ private:
+  template <class R, class... A, class All, std::size_t... I>
+  Future<R> run_with(const Task<R(A...)>& task, All& all, std::index_sequence<I...>) {
+    constexpr std::size_t n = sizeof...(A);
+    constexpr std::size_t given = std::tuple_size_v<All>;
+    CancellationToken token = CancellationToken::none();
+    TaskOptions options;
+    if constexpr (given > n) token = std::get<n>(all);
+    if constexpr (given > n + 1) options = std::get<n + 1>(all);
+    std::tuple<std::decay_t<A>...> arguments(std::forward<std::tuple_element_t<I, All>>(std::get<I>(all))...);
+    return submit<R>(task.name, std::move(arguments), std::move(token), std::move(options));
+  }
+
+  template <class R, class Arguments>
+  Future<R> submit(const char* name, Arguments arguments, CancellationToken token, TaskOptions options) {
+    CancellationToken effective = token;
+    if (options.timeout) effective = MergedCancellationToken{token, TimeoutCancellationToken(*options.timeout)};
+    if (effective.is_cancelled()) return make_failed_future<R>(effective.exception());
+
+    auto job = std::make_shared<detail::PoolJob>();
+    job->task_name = name;
+    job->encode_args = [arguments = std::move(arguments)](char* area, std::size_t capacity) {
+      detail::AreaStreambuf buffer(area, capacity);
+      std::ostream out(&buffer);
+      detail::encode_result(arguments, out);
+      out.flush();
+      return buffer.total();
+    };
+    // The job is cancelled through this handle (set once it is queued).
+    auto cancel = std::make_shared<std::function<void()>>();
+    auto hook_ready = std::make_shared<std::atomic<bool>>(false);
+    auto core = std::make_shared<detail::CompleterCore<R>>(effective, nullptr, [cancel, hook_ready] {
+      if (hook_ready->load(std::memory_order_acquire)) (*cancel)();
+    });
+    job->deliver = [core](std::string_view bytes) {
+      if constexpr (std::is_void_v<R>) {
+        core->complete();
+      } else {
+        core->complete(detail::decode_result<R>(detail::ResultView{bytes.data(), bytes.size()}));
+      }
+    };
+    job->fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
+    auto future = core->future();
+    *cancel = detail::submit_pool_job(impl_, job);
+    hook_ready->store(true, std::memory_order_release);
+    // Cancelled between the token's check and the hook being armed: the
+    // future failed already; take the job back now.
+    if (core->was_cancelled()) (*cancel)();
+    return future;
+  }
+
+  std::shared_ptr<detail::PoolImpl> impl_;
+};
+
+}  // namespace cancellable

@@ -1,0 +1,850 @@
+// The parent side of the worker pool (see include/cancellable/pool.hpp).
+//
+// Threads:
+//   - the spawner: starts every worker, and so lives as long as the pool
+//     (PR_SET_PDEATHSIG fires when the *thread* that started a child ends);
+//   - the monitor: an epoll over the workers' pidfds; reaps each worker as
+//     it dies (through its Boost.Process handle) and wakes the worker's
+//     driver if it was waiting on it;
+//   - one driver per worker: waits for the worker to be ready, takes tasks
+//     from the queue, hands them over through the worker's shared memory and
+//     waits (futex) for the outcome, a kill or a death.
+// Every state change happens under mutex_; futures complete, and
+// continuations run, on a driver with nothing held.
+//
+// Why not Boost.Process v2's launcher (1.81): its default launcher forks the
+// whole parent before exec and runs Asio's fork hooks in the child
+// (boostorg/process#430); its vfork_launcher is broken (#314); and its
+// step that closes descriptors leaks the parent's descriptors into the
+// child (fixed in 1.85). Workers are started with posix_spawn (glibc's is
+// clone(CLONE_VM | CLONE_VFORK) + exec: nothing of the parent is copied,
+// and no lock of its threads is inherited), with descriptor 3 the worker's
+// memory and every descriptor from 4 up closed in the child
+// (posix_spawn_file_actions_addclosefrom_np), so a descriptor of the
+// parent's that is not close-on-exec cannot leak in either. The spawned pid
+// is then adopted into a boost::process::v2::process (with our pidfd) for
+// waiting and the exit status.
+#define BOOST_PROCESS_USE_STD_FS 1
+
+#include "cancellable/pool.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <list>
+#include <map>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+// Boost.Process 1.81 with BOOST_PROCESS_USE_STD_FS (its default needs the
+// compiled Boost.Filesystem) still names boost::optional and, unqualified,
+// is_convertible and decay, without including them.
+#include <boost/optional.hpp>
+#include <boost/type_traits/decay.hpp>
+#include <boost/type_traits/is_convertible.hpp>
+#include <boost/process/v2/process.hpp>
+
+#include "cancellable/exceptions.hpp"
+#include "runner/worker_process.hpp"
+#include "worker/protocol/futex.hpp"
+#include "worker/protocol/pool_slot.hpp"
+#include "worker/protocol/result_channel.hpp"
+
+extern char** environ;
+
+namespace cancellable {
+
+PoolQueueFull::PoolQueueFull(std::size_t max_queue)
+    : std::runtime_error("WorkerPool: the queue is full (" + std::to_string(max_queue) +
+                         " tasks wait already; PoolOptions::max_queue, or wait on room())") {}
+
+namespace detail {
+namespace {
+
+namespace bp2 = boost::process::v2;
+using Clock = std::chrono::steady_clock;
+
+// The worker's shared memory, as the parent holds it.
+struct SlotMemory {
+  SlotMemory(std::uint64_t args_capacity, std::uint64_t result_capacity)
+      : args_capacity(args_capacity),
+        result_capacity(result_capacity),
+        bytes(PoolSlot::total_bytes(args_capacity, result_capacity)) {
+    fd = ::memfd_create("cancellable-pool-worker", MFD_CLOEXEC);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "WorkerPool: memfd_create");
+    if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+      const int error = errno;
+      ::close(fd);
+      throw std::system_error(error, std::generic_category(), "WorkerPool: ftruncate of the worker's memory");
+    }
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    if (p == MAP_FAILED) {
+      const int error = errno;
+      ::close(fd);
+      throw std::system_error(error, std::generic_category(), "WorkerPool: mmap of the worker's memory");
+    }
+    slot = new (p) PoolSlot;
+    slot->magic = PoolSlot::kMagic;
+    slot->version = PoolSlot::kVersion;
+    slot->args_capacity = args_capacity;
+    slot->result_capacity = result_capacity;
+  }
+  ~SlotMemory() {
+    ::munmap(slot, bytes);
+    if (fd >= 0) ::close(fd);
+  }
+  SlotMemory(const SlotMemory&) = delete;
+  SlotMemory& operator=(const SlotMemory&) = delete;
+
+  // The parent's own copies: never read back from the shared header.
+  const std::uint64_t args_capacity;
+  const std::uint64_t result_capacity;
+  const std::size_t bytes;
+  int fd = -1;  // closed once the worker has it
+  PoolSlot* slot = nullptr;
+  char* args() const noexcept { return reinterpret_cast<char*>(slot) + PoolSlot::kHeaderBytes; }
+  const char* result() const noexcept { return args() + args_capacity; }
+};
+
+struct Entry;
+
+struct Worker {
+  enum class State { starting, idle, busy, finished };
+  pid_t pid = 0;
+  int pidfd = -1;  // owned by process
+  std::unique_ptr<bp2::process> process;
+  std::unique_ptr<SlotMemory> memory;
+  State state = State::starting;
+  bool dead = false;     // reaped by the monitor
+  bool killed = false;   // SIGKILL sent by the pool
+  bool reaped = false;
+  ProcessExit exit;
+  std::shared_ptr<Entry> running;  // the task it runs, if any
+  std::size_t tasks = 0;
+  std::optional<std::size_t> baseline_rss;
+};
+
+struct Entry {
+  enum class State { queued, running, done };
+  std::shared_ptr<PoolJob> job;
+  State state = State::queued;
+  std::shared_ptr<Worker> worker;
+  Clock::time_point queued_at = Clock::now();
+};
+
+ProcessExit exit_from_status(int status) {
+  ProcessExit exit;
+  if (WIFSIGNALED(status)) {
+    exit.kind = ProcessExit::Kind::killed;
+    exit.signal = WTERMSIG(status);
+  } else {
+    exit.kind = ProcessExit::Kind::exited;
+    exit.code = WEXITSTATUS(status);
+  }
+  return exit;
+}
+
+std::size_t resident_bytes(pid_t pid) {
+  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+  std::size_t size = 0, resident = 0;
+  if (!(statm >> size >> resident)) return 0;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// A ring of the last samples, for percentiles.
+class Samples {
+ public:
+  void add(double us) {
+    if (values_.size() < kKeep) {
+      values_.push_back(us);
+    } else {
+      values_[next_] = us;
+    }
+    next_ = (next_ + 1) % kKeep;
+  }
+  std::pair<double, double> p50_p99() const {
+    if (values_.empty()) return {0, 0};
+    std::vector<double> sorted = values_;
+    std::sort(sorted.begin(), sorted.end());
+    const auto rank = [&](double p) {
+      const auto i = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
+      return sorted[std::min(sorted.size() - 1, i == 0 ? 0 : i - 1)];
+    };
+    return {rank(0.50), rank(0.99)};
+  }
+
+ private:
+  static constexpr std::size_t kKeep = 1024;
+  std::vector<double> values_;
+  std::size_t next_ = 0;
+};
+
+double us_since(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double, std::micro>(to - from).count();
+}
+
+}  // namespace
+
+class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
+ public:
+  explicit PoolImpl(PoolOptions options) : options_(std::move(options)) {}
+
+  void start() {
+    epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+    wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (epoll_ < 0 || wake_ < 0) throw std::system_error(errno, std::generic_category(), "WorkerPool: epoll");
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = wake_;
+    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &ev);
+    monitor_ = std::thread([this] { monitor_loop(); });
+    spawner_ = std::thread([this] { spawner_loop(); });
+    // Wait until every first worker is ready, or one failed.
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return ready_count_locked() >= target_locked() || start_failures_ > 0; });
+    if (start_failures_ > 0) {
+      const std::string why = last_start_failure_;
+      lock.unlock();
+      stop();
+      throw WorkerStartFailed("WorkerPool: the worker program " + options_.worker_program.string() +
+                              " could not start: " + why);
+    }
+  }
+
+  ~PoolImpl() { stop(); }
+
+  std::function<void()> submit(std::shared_ptr<PoolJob> job) {
+    auto entry = std::make_shared<Entry>();
+    entry->job = std::move(job);
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) throw PoolDegraded("WorkerPool: the pool is stopping");
+      if (!degraded_.empty()) throw PoolDegraded(degraded_);
+      if (queue_.size() >= options_.max_queue) throw PoolQueueFull(options_.max_queue);
+      if (queue_.empty() && busy_count_locked() < options_.size) {
+        // A slot is free: is a worker ready for it?
+        bool idle = false;
+        for (const auto& w : workers_) idle = idle || w->state == Worker::State::idle;
+        ++(idle ? stats_.slot_ready : stats_.slot_waited);
+      }
+      queue_.push_back(entry);
+    }
+    changed_.notify_all();
+    std::weak_ptr<PoolImpl> weak = weak_from_this();
+    return [weak, entry] {
+      if (auto pool = weak.lock()) pool->cancel(entry);
+    };
+  }
+
+  Future<void> room() {
+    auto core = std::make_shared<CompleterCore<void>>(CancellationToken::none(), nullptr);
+    {
+      std::lock_guard lock(mutex_);
+      if (queue_.size() >= options_.max_queue) {
+        room_waiters_.push_back(core);
+        return core->future();
+      }
+    }
+    core->complete();
+    return core->future();
+  }
+
+  PoolStats stats() const {
+    std::lock_guard lock(mutex_);
+    PoolStats s = stats_;
+    s.queued = queue_.size();
+    for (const auto& w : workers_) {
+      if (w->state == Worker::State::starting) ++s.starting;
+      if (w->state == Worker::State::idle) ++s.idle;
+      if (w->state == Worker::State::busy) ++s.busy;
+    }
+    std::tie(s.queue_wait_p50_us, s.queue_wait_p99_us) = queue_wait_.p50_p99();
+    std::tie(s.run_time_p50_us, s.run_time_p99_us) = run_time_.p50_p99();
+    return s;
+  }
+
+  void stop() noexcept {
+    std::vector<std::shared_ptr<PoolJob>> abandoned;
+    {
+      std::lock_guard lock(mutex_);
+      if (stopped_) return;
+      stopped_ = true;
+      stopping_ = true;
+      for (const auto& e : queue_) {
+        e->state = Entry::State::done;
+        abandoned.push_back(std::move(e->job));
+      }
+      queue_.clear();
+      for (const auto& w : workers_) kill_locked(*w);
+    }
+    changed_.notify_all();
+    for (const auto& job : abandoned) {
+      job->fail(std::make_exception_ptr(CancelledException("the worker pool was destroyed")));
+    }
+    fail_room_waiters();
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return live_drivers_ == 0; });
+    }
+    if (spawner_.joinable()) spawner_.join();
+    {
+      // Every worker was killed: wait for the monitor to reap them all.
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return workers_.empty() || monitor_failed_; });
+      monitor_stop_ = true;
+    }
+    if (wake_ >= 0) {
+      const std::uint64_t one = 1;
+      (void)::write(wake_, &one, sizeof one);
+    }
+    if (monitor_.joinable()) monitor_.join();
+    {
+      // (Only if the monitor failed: reap what is left here.)
+      std::lock_guard lock(mutex_);
+      for (const auto& w : workers_) {
+        boost::system::error_code ec;
+        w->process->wait(ec);
+      }
+      workers_.clear();
+    }
+    if (epoll_ >= 0) ::close(epoll_);
+    if (wake_ >= 0) ::close(wake_);
+  }
+
+ private:
+  std::size_t target_locked() const { return options_.size + options_.standby; }
+  std::size_t ready_count_locked() const {
+    std::size_t n = 0;
+    for (const auto& w : workers_) n += w->state == Worker::State::idle || w->state == Worker::State::busy;
+    return n;
+  }
+  std::size_t alive_count_locked() const {
+    std::size_t n = 0;
+    for (const auto& w : workers_) n += w->state != Worker::State::finished;
+    return n;
+  }
+  std::size_t busy_count_locked() const {
+    std::size_t n = 0;
+    for (const auto& w : workers_) n += w->state == Worker::State::busy;
+    return n;
+  }
+
+  // SIGKILLs the worker's process group (while it is certainly ours and
+  // unreaped) and wakes its driver if it waits on it.
+  void kill_locked(Worker& w) {
+    if (w.dead) return;
+    if (!w.killed) {
+      w.killed = true;
+      (void)send_signal_to_pidfd(w.pidfd, SIGKILL);
+      if (still_our_unreaped_child(w.pidfd)) (void)::kill(-w.pid, SIGKILL);
+    }
+    if (w.state == Worker::State::busy || w.state == Worker::State::starting) {
+      w.memory->slot->response.store(PoolSlot::kKilled, std::memory_order_release);
+      futex_wake_all(w.memory->slot->response);
+    }
+  }
+
+  void cancel(const std::shared_ptr<Entry>& entry) {
+    bool room = false;
+    {
+      std::lock_guard lock(mutex_);
+      if (entry->state == Entry::State::queued) {
+        // Never started: the future has failed already.
+        const auto at = std::find(queue_.begin(), queue_.end(), entry);
+        if (at != queue_.end()) queue_.erase(at);
+        entry->state = Entry::State::done;
+        entry->job.reset();
+        room = queue_.size() < options_.max_queue;
+      } else if (entry->state == Entry::State::running && entry->worker) {
+        ++stats_.tasks_killed;
+        kill_locked(*entry->worker);
+      }
+    }
+    changed_.notify_all();
+    if (room) complete_room_waiters();
+  }
+
+  void complete_room_waiters() {
+    std::vector<std::shared_ptr<CompleterCore<void>>> waiters;
+    {
+      std::lock_guard lock(mutex_);
+      if (queue_.size() >= options_.max_queue) return;
+      waiters.swap(room_waiters_);
+    }
+    for (const auto& w : waiters) w->complete();
+  }
+
+  void fail_room_waiters() {
+    std::vector<std::shared_ptr<CompleterCore<void>>> waiters;
+    {
+      std::lock_guard lock(mutex_);
+      waiters.swap(room_waiters_);
+    }
+    for (const auto& w : waiters) {
+      w->complete_error(std::make_exception_ptr(CancelledException("the worker pool was destroyed")));
+    }
+  }
+
+  void record_start_failure_locked(const std::string& why) {
+    ++stats_.start_failures;
+    ++start_failures_;
+    last_start_failure_ = why;
+    const auto now = Clock::now();
+    recent_failures_.push_back(now);
+    while (!recent_failures_.empty() && now - recent_failures_.front() > options_.respawn_period) {
+      recent_failures_.pop_front();
+    }
+    if (recent_failures_.size() >= std::max<std::size_t>(options_.respawn_budget, 1) && degraded_.empty()) {
+      degraded_ = "WorkerPool: stopped starting workers after " + std::to_string(recent_failures_.size()) +
+                  " failed to start within " + std::to_string(options_.respawn_period.count()) +
+                  " ms; the last: " + why;
+    }
+  }
+
+  // --- the spawner -------------------------------------------------------------
+
+  void spawner_loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      changed_.wait(lock, [&] {
+        return stopping_ || (degraded_.empty() && alive_count_locked() < target_locked());
+      });
+      if (stopping_) return;
+      lock.unlock();
+      std::shared_ptr<Worker> worker;
+      std::string failure;
+      try {
+        worker = spawn_worker();
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      lock.lock();
+      if (!worker) {
+        record_start_failure_locked(failure);
+        fail_queue_if_degraded_locked(lock);
+        changed_.notify_all();
+        continue;
+      }
+      workers_.push_back(worker);
+      ++live_drivers_;
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.fd = worker->pidfd;
+      if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, worker->pidfd, &ev) != 0) monitor_failed_ = true;
+      try {
+        std::thread([self = this, worker] { self->driver_loop(worker); }).detach();
+      } catch (const std::system_error&) {
+        --live_drivers_;
+        kill_locked(*worker);
+        worker->state = Worker::State::finished;
+        record_start_failure_locked("could not start a thread to drive the worker");
+      }
+      changed_.notify_all();
+    }
+  }
+
+  // Fails every queued task once the pool has given up starting workers and
+  // none is left to run them. Called with lock held; unlocks around fail().
+  void fail_queue_if_degraded_locked(std::unique_lock<std::mutex>& lock) {
+    if (degraded_.empty() || alive_count_locked() > 0) return;
+    std::vector<std::shared_ptr<PoolJob>> failed;
+    for (const auto& e : queue_) {
+      e->state = Entry::State::done;
+      failed.push_back(std::move(e->job));
+    }
+    queue_.clear();
+    const std::string why = degraded_;
+    lock.unlock();
+    for (const auto& job : failed) job->fail(std::make_exception_ptr(PoolDegraded(why)));
+    lock.lock();
+  }
+
+  std::shared_ptr<Worker> spawn_worker() {
+    auto worker = std::make_shared<Worker>();
+    worker->memory = std::make_unique<SlotMemory>(options_.max_argument_bytes,
+                                                  std::max<std::size_t>(options_.max_result_bytes, 65536));
+    std::vector<std::string> args = {options_.worker_program.string(), kPoolWorkerFlag, std::to_string(::getpid())};
+    if (options_.memory_limit_bytes) args.push_back(std::to_string(*options_.memory_limit_bytes));
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    ::posix_spawn_file_actions_init(&actions);
+    ::posix_spawnattr_init(&attributes);
+    // Descriptor 3 is the worker's memory (dup2 clears close-on-exec on the
+    // copy); every descriptor from 4 up is closed in the child.
+    ::posix_spawn_file_actions_adddup2(&actions, worker->memory->fd, kPoolSlotDescriptor);
+    ::posix_spawn_file_actions_addclosefrom_np(&actions, kPoolSlotDescriptor + 1);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    ::posix_spawnattr_setsigmask(&attributes, &none);
+    ::posix_spawnattr_setsigdefault(&attributes, &all);
+    ::posix_spawnattr_setpgroup(&attributes, 0);  // a process group of its own
+    ::posix_spawnattr_setflags(&attributes,
+                               POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid = 0;
+    const int error = ::posix_spawn(&pid, argv[0], &actions, &attributes, argv.data(), environ);
+    ::posix_spawn_file_actions_destroy(&actions);
+    ::posix_spawnattr_destroy(&attributes);
+    if (error != 0) {
+      throw std::system_error(error, std::generic_category(), "posix_spawn");
+    }
+    ::close(worker->memory->fd);
+    worker->memory->fd = -1;
+    worker->pid = pid;
+    const int pidfd = open_pidfd(pid);
+    if (pidfd < 0) {
+      const int e = errno;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      throw std::system_error(e, std::generic_category(), "pidfd_open");
+    }
+    worker->pidfd = pidfd;
+    // The handle owns the pidfd from here on.
+    worker->process = std::make_unique<bp2::process>(io_.get_executor(), pid, pidfd);
+    return worker;
+  }
+
+  // --- the monitor -------------------------------------------------------------
+
+  void monitor_loop() {
+    epoll_event events[16];
+    for (;;) {
+      const int n = ::epoll_wait(epoll_, events, 16, -1);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        std::lock_guard lock(mutex_);
+        monitor_failed_ = true;
+        changed_.notify_all();
+        return;
+      }
+      for (int i = 0; i < n; ++i) {
+        if (events[i].data.fd == wake_) {
+          std::uint64_t value = 0;
+          (void)::read(wake_, &value, sizeof value);
+          continue;
+        }
+        reap(events[i].data.fd);
+      }
+      std::lock_guard lock(mutex_);
+      if (monitor_stop_) return;
+    }
+  }
+
+  void reap(int pidfd) {
+    std::shared_ptr<Worker> worker;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& w : workers_) {
+        if (w->pidfd == pidfd && !w->reaped) worker = w;
+      }
+    }
+    if (!worker) return;
+    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, pidfd, nullptr);
+    boost::system::error_code ec;
+    worker->process->wait(ec);  // it has exited: returns at once
+    const ProcessExit exit = ec ? exit_from_pidfd_or_unknown(pidfd) : exit_from_status(worker->process->native_exit_code());
+    // Boost.Process 1.81's ~process() would waitpid() the pid again and
+    // SIGKILL whatever process of ours has it by then (a pid is reused once
+    // reaped): let go of the handle (closing the pidfd) now.
+    (void)worker->process->detach();
+    std::lock_guard lock(mutex_);
+    worker->reaped = true;
+    worker->dead = true;
+    worker->exit = exit;
+    if (worker->state == Worker::State::busy || worker->state == Worker::State::starting) {
+      // Its driver waits on the worker's word: wake it (the worker is gone;
+      // its memory is written by nobody else now).
+      std::uint32_t expected = worker->memory->slot->response.load(std::memory_order_acquire);
+      if (expected != PoolSlot::kKilled) {
+        worker->memory->slot->response.store(PoolSlot::kDied, std::memory_order_release);
+      }
+      futex_wake_all(worker->memory->slot->response);
+    }
+    if (worker->state == Worker::State::finished) erase_locked(worker);
+    changed_.notify_all();
+  }
+
+  // Drops a finished, reaped worker.
+  void erase_locked(const std::shared_ptr<Worker>& worker) {
+    workers_.erase(std::remove(workers_.begin(), workers_.end(), worker), workers_.end());
+  }
+
+  // --- a driver ----------------------------------------------------------------
+
+  // Waits until the worker's response word leaves `from`, or the deadline.
+  std::uint32_t wait_response(const Worker& w, std::uint32_t from, std::optional<Clock::time_point> deadline) {
+    auto& word = w.memory->slot->response;
+    for (;;) {
+      const std::uint32_t r = word.load(std::memory_order_acquire);
+      if (r != from) return r;
+      if (deadline) {
+        const auto left = *deadline - Clock::now();
+        if (left <= Clock::duration::zero()) return r;
+        const std::chrono::nanoseconds ns = left;
+        futex_wait(word, r, &ns);
+      } else {
+        futex_wait(word, r);
+      }
+    }
+  }
+
+  void driver_loop(const std::shared_ptr<Worker>& w) {
+    const std::uint32_t ready = wait_response(*w, PoolSlot::kStarting, Clock::now() + options_.start_timeout);
+    std::unique_lock lock(mutex_);
+    if (ready != PoolSlot::kReady || w->dead || w->killed) {
+      if (!stopping_) {
+        std::string why;
+        if (ready == PoolSlot::kStarting) {
+          why = "it was not ready within " + std::to_string(options_.start_timeout.count()) +
+                " ms (is it a worker program? It must call cancellable::worker_main first thing in main)";
+        } else {
+          // The monitor has the exit status once it reaped the worker.
+          changed_.wait(lock, [&] { return w->reaped || monitor_failed_; });
+          why = "it " + w->exit.str() +
+                " before it was ready (is it a worker program? It must call cancellable::worker_main first "
+                "thing in main)";
+        }
+        record_start_failure_locked(why);
+      }
+      finish_locked(lock, w);
+      return;
+    }
+    w->state = Worker::State::idle;
+    changed_.notify_all();
+
+    std::uint32_t seq = PoolSlot::kFirstTask - 1;  // the last task posted (kReady: none)
+    for (;;) {
+      changed_.wait(lock, [&] {
+        return stopping_ || w->dead || w->killed || (!queue_.empty() && busy_count_locked() < options_.size);
+      });
+      if (stopping_ || w->dead || w->killed) break;
+      auto entry = queue_.front();
+      queue_.pop_front();
+      const bool room = queue_.size() < options_.max_queue && !room_waiters_.empty();
+      entry->state = Entry::State::running;
+      entry->worker = w;
+      w->state = Worker::State::busy;
+      w->running = entry;
+      const auto taken = Clock::now();
+      queue_wait_.add(us_since(entry->queued_at, taken));
+      lock.unlock();
+      if (room) complete_room_waiters();
+
+      std::optional<std::exception_ptr> refused;
+      PoolSlot* slot = w->memory->slot;
+      try {
+        const std::size_t bytes = entry->job->encode_args(w->memory->args(), w->memory->args_capacity);
+        if (bytes > w->memory->args_capacity) {
+          throw std::length_error("WorkerPool: the task's arguments take " + std::to_string(bytes) +
+                                  " bytes; PoolOptions::max_argument_bytes is " +
+                                  std::to_string(w->memory->args_capacity));
+        }
+        if (entry->job->task_name.size() > PoolSlot::kMaxTaskName) {
+          throw std::invalid_argument("WorkerPool: task name longer than " +
+                                      std::to_string(PoolSlot::kMaxTaskName) + " bytes");
+        }
+        slot->task_name_size = static_cast<std::uint32_t>(entry->job->task_name.size());
+        std::memcpy(slot->task_name, entry->job->task_name.data(), entry->job->task_name.size());
+        slot->args_bytes = bytes;
+        slot->max_result_bytes = options_.max_result_bytes;
+      } catch (...) {
+        refused = std::current_exception();
+      }
+
+      std::uint32_t r = seq;
+      if (!refused) {
+        ++seq;
+        slot->request.store(seq, std::memory_order_release);
+        futex_wake_all(slot->request);
+        r = wait_response(*w, seq - 1, std::nullopt);
+      }
+      const auto finished = Clock::now();
+
+      // Read the outcome while nothing else may write it: only when the
+      // worker answered this task and was not killed meanwhile.
+      lock.lock();
+      const bool answered = !refused && r == seq && !w->killed;
+      std::string payload;
+      PoolSlot::Outcome outcome = PoolSlot::Outcome::none;
+      if (answered) {
+        outcome = static_cast<PoolSlot::Outcome>(slot->outcome);
+        const std::uint64_t bytes = slot->payload_bytes;
+        if (outcome == PoolSlot::Outcome::value || outcome == PoolSlot::Outcome::exception) {
+          if (bytes > w->memory->result_capacity || bytes > std::max<std::size_t>(options_.max_result_bytes, 65536)) {
+            outcome = PoolSlot::Outcome::none;  // a size the worker could not have written
+          } else {
+            payload.assign(w->memory->result(), bytes);
+          }
+        } else if (outcome == PoolSlot::Outcome::too_large) {
+          payload = std::to_string(bytes);
+        }
+      }
+      const bool died = !refused && !answered && !w->killed;
+      w->running.reset();
+      entry->state = Entry::State::done;
+      entry->worker.reset();
+      // The job holds the future's core, whose cancellation hook holds the
+      // entry: the entry lets go of the job once done, breaking the cycle.
+      const std::shared_ptr<PoolJob> job = std::move(entry->job);
+      if (answered) {
+        ++stats_.tasks_run;
+        ++w->tasks;
+        run_time_.add(us_since(taken, finished));
+        w->state = Worker::State::idle;
+      } else if (refused) {
+        w->state = Worker::State::idle;
+      }
+      if (died) {
+        ++stats_.crashes;
+        // (A worker that wrote something else than this task's number is
+        // broken: it is killed, and its task fails as crashed.)
+        if (r != PoolSlot::kDied) kill_locked(*w);
+        changed_.wait(lock, [&] { return w->reaped || monitor_failed_; });
+      }
+      const ProcessExit exit = w->exit;
+      lock.unlock();
+
+      if (refused) {
+        job->fail(*refused);
+      } else if (answered) {
+        deliver(*job, outcome, payload);
+      } else if (died) {
+        job->fail(std::make_exception_ptr(IsolateCrashed(exit, "the worker died during the task")));
+      }
+      // (Killed: the future failed with the token's exception already.)
+
+      lock.lock();
+      if (!answered && !refused) break;
+      if (recycle_due_locked(*w)) {
+        ++stats_.recycles;
+        break;
+      }
+    }
+    finish_locked(lock, w);
+  }
+
+  void deliver(PoolJob& job, PoolSlot::Outcome outcome, const std::string& payload) {
+    try {
+      switch (outcome) {
+        case PoolSlot::Outcome::value:
+          job.deliver(payload);
+          return;
+        case PoolSlot::Outcome::exception:
+          job.fail(decode_exception(ResultView{payload.data(), payload.size()}));
+          return;
+        case PoolSlot::Outcome::too_large:
+          job.fail(std::make_exception_ptr(
+              ResultTooLarge(static_cast<std::size_t>(std::stoull(payload)), options_.max_result_bytes)));
+          return;
+        case PoolSlot::Outcome::none:
+          break;
+      }
+      job.fail(std::make_exception_ptr(
+          IsolateError("cancellable::WorkerPool", "the worker reported an outcome that cannot be read")));
+    } catch (...) {
+      job.fail(std::current_exception());
+    }
+  }
+
+  bool recycle_due_locked(Worker& w) {
+    if (options_.recycle_after_tasks && w.tasks >= *options_.recycle_after_tasks) return true;
+    if (options_.recycle_above_growth_bytes) {
+      const std::size_t rss = resident_bytes(w.pid);
+      if (!w.baseline_rss) {
+        w.baseline_rss = rss;
+      } else if (rss > *w.baseline_rss + *options_.recycle_above_growth_bytes) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // The driver's end: kills the worker if it still runs, leaves it to the
+  // monitor to reap, and lets the spawner replace it.
+  void finish_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Worker>& w) {
+    kill_locked(*w);
+    w->state = Worker::State::finished;
+    if (w->reaped) erase_locked(w);
+    fail_queue_if_degraded_locked(lock);
+    --live_drivers_;
+    changed_.notify_all();
+    lock.unlock();
+  }
+
+  const PoolOptions options_;
+  boost::asio::io_context io_;  // the executor of the process handles; never run
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<std::shared_ptr<Entry>> queue_;
+  std::vector<std::shared_ptr<Worker>> workers_;
+  std::vector<std::shared_ptr<CompleterCore<void>>> room_waiters_;
+  std::size_t live_drivers_ = 0;
+  bool stopping_ = false;
+  bool stopped_ = false;
+  bool monitor_stop_ = false;
+  bool monitor_failed_ = false;
+  std::size_t start_failures_ = 0;
+  std::string last_start_failure_;
+  std::deque<Clock::time_point> recent_failures_;
+  std::string degraded_;
+  PoolStats stats_;
+  Samples queue_wait_;
+  Samples run_time_;
+
+  int epoll_ = -1;
+  int wake_ = -1;
+  std::thread monitor_;
+  std::thread spawner_;
+};
+
+std::shared_ptr<PoolImpl> make_pool(PoolOptions options) {
+  if (std::getenv(kPoolWorkerEnvironment) != nullptr) {
+    throw std::logic_error("WorkerPool: a pool cannot be created inside a pool worker");
+  }
+  if (options.worker_program.empty()) throw std::invalid_argument("WorkerPool: PoolOptions::worker_program is empty");
+  if (options.size == 0) throw std::invalid_argument("WorkerPool: PoolOptions::size must be at least 1");
+  if (options.start_timeout <= std::chrono::milliseconds::zero()) {
+    throw std::invalid_argument("WorkerPool: PoolOptions::start_timeout must be positive");
+  }
+  auto pool = std::make_shared<PoolImpl>(std::move(options));
+  pool->start();
+  return pool;
+}
+
+std::function<void()> submit_pool_job(const std::shared_ptr<PoolImpl>& pool, std::shared_ptr<PoolJob> job) {
+  return pool->submit(std::move(job));
+}
+
+PoolStats pool_stats(const PoolImpl& pool) { return pool.stats(); }
+Future<void> pool_room(const std::shared_ptr<PoolImpl>& pool) { return pool->room(); }
+void stop_pool(PoolImpl& pool) noexcept { pool.stop(); }
+
+}  // namespace detail
+
+WorkerPool::WorkerPool(PoolOptions options) : impl_(detail::make_pool(std::move(options))) {}
+WorkerPool::~WorkerPool() { detail::stop_pool(*impl_); }
+Future<void> WorkerPool::room() const { return detail::pool_room(impl_); }
+PoolStats WorkerPool::stats() const { return detail::pool_stats(*impl_); }
+
+}  // namespace cancellable

@@ -1,0 +1,34 @@
+// A pool's parent for the parent-death test: starts a pool of cancellable-
+// worker (argv[1]) with a spinning task, writes its workers' pids to the
+// file argv[2], and waits to be killed.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "cancellable/builtin_tasks.hpp"
+#include "cancellable/pool.hpp"
+
+int main(int argc, char** argv) {
+  if (argc != 3) return 2;
+  cancellable::PoolOptions options;
+  options.worker_program = argv[1];
+  options.size = 2;
+  options.standby = 1;
+  cancellable::WorkerPool pool(options);
+  auto spinning = pool.run(cancellable::builtin::spin);
+  (void)pool.run(cancellable::builtin::pid).get();  // the other slot works too
+  const std::string pids = argv[2];
+  {
+    std::ofstream out(pids + ".tmp");
+    // (Each thread has its own list: the workers are the pool's spawner's.)
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+      std::ifstream children(task.path() / "children");
+      for (long pid = 0; children >> pid;) out << pid << "\n";
+    }
+  }
+  std::filesystem::rename(pids + ".tmp", pids);
+  for (;;) ::pause();
+}

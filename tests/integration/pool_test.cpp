@@ -1,0 +1,420 @@
+// WorkerPool with real worker processes: the cancellable-worker program with
+// the built-in tasks, and this test binary as its own worker program with
+// the tasks registered below.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cancellable/builtin_tasks.hpp"
+#include "cancellable/cancellation_token.hpp"
+#include "cancellable/exceptions.hpp"
+#include "cancellable/isolate_errors.hpp"
+#include "cancellable/pool.hpp"
+#include "helpers/process_support.hpp"
+
+extern char** environ;
+
+using namespace cancellable;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Tasks of this test binary, when it runs as a pool worker.
+int write_pid_and_spin(std::string path) {
+  {
+    std::ofstream out(path + ".tmp");
+    out << ::getpid() << "\n";
+  }
+  std::filesystem::rename(path + ".tmp", path);
+  for (;;) {
+    asm volatile("" ::: "memory");
+  }
+}
+int create_file(std::string path) {
+  std::ofstream out(path);
+  return 1;
+}
+std::string create_a_pool_inside() {
+  try {
+    PoolOptions options;
+    options.worker_program = "/proc/self/exe";
+    WorkerPool nested(options);
+  } catch (const std::logic_error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+constexpr Task<int(std::string)> write_pid_and_spin_task{"test.write_pid_and_spin"};
+constexpr Task<int(std::string)> create_file_task{"test.create_file"};
+constexpr Task<std::string()> create_a_pool_inside_task{"test.create_a_pool_inside"};
+CANCELLABLE_TASK(write_pid_and_spin_task, write_pid_and_spin);
+CANCELLABLE_TASK(create_file_task, create_file);
+CANCELLABLE_TASK(create_a_pool_inside_task, create_a_pool_inside);
+
+PoolOptions builtin_pool(std::size_t size = 1, std::size_t standby = 1) {
+  PoolOptions options;
+  options.worker_program = CANCELLABLE_WORKER_PROGRAM;
+  options.size = size;
+  options.standby = standby;
+  return options;
+}
+
+PoolOptions self_pool(std::size_t size = 1, std::size_t standby = 1) {
+  PoolOptions options = builtin_pool(size, standby);
+  options.worker_program = std::filesystem::read_symlink("/proc/self/exe");
+  return options;
+}
+
+// A path in the temporary directory, removed however the test ends.
+struct TempPath {
+  explicit TempPath(const std::string& name)
+      : path(std::filesystem::temp_directory_path() /
+             ("cancellable-pool-" + name + "-" + std::to_string(::getpid()))) {
+    std::filesystem::remove(path);
+  }
+  ~TempPath() {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+  }
+  std::filesystem::path path;
+};
+
+// The pid a task wrote into path, once it is there.
+pid_t wait_for_pid_file(const std::filesystem::path& path) {
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(path);
+    pid_t pid = 0;
+    if (in >> pid) return pid;
+    std::this_thread::yield();
+  }
+  return 0;
+}
+
+template <class T>
+std::exception_ptr error_of(const Future<T>& f) {
+  if (f.wait_for(120s) != std::future_status::ready) return nullptr;
+  return f.exception();
+}
+
+}  // namespace
+
+TEST_CASE("a pool runs built-in tasks in cancellable-worker and returns their results", "[pool]") {
+  WorkerPool pool(builtin_pool(1, 0));  // one worker: the same one each time
+  CHECK(pool.run(builtin::empty).get() == 0);
+  CHECK(pool.run(builtin::echo, std::string("héllo")).get() == "héllo");
+  const auto summary = pool.run(builtin::parse_json_buffer, std::string(R"([1, {"a": 2}, "x"])")).get();
+  CHECK(summary.top_level_is_array);
+  CHECK(summary.top_level_elements == 3);
+  CHECK(summary.bytes == 18);
+  const pid_t worker = pool.run(builtin::pid).get();
+  CHECK(worker != ::getpid());
+  CHECK(pool.run(builtin::pid).get() == worker);  // the same worker, reused
+}
+
+TEST_CASE("a task's exception arrives with its type, and an unknown task name is a clear error", "[pool]") {
+  WorkerPool pool(builtin_pool());
+  CHECK_THROWS_MATCHES(pool.run(builtin::fail, std::string("no luck")).get(), std::runtime_error,
+                       Catch::Matchers::Message("no luck"));
+  constexpr Task<int()> missing{"no.such.task"};
+  CHECK_THROWS_WITH(pool.run(missing).get(), Catch::Matchers::Contains("no task named 'no.such.task'"));
+  CHECK_THROWS_AS(pool.run(missing).get(), std::invalid_argument);
+  CHECK_THROWS_AS(pool.run(builtin::parse_json_buffer, std::string("[1,")).get(), std::exception);
+  CHECK(pool.run(builtin::empty).get() == 0);
+}
+
+TEST_CASE("a worker that crashes or exits fails only its own task, and the pool goes on", "[pool]") {
+  WorkerPool pool(builtin_pool());
+  try {
+    pool.run(builtin::crash, SIGSEGV).get();
+    FAIL("no exception");
+  } catch (const IsolateCrashed& e) {
+    CHECK(e.exit().kind == ProcessExit::Kind::killed);
+    CHECK(e.exit().signal == SIGSEGV);
+  }
+  try {
+    pool.run(builtin::exit_code, 3).get();
+    FAIL("no exception");
+  } catch (const IsolateCrashed& e) {
+    CHECK(e.exit().kind == ProcessExit::Kind::exited);
+    CHECK(e.exit().code == 3);
+  }
+  CHECK(pool.run(builtin::echo, std::string("still here")).get() == "still here");
+  CHECK(pool.stats().crashes == 2);
+}
+
+TEST_CASE("a task cancelled while running fails at once, its worker dies, and the next task runs", "[pool]") {
+  WorkerPool pool(self_pool());
+  const TempPath pid_file("cancel-running");
+  CancellationToken token;
+  auto running = pool.run(write_pid_and_spin_task, pid_file.path.string(), token);
+  const pid_t worker = wait_for_pid_file(pid_file.path);
+  REQUIRE(worker > 0);
+  token.cancel();
+  CHECK_THROWS_AS(running.get(), CancelledException);
+  CHECK(process_support::wait_gone(worker));
+  CHECK(pool.run(create_file_task, (pid_file.path.string() + ".next")).get() == 1);
+  std::filesystem::remove(pid_file.path.string() + ".next");
+  const auto stats = pool.stats();
+  CHECK(stats.tasks_killed == 1);
+  CHECK(stats.tasks_run == 1);
+}
+
+TEST_CASE("a task cancelled while queued never starts", "[pool]") {
+  WorkerPool pool(self_pool(1, 0));
+  const TempPath pid_file("queued-spinner");
+  const TempPath marker("queued-marker");
+  CancellationToken spinner_token, queued_token;
+  auto spinner = pool.run(write_pid_and_spin_task, pid_file.path.string(), spinner_token);
+  REQUIRE(wait_for_pid_file(pid_file.path) > 0);  // the only slot is taken
+  auto queued = pool.run(create_file_task, marker.path.string(), queued_token);
+  CHECK(pool.stats().queued == 1);
+  queued_token.cancel();
+  CHECK_THROWS_AS(queued.get(), CancelledException);
+  CHECK(pool.stats().queued == 0);
+  spinner_token.cancel();
+  CHECK_THROWS_AS(spinner.get(), CancelledException);
+  // The next task runs (on the replacement worker); the cancelled one did not.
+  const TempPath after("queued-after");
+  CHECK(pool.run(create_file_task, after.path.string()).get() == 1);
+  CHECK(std::filesystem::exists(after.path));
+  CHECK_FALSE(std::filesystem::exists(marker.path));
+}
+
+TEST_CASE("a task's timeout fails it with TimeoutException and kills its worker", "[pool]") {
+  WorkerPool pool(builtin_pool(1, 0));  // one worker: the spin runs on it
+  const pid_t worker = pool.run(builtin::pid).get();
+  TaskOptions options;
+  options.timeout = 50ms;
+  CHECK_THROWS_AS(pool.run(builtin::spin, CancellationToken::none(), options).get(), TimeoutException);
+  CHECK(process_support::wait_gone(worker));
+  CHECK(pool.run(builtin::pid).get() != worker);
+}
+
+TEST_CASE("a worker holds descriptors 0, 1 and 2 only, even when the parent has one without close-on-exec",
+          "[pool]") {
+  const int leaky = ::open("/dev/null", O_RDONLY);  // no O_CLOEXEC, on purpose
+  REQUIRE(leaky >= 0);
+  {
+    WorkerPool pool(builtin_pool());
+    CHECK(pool.run(builtin::descriptors).get() == std::vector<int>{0, 1, 2});
+  }
+  ::close(leaky);
+}
+
+TEST_CASE("nothing of a pool is left in /dev/shm, and no worker outlives it", "[pool]") {
+  const int before = process_support::count_entries("/dev/shm");
+  std::vector<pid_t> workers;
+  {
+    WorkerPool pool(builtin_pool(2, 1));
+    workers.push_back(pool.run(builtin::pid).get());
+    CHECK(process_support::count_entries("/dev/shm") == before);
+    CHECK(process_support::count_children() == 3);
+  }
+  CHECK(process_support::count_children() == 0);
+  for (const pid_t w : workers) CHECK(process_support::wait_gone(w, 0ms));
+  CHECK(process_support::count_entries("/dev/shm") == before);
+}
+
+TEST_CASE("a missing, non-executable or non-worker program fails the pool's start clearly, without respawning",
+          "[pool]") {
+  PoolOptions options = builtin_pool();
+  SECTION("missing") {
+    options.worker_program = "/nonexistent/cancellable-worker";
+    CHECK_THROWS_WITH(WorkerPool(options), Catch::Matchers::Contains("No such file or directory") &&
+                                               Catch::Matchers::Contains("/nonexistent/cancellable-worker"));
+  }
+  SECTION("not executable") {
+    const TempPath file("not-executable");
+    { std::ofstream(file.path) << "#!/bin/sh\n"; }
+    options.worker_program = file.path;
+    CHECK_THROWS_WITH(WorkerPool(options), Catch::Matchers::Contains("Permission denied"));
+  }
+  SECTION("not a worker") {
+    options.worker_program = "/bin/true";
+    CHECK_THROWS_WITH(WorkerPool(options), Catch::Matchers::Contains("exited with code 0 before it was ready") &&
+                                               Catch::Matchers::Contains("worker_main"));
+  }
+  CHECK_THROWS_AS(WorkerPool(options), WorkerStartFailed);
+  CHECK(process_support::count_children() == 0);
+}
+
+TEST_CASE("a pool cannot be created inside a pool worker", "[pool]") {
+  WorkerPool pool(self_pool());
+  CHECK_THAT(pool.run(create_a_pool_inside_task).get(), Catch::Matchers::Contains("inside a pool worker"));
+}
+
+TEST_CASE("limits: memory, result size and argument size fail the task with their errors", "[pool]") {
+  PoolOptions options = builtin_pool();
+  options.memory_limit_bytes = 64 << 20;
+  options.max_result_bytes = 1000;
+  options.max_argument_bytes = 8000;
+  WorkerPool pool(options);
+  CHECK_THROWS_AS(pool.run(builtin::allocate, std::uint64_t{512} << 20).get(), MemoryLimitExceeded);
+  CHECK_THROWS_AS(pool.run(builtin::echo, std::string(5000, 'x')).get(), ResultTooLarge);
+  CHECK_THROWS_AS(pool.run(builtin::echo, std::string(9000, 'x')).get(), std::length_error);
+  CHECK(pool.run(builtin::echo, std::string(500, 'x')).get() == std::string(500, 'x'));
+}
+
+TEST_CASE("a full queue refuses run() with PoolQueueFull, and room() completes when there is space", "[pool]") {
+  PoolOptions options = self_pool(1, 0);
+  options.max_queue = 1;
+  WorkerPool pool(options);
+  const TempPath pid_file("queue-full");
+  CancellationToken spinner_token, queued_token;
+  auto spinner = pool.run(write_pid_and_spin_task, pid_file.path.string(), spinner_token);
+  REQUIRE(wait_for_pid_file(pid_file.path) > 0);
+  auto queued = pool.run(create_file_task, pid_file.path.string() + ".q", queued_token);
+  CHECK_THROWS_AS(pool.run(create_file_task, pid_file.path.string() + ".r"), PoolQueueFull);
+  auto room = pool.room();
+  CHECK_FALSE(room.is_ready());
+  queued_token.cancel();
+  CHECK(room.wait_for(60s) == std::future_status::ready);
+  spinner_token.cancel();
+  CHECK_THROWS_AS(spinner.get(), CancelledException);
+}
+
+TEST_CASE("a worker is recycled after the configured number of tasks", "[pool]") {
+  PoolOptions options = builtin_pool(1, 0);
+  options.recycle_after_tasks = 2;
+  WorkerPool pool(options);
+  const pid_t first = pool.run(builtin::pid).get();
+  CHECK(pool.run(builtin::pid).get() == first);
+  const pid_t second = pool.run(builtin::pid).get();
+  CHECK(second != first);
+  CHECK(pool.run(builtin::pid).get() == second);
+  CHECK(pool.stats().recycles >= 1);
+}
+
+TEST_CASE("a worker recycles once its memory grew past the soft limit", "[pool]") {
+  PoolOptions options = builtin_pool(1, 0);
+  options.recycle_above_growth_bytes = 32 << 20;
+  WorkerPool pool(options);
+  const pid_t first = pool.run(builtin::pid).get();  // its baseline
+  CHECK(pool.run(builtin::allocate, std::uint64_t{64} << 20).get() == std::uint64_t{64} << 20);
+  CHECK(pool.run(builtin::pid).get() != first);
+  CHECK(pool.stats().recycles == 1);
+}
+
+TEST_CASE("a worker killed from outside with SIGKILL mid-task fails that task as crashed", "[pool]") {
+  WorkerPool pool(self_pool());
+  const TempPath pid_file("outside-kill");
+  auto running = pool.run(write_pid_and_spin_task, pid_file.path.string());
+  const pid_t worker = wait_for_pid_file(pid_file.path);
+  REQUIRE(worker > 0);
+  ::kill(worker, SIGKILL);
+  try {
+    running.get();
+    FAIL("no exception");
+  } catch (const IsolateCrashed& e) {
+    CHECK(e.exit().signal == SIGKILL);
+  }
+  CHECK(pool.run(create_a_pool_inside_task).get() != "");
+}
+
+TEST_CASE("cancelling a task that started a child kills the child too", "[pool]") {
+  WorkerPool pool(builtin_pool());
+  const TempPath pid_file("grandchild");
+  CancellationToken token;
+  auto running = pool.run(builtin::spawn_child_and_spin, pid_file.path.string(), token);
+  const pid_t grandchild = wait_for_pid_file(pid_file.path);
+  REQUIRE(grandchild > 0);
+  token.cancel();
+  CHECK_THROWS_AS(running.get(), CancelledException);
+  CHECK(process_support::wait_gone(grandchild));
+}
+
+TEST_CASE("the pool's statistics count workers, tasks and their times", "[pool]") {
+  WorkerPool pool(builtin_pool(2, 1));
+  for (int i = 0; i < 10; ++i) pool.run(builtin::empty).get();
+  const auto stats = pool.stats();
+  CHECK(stats.idle + stats.starting == 3);
+  CHECK(stats.busy == 0);
+  CHECK(stats.tasks_run == 10);
+  CHECK(stats.slot_ready == 10);
+  CHECK(stats.run_time_p50_us > 0);
+  CHECK(stats.run_time_p99_us >= stats.run_time_p50_us);
+  CHECK(stats.queue_wait_p99_us >= stats.queue_wait_p50_us);
+}
+
+TEST_CASE("2,000 tasks with random cancellation over a pool of 2 leak nothing", "[pool]") {
+  std::mt19937 random(7);
+  const auto batch = [&](WorkerPool& pool, int n) {
+    std::vector<Future<std::int64_t>> futures;
+    for (int i = 0; i < n; ++i) {
+      CancellationToken token;
+      futures.push_back(pool.run(builtin::sleep_ms, std::int64_t(random() % 3), token));
+      if (random() % 2) token.cancel();
+    }
+    for (auto& f : futures) {
+      if (f.wait_for(120s) != std::future_status::ready) return false;
+    }
+    return true;
+  };
+  const int shm = process_support::count_entries("/dev/shm");
+  {
+    WorkerPool pool(builtin_pool(2, 1));
+    REQUIRE(batch(pool, 100));  // warm up
+    const int fds = process_support::count_fds();
+    const int mappings = process_support::count_mappings();
+    const auto heap = process_support::heap_in_use();
+    REQUIRE(batch(pool, 2000));
+    // Replacements start in the background: the same number of workers, and
+    // of their descriptors and mappings, once they have.
+    const auto settled = [&] {
+      const auto s = pool.stats();
+      return s.starting == 0 && s.busy == 0 && s.idle == 3;
+    };
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (!settled() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    CHECK(settled());
+    CHECK(process_support::count_children() == 3);
+    CHECK(process_support::count_fds() == fds);
+    CHECK(process_support::count_mappings() <= mappings + 8);
+    if (heap) CHECK(*process_support::heap_in_use() <= *heap + 256 * 1024);
+  }
+  CHECK(process_support::count_children() == 0);
+  CHECK(process_support::count_entries("/dev/shm") == shm);
+}
+
+TEST_CASE("no worker outlives its pool's process killed with SIGKILL", "[pool]") {
+  const TempPath pids_file("parent-death");
+  const std::string helper = CANCELLABLE_POOL_PARENT_HELPER;
+  const std::string worker = CANCELLABLE_WORKER_PROGRAM;
+  const std::string path = pids_file.path.string();
+  char* argv[] = {const_cast<char*>(helper.c_str()), const_cast<char*>(worker.c_str()),
+                  const_cast<char*>(path.c_str()), nullptr};
+  pid_t parent = 0;
+  REQUIRE(::posix_spawn(&parent, helper.c_str(), nullptr, nullptr, argv, environ) == 0);
+  struct KillAtEnd {  // however the test ends
+    pid_t pid;
+    ~KillAtEnd() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } kill_at_end{parent};
+  std::vector<pid_t> workers;
+  REQUIRE(wait_for_pid_file(pids_file.path) > 0);
+  {
+    std::ifstream in(pids_file.path);
+    for (pid_t pid = 0; in >> pid;) workers.push_back(pid);
+  }
+  CHECK(workers.size() == 3);
+  ::kill(parent, SIGKILL);
+  for (const pid_t w : workers) CHECK(process_support::wait_gone(w));
+}

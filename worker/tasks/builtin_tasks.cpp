@@ -1,0 +1,136 @@
+// The built-in tasks (include/cancellable/builtin_tasks.hpp).
+#include "cancellable/builtin_tasks.hpp"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+
+#include "cancellable/detail/json_parse.hpp"
+#include "cancellable/json.hpp"
+
+namespace cancellable::builtin {
+namespace {
+
+JsonSummary summarize(const detail::ParsedJson& parsed) {
+  JsonSummary s;
+  s.bytes = parsed.size();
+  const auto root = parsed.root();
+  if (root.is_array()) {
+    s.top_level_is_array = true;
+    s.top_level_elements = simdjson::dom::array(root).size();
+  } else if (root.is_object()) {
+    s.top_level_is_object = true;
+    s.top_level_elements = simdjson::dom::object(root).size();
+  } else {
+    s.top_level_elements = 1;
+  }
+  return s;
+}
+
+JsonSummary parse_json_file_task(std::string path) {
+  try {
+    return summarize(detail::parse_json_file_in_worker(path, JsonOptions{}, nullptr, false, {}));
+  } catch (const simdjson::simdjson_error& e) {
+    detail::throw_json_error(e.error());
+  }
+}
+
+JsonSummary parse_json_buffer_task(std::string json) {
+  try {
+    return summarize(detail::parse_json_in_worker(json, JsonOptions{}, nullptr, {}));
+  } catch (const simdjson::simdjson_error& e) {
+    detail::throw_json_error(e.error());
+  }
+}
+
+int empty_task() { return 0; }
+
+int pid_task() { return static_cast<int>(::getpid()); }
+
+std::string echo_task(std::string text) { return text; }
+
+int spin_task() {
+  for (;;) {
+    asm volatile("" ::: "memory");  // a loop the compiler must keep
+  }
+}
+
+std::int64_t sleep_ms_task(std::int64_t ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+
+int crash_task(int signal) {
+  ::signal(signal, SIG_DFL);
+  ::raise(signal);
+  return 0;
+}
+
+int exit_code_task(int code) { ::_exit(code); }
+
+std::uint64_t allocate_task(std::uint64_t bytes) {
+  static std::vector<std::unique_ptr<char[]>> kept;
+  auto block = std::make_unique<char[]>(bytes);
+  for (std::uint64_t at = 0; at < bytes; at += 4096) block[at] = 1;
+  kept.push_back(std::move(block));
+  return bytes;
+}
+
+int fail_task(std::string message) { throw std::runtime_error(message); }
+
+std::vector<int> descriptors_task() {
+  std::vector<int> fds;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (!dir) throw std::runtime_error("cannot list /proc/self/fd");
+  const int own = ::dirfd(dir);
+  while (const dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    const int fd = std::atoi(entry->d_name);
+    if (fd != own) fds.push_back(fd);
+  }
+  ::closedir(dir);
+  std::sort(fds.begin(), fds.end());
+  return fds;
+}
+
+int spawn_child_and_spin_task(std::string pid_file) {
+  const pid_t child = ::fork();
+  if (child < 0) throw std::runtime_error("fork failed");
+  if (child == 0) {
+    for (;;) ::pause();
+  }
+  {
+    std::ofstream out(pid_file + ".tmp");
+    out << child << "\n";
+  }
+  if (std::rename((pid_file + ".tmp").c_str(), pid_file.c_str()) != 0) throw std::runtime_error("rename failed");
+  return spin_task();
+}
+
+}  // namespace
+
+CANCELLABLE_TASK(parse_json_file, parse_json_file_task);
+CANCELLABLE_TASK(parse_json_buffer, parse_json_buffer_task);
+CANCELLABLE_TASK(empty, empty_task);
+CANCELLABLE_TASK(pid, pid_task);
+CANCELLABLE_TASK(echo, echo_task);
+CANCELLABLE_TASK(spin, spin_task);
+CANCELLABLE_TASK(sleep_ms, sleep_ms_task);
+CANCELLABLE_TASK(crash, crash_task);
+CANCELLABLE_TASK(exit_code, exit_code_task);
+CANCELLABLE_TASK(allocate, allocate_task);
+CANCELLABLE_TASK(fail, fail_task);
+CANCELLABLE_TASK(descriptors, descriptors_task);
+CANCELLABLE_TASK(spawn_child_and_spin, spawn_child_and_spin_task);
+
+}  // namespace cancellable::builtin
