@@ -100,6 +100,9 @@ struct SlotMemory {
       throw std::system_error(error, std::generic_category(), "WorkerPool: mmap of the worker's memory");
     }
     slot = new (p) PoolSlot;
+    // The first pages of both areas, mapped in here (not during a task).
+    std::memset(args(), 0, std::min<std::uint64_t>(args_capacity, 4096));
+    std::memset(const_cast<char*>(result()), 0, std::min<std::uint64_t>(result_capacity, 4096));
     slot->magic = PoolSlot::kMagic;
     slot->version = PoolSlot::kVersion;
     slot->args_capacity = args_capacity;
@@ -124,7 +127,7 @@ struct SlotMemory {
 
 struct Entry;
 
-struct Worker {
+struct Worker : std::enable_shared_from_this<Worker> {
   enum class State { starting, idle, busy, finished };
   pid_t pid = 0;
   int pidfd = -1;  // owned by process
@@ -138,6 +141,14 @@ struct Worker {
   std::shared_ptr<Entry> running;  // the task it runs, if any
   std::size_t tasks = 0;
   std::optional<std::size_t> baseline_rss;
+  // The last task number posted (kReady: none); changed under the pool's
+  // lock, only by whoever holds the worker (its driver, or run() handing a
+  // task over).
+  std::uint32_t posted = PoolSlot::kReady;
+  // run() handed a task over (posted, or refused with the error).
+  bool handed = false;
+  std::optional<std::exception_ptr> refused;
+  std::chrono::steady_clock::time_point taken;
 };
 
 struct Entry {
@@ -232,6 +243,8 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   std::function<void()> submit(std::shared_ptr<PoolJob> job) {
     auto entry = std::make_shared<Entry>();
     entry->job = std::move(job);
+    std::shared_ptr<Worker> handed_to;
+    std::uint32_t seq = 0;
     {
       std::lock_guard lock(mutex_);
       if (stopping_) throw PoolDegraded("WorkerPool: the pool is stopping");
@@ -243,7 +256,31 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         for (const auto& w : workers_) idle = idle || w->state == Worker::State::idle;
         ++(idle ? stats_.slot_ready : stats_.slot_waited);
       }
-      queue_.push_back(entry);
+      // A free slot and a ready worker: hand the task over here, without
+      // waking the worker's driver first.
+      if (queue_.empty() && busy_count_locked() < options_.size) {
+        for (const auto& w : workers_) {
+          if (w->state == Worker::State::idle && !w->killed && !w->dead && !w->handed) {
+            handed_to = w;
+            break;
+          }
+        }
+      }
+      if (handed_to) {
+        handed_to->taken = reserve_locked(*handed_to, entry);
+        seq = handed_to->posted;
+      } else {
+        queue_.push_back(entry);
+      }
+    }
+    if (handed_to) {
+      auto refused = post(*handed_to, *entry, seq);
+      {
+        std::lock_guard lock(mutex_);
+        if (refused) --handed_to->posted;  // never reached the worker
+        handed_to->refused = std::move(refused);
+        handed_to->handed = true;
+      }
     }
     changed_.notify_all();
     std::weak_ptr<PoolImpl> weak = weak_from_this();
@@ -339,9 +376,16 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     for (const auto& w : workers_) n += w->state != Worker::State::finished;
     return n;
   }
+  std::size_t idle_count_locked() const {
+    std::size_t n = 0;
+    for (const auto& w : workers_) n += w->state == Worker::State::idle;
+    return n;
+  }
+  // Slots taken: a worker being killed gives its slot back at once (to the
+  // standby), before its driver has even woken up.
   std::size_t busy_count_locked() const {
     std::size_t n = 0;
-    for (const auto& w : workers_) n += w->state == Worker::State::busy;
+    for (const auto& w : workers_) n += w->state == Worker::State::busy && !w->killed;
     return n;
   }
 
@@ -426,6 +470,14 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         return stopping_ || (degraded_.empty() && alive_count_locked() < target_locked());
       });
       if (stopping_) return;
+      // A replacement for a worker that just ended waits a moment unless a
+      // task needs it now: starting a process takes milliseconds of CPU,
+      // which the standby's first task would otherwise share on a small
+      // machine.
+      if (Clock::now() < replace_after_ && !(queue_.empty() ? false : idle_count_locked() == 0)) {
+        changed_.wait_until(lock, replace_after_);
+        continue;
+      }
       lock.unlock();
       std::shared_ptr<Worker> worker;
       std::string failure;
@@ -632,52 +684,46 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     w->state = Worker::State::idle;
     changed_.notify_all();
 
-    std::uint32_t seq = PoolSlot::kFirstTask - 1;  // the last task posted (kReady: none)
     for (;;) {
       changed_.wait(lock, [&] {
-        return stopping_ || w->dead || w->killed || (!queue_.empty() && busy_count_locked() < options_.size);
+        // A task reserved by run(): wait until it is posted (or refused).
+        if (w->running) return w->handed;
+        return stopping_ || w->dead || w->killed ||
+               (w->state == Worker::State::idle && !queue_.empty() && busy_count_locked() < options_.size);
       });
-      if (stopping_ || w->dead || w->killed) break;
-      auto entry = queue_.front();
-      queue_.pop_front();
-      const bool room = queue_.size() < options_.max_queue && !room_waiters_.empty();
-      entry->state = Entry::State::running;
-      entry->worker = w;
-      w->state = Worker::State::busy;
-      w->running = entry;
-      const auto taken = Clock::now();
-      queue_wait_.add(us_since(entry->queued_at, taken));
-      lock.unlock();
-      if (room) complete_room_waiters();
-
+      // (A handed-over task goes on even now: its outcome, a kill or a
+      // death, is reported below.)
+      if (!w->handed && (stopping_ || w->dead || w->killed)) break;
+      std::shared_ptr<Entry> entry;
       std::optional<std::exception_ptr> refused;
+      Clock::time_point taken;
+      std::uint32_t seq = 0;
+      if (w->handed) {
+        // run() took this worker and posted the task itself.
+        w->handed = false;
+        entry = w->running;
+        refused = std::exchange(w->refused, std::nullopt);
+        taken = w->taken;
+        seq = w->posted;
+        lock.unlock();
+      } else {
+        entry = queue_.front();
+        queue_.pop_front();
+        const bool room = queue_.size() < options_.max_queue && !room_waiters_.empty();
+        taken = reserve_locked(*w, entry);
+        seq = w->posted;
+        lock.unlock();
+        if (room) complete_room_waiters();
+        refused = post(*w, *entry, seq);
+        if (refused) {
+          lock.lock();
+          --w->posted;  // never reached the worker
+          lock.unlock();
+        }
+      }
       PoolSlot* slot = w->memory->slot;
-      try {
-        const std::size_t bytes = entry->job->encode_args(w->memory->args(), w->memory->args_capacity);
-        if (bytes > w->memory->args_capacity) {
-          throw std::length_error("WorkerPool: the task's arguments take " + std::to_string(bytes) +
-                                  " bytes; PoolOptions::max_argument_bytes is " +
-                                  std::to_string(w->memory->args_capacity));
-        }
-        if (entry->job->task_name.size() > PoolSlot::kMaxTaskName) {
-          throw std::invalid_argument("WorkerPool: task name longer than " +
-                                      std::to_string(PoolSlot::kMaxTaskName) + " bytes");
-        }
-        slot->task_name_size = static_cast<std::uint32_t>(entry->job->task_name.size());
-        std::memcpy(slot->task_name, entry->job->task_name.data(), entry->job->task_name.size());
-        slot->args_bytes = bytes;
-        slot->max_result_bytes = options_.max_result_bytes;
-      } catch (...) {
-        refused = std::current_exception();
-      }
-
       std::uint32_t r = seq;
-      if (!refused) {
-        ++seq;
-        slot->request.store(seq, std::memory_order_release);
-        futex_wake_all(slot->request);
-        r = wait_response(*w, seq - 1, std::nullopt);
-      }
+      if (!refused) r = wait_response(*w, seq - 1, std::nullopt);
       const auto finished = Clock::now();
 
       // Read the outcome while nothing else may write it: only when the
@@ -706,14 +752,17 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       // The job holds the future's core, whose cancellation hook holds the
       // entry: the entry lets go of the job once done, breaking the cycle.
       const std::shared_ptr<PoolJob> job = std::move(entry->job);
+      // Decided before the worker is idle again: an idle worker may be
+      // handed a task by run() at any moment.
+      bool retire = false;
       if (answered) {
         ++stats_.tasks_run;
         ++w->tasks;
         run_time_.add(us_since(taken, finished));
-        w->state = Worker::State::idle;
-      } else if (refused) {
-        w->state = Worker::State::idle;
+        retire = recycle_due_locked(*w);
+        if (retire) ++stats_.recycles;
       }
+      if ((answered || refused) && !retire) w->state = Worker::State::idle;
       if (died) {
         ++stats_.crashes;
         // (A worker that wrote something else than this task's number is
@@ -730,17 +779,56 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         deliver(*job, outcome, payload);
       } else if (died) {
         job->fail(std::make_exception_ptr(IsolateCrashed(exit, "the worker died during the task")));
+      } else {
+        // Killed: by a cancellation (the future failed with the token's
+        // exception already, and this is ignored) or by the pool's end.
+        job->fail(std::make_exception_ptr(CancelledException("the worker pool was destroyed")));
       }
-      // (Killed: the future failed with the token's exception already.)
 
       lock.lock();
-      if (!answered && !refused) break;
-      if (recycle_due_locked(*w)) {
-        ++stats_.recycles;
-        break;
-      }
+      if ((!answered && !refused) || retire) break;
     }
     finish_locked(lock, w);
+  }
+
+  // Gives entry to the idle worker w (under the lock); returns when.
+  Clock::time_point reserve_locked(Worker& w, const std::shared_ptr<Entry>& entry) {
+    entry->state = Entry::State::running;
+    entry->worker = w.shared_from_this();
+    w.state = Worker::State::busy;
+    w.running = entry;
+    ++w.posted;
+    const auto taken = Clock::now();
+    queue_wait_.add(us_since(entry->queued_at, taken));
+    return taken;
+  }
+
+  // Writes the task into the worker's memory and posts it as task seq (no
+  // lock held: the arguments' encoding is the caller's code). The error
+  // that kept it from being posted, if any.
+  std::optional<std::exception_ptr> post(Worker& w, Entry& entry, std::uint32_t seq) {
+    PoolSlot* slot = w.memory->slot;
+    try {
+      const std::size_t bytes = entry.job->encode_args(w.memory->args(), w.memory->args_capacity);
+      if (bytes > w.memory->args_capacity) {
+        throw std::length_error("WorkerPool: the task's arguments take " + std::to_string(bytes) +
+                                " bytes; PoolOptions::max_argument_bytes is " +
+                                std::to_string(w.memory->args_capacity));
+      }
+      if (entry.job->task_name.size() > PoolSlot::kMaxTaskName) {
+        throw std::invalid_argument("WorkerPool: task name longer than " + std::to_string(PoolSlot::kMaxTaskName) +
+                                    " bytes");
+      }
+      slot->task_name_size = static_cast<std::uint32_t>(entry.job->task_name.size());
+      std::memcpy(slot->task_name, entry.job->task_name.data(), entry.job->task_name.size());
+      slot->args_bytes = bytes;
+      slot->max_result_bytes = options_.max_result_bytes;
+    } catch (...) {
+      return std::current_exception();
+    }
+    slot->request.store(seq, std::memory_order_release);
+    futex_wake_all(slot->request);
+    return std::nullopt;
   }
 
   void deliver(PoolJob& job, PoolSlot::Outcome outcome, const std::string& payload) {
@@ -784,6 +872,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   void finish_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Worker>& w) {
     kill_locked(*w);
     w->state = Worker::State::finished;
+    replace_after_ = Clock::now() + kReplacementDelay;
     if (w->reaped) erase_locked(w);
     fail_queue_if_degraded_locked(lock);
     --live_drivers_;
@@ -808,6 +897,9 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   std::string last_start_failure_;
   std::deque<Clock::time_point> recent_failures_;
   std::string degraded_;
+  // Replacements start after this (see spawner_loop).
+  static constexpr std::chrono::milliseconds kReplacementDelay{5};
+  Clock::time_point replace_after_{};
   PoolStats stats_;
   Samples queue_wait_;
   Samples run_time_;

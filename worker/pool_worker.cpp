@@ -94,8 +94,34 @@ std::optional<std::size_t> data_bytes() {
   return data * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
+int warm_up_task() { return 0; }
+constexpr Task<int()> warm_up{"cancellable.internal.warm_up"};
+CANCELLABLE_TASK(warm_up, warm_up_task);
+
+// Runs the path of a task once before the worker says it is ready: its code
+// and the first pages of the argument and result areas are then mapped in,
+// and a fresh worker's first task (often the one right after a kill, on the
+// standby) costs what any other does.
+void warm_up_once(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t result_capacity) {
+  try {
+    std::memset(slot->args(), 0, std::min<std::uint64_t>(args_capacity, 4096));
+    AreaWriter args(slot->args(), args_capacity);
+    std::ostream args_out(&args);
+    encode_result(std::tuple<>{}, args_out);
+    args_out.flush();
+    AreaWriter writer(slot->result(), result_capacity);
+    std::ostream out(&writer);
+    if (const TaskInvoker invoker = find_task(warm_up.name)) invoker(slot->args(), args.written(), out);
+    out.flush();
+    (void)encode_exception(std::make_exception_ptr(std::runtime_error("warm-up")), std::nullopt, 1024);
+  } catch (...) {
+    // (Only a warm-up.)
+  }
+}
+
 [[noreturn]] void serve(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t result_capacity,
                         std::optional<std::size_t> memory_limit) {
+  warm_up_once(slot, args_capacity, result_capacity);
   slot->response.store(PoolSlot::kReady, std::memory_order_release);
   futex_wake_all(slot->response);
   for (std::uint32_t next = PoolSlot::kFirstTask;; ++next) {
