@@ -19,10 +19,12 @@
 
 #include "bench/measure.hpp"
 #include "bench/scenarios.hpp"
+#include "cancellable/builtin_tasks.hpp"
 #include "cancellable/cancellable.hpp"
 #include "cancellable/json.hpp"
 #include "cancellable/json_document.hpp"
 #include "cancellable/json_generator.hpp"
+#include "cancellable/pool.hpp"
 #include "tests/helpers/process_support.hpp"
 
 namespace cancellable::bench {
@@ -136,9 +138,10 @@ class InThreadParser {
 
 // A JSON result arrives before its worker's exit: wait until the last worker
 // is reaped, so that its teardown does not overlap the next measurement.
-void wait_for_workers_gone(pid_t except) {
+// (except: the in-thread helper and the pool's worker, which stay.)
+void wait_for_workers_gone(const std::vector<pid_t>& except) {
   using namespace std::chrono_literals;
-  while (process_support::count_children(except) > 0) std::this_thread::sleep_for(200us);
+  while (process_support::count_children_except(except) > 0) std::this_thread::sleep_for(200us);
 }
 
 // Available memory and disk, to skip the 1 GB case where it cannot run.
@@ -167,6 +170,15 @@ std::vector<Row> json_parse_100mb(const Settings& settings) {
   const std::size_t runs = settings.quick ? 5 : 20;
   GeneratedFile file(100'000'000);
   InThreadParser in_thread(file.path());
+  // One pool worker (cancellable-worker's parse_json_file: a parser reused
+  // across tasks, as in a long-running program).
+  PoolOptions pool_options;
+  const char* worker = std::getenv("CANCELLABLE_WORKER_PROGRAM");
+  pool_options.worker_program = worker ? worker : CANCELLABLE_BENCH_WORKER_PROGRAM;
+  pool_options.standby = 0;
+  WorkerPool pool(pool_options);
+  const pid_t pool_worker = pool.run(builtin::pid).get();
+  std::vector<double> pooled;
   std::vector<double> inthread;
   std::vector<double> summary;
   std::vector<double> document;
@@ -175,7 +187,7 @@ std::vector<Row> json_parse_100mb(const Settings& settings) {
     if (got != expected) throw std::runtime_error("json_parse_100mb: results differ from in-thread");
   };
   // Every measurement starts once the last worker is reaped.
-  const auto settle = [&] { wait_for_workers_gone(in_thread.pid()); };
+  const auto settle = [&] { wait_for_workers_gone({in_thread.pid(), pool_worker}); };
   for (std::size_t i = 0; i < runs + 1; ++i) {  // the first round warms up
     settle();
     const auto n = in_thread.parse();
@@ -200,6 +212,12 @@ std::vector<Row> json_parse_100mb(const Settings& settings) {
       parse_document();
       parse_summary();
     }
+    {
+      settle();
+      const auto start = Clock::now();
+      check(pool.run(builtin::parse_json_file, file.path().string()).get().top_level_elements, n.result);
+      if (i > 0) pooled.push_back(us_between(start, Clock::now()));
+    }
     if (i > 0) inthread.push_back(n.us);
   }
   // After the rest: a first parse into a fresh arena, as a one-shot parse
@@ -221,13 +239,17 @@ std::vector<Row> json_parse_100mb(const Settings& settings) {
   auto whole = make_row("json_parse_100mb", "isolate_document", std::move(document));
   auto base_cold = make_row("json_parse_100mb", "inthread_cold", std::move(inthread_cold));
   auto small_cold = make_row("json_parse_100mb", "isolate_summary_cold", std::move(summary_cold));
+  auto pool_row = make_row("json_parse_100mb", "pool_summary", std::move(pooled));
+  compare(pool_row, base);
+  pool_row.goal = Goal{"p50 <= 1.05x inthread", *pool_row.ratio_p50 <= 1.05};
   compare(small, base);
   compare(whole, base);
   compare(small_cold, base_cold);
   small_cold.goal = Goal{"p50 <= 1.15x inthread_cold", *small_cold.ratio_p50 <= 1.15};
   small.goal = Goal{"p50 <= 1.05x inthread", *small.ratio_p50 <= 1.05};
   whole.goal = Goal{"p50 <= 1.15x inthread", *whole.ratio_p50 <= 1.15};
-  return {std::move(base), std::move(small), std::move(whole), std::move(base_cold), std::move(small_cold)};
+  return {std::move(base),      std::move(small),      std::move(whole),
+          std::move(pool_row),  std::move(base_cold), std::move(small_cold)};
 }
 
 std::vector<Row> cancel_mid_parse(const Settings& settings) {

@@ -250,6 +250,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       if (stopping_) throw PoolDegraded("WorkerPool: the pool is stopping");
       if (!degraded_.empty()) throw PoolDegraded(degraded_);
       if (queue_.size() >= options_.max_queue) throw PoolQueueFull(options_.max_queue);
+      standby_wanted_ = true;  // (if idle workers had shrunk it away)
       if (queue_.empty() && busy_count_locked() < options_.size) {
         // A slot is free: is a worker ready for it?
         bool idle = false;
@@ -365,7 +366,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   }
 
  private:
-  std::size_t target_locked() const { return options_.size + options_.standby; }
+  std::size_t target_locked() const { return options_.size + (standby_wanted_ ? options_.standby : 0); }
   std::size_t ready_count_locked() const {
     std::size_t n = 0;
     for (const auto& w : workers_) n += w->state == Worker::State::idle || w->state == Worker::State::busy;
@@ -494,6 +495,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         continue;
       }
       workers_.push_back(worker);
+      ++stats_.workers_started;
       ++live_drivers_;
       epoll_event ev{};
       ev.events = EPOLLIN;
@@ -685,12 +687,28 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     changed_.notify_all();
 
     for (;;) {
-      changed_.wait(lock, [&] {
+      const auto woken = [&] {
         // A task reserved by run(): wait until it is posted (or refused).
         if (w->running) return w->handed;
         return stopping_ || w->dead || w->killed ||
                (w->state == Worker::State::idle && !queue_.empty() && busy_count_locked() < options_.size);
-      });
+      };
+      if (options_.idle_timeout) {
+        // Idle too long while more than `size` workers are up: this one goes.
+        bool idle_exit = false;
+        while (!woken()) {
+          if (changed_.wait_until(lock, Clock::now() + *options_.idle_timeout, woken)) break;
+          if (alive_count_locked() > options_.size) {
+            standby_wanted_ = false;
+            ++stats_.idle_exits;
+            idle_exit = true;
+            break;
+          }
+        }
+        if (idle_exit) break;
+      } else {
+        changed_.wait(lock, woken);
+      }
       // (A handed-over task goes on even now: its outcome, a kill or a
       // death, is reported below.)
       if (!w->handed && (stopping_ || w->dead || w->killed)) break;
@@ -897,6 +915,8 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   std::string last_start_failure_;
   std::deque<Clock::time_point> recent_failures_;
   std::string degraded_;
+  // Whether the standby is kept up (idle_timeout lets it shrink away).
+  bool standby_wanted_ = true;
   // Replacements start after this (see spawner_loop).
   static constexpr std::chrono::milliseconds kReplacementDelay{5};
   Clock::time_point replace_after_{};

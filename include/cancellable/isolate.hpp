@@ -51,7 +51,7 @@
 // that called run() exits while the isolate runs, the child is killed and the
 // future fails with IsolateCrashed (killed by SIGKILL; the message says that
 // the thread that started it exited, and names it). Call run() from
-// long-lived threads. The worker pool (a later layer) starts workers with
+// long-lived threads. The worker pool (pool.hpp) starts workers with
 // posix_spawn and avoids these constraints; prefer it when the parent holds
 // many locks or a lot of memory (fork cost grows with the parent's size).
 //

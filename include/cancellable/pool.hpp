@@ -98,6 +98,10 @@ struct PoolOptions {
   // the shared memory; only what is written is ever backed by memory).
   std::size_t max_argument_bytes = std::size_t{256} << 20;
   std::size_t max_result_bytes = std::size_t{256} << 20;
+  // A worker idle this long exits while more than `size` workers are up
+  // (the standby shrinks away when the pool is not used); the standby is
+  // started again with the next task.
+  std::optional<std::chrono::milliseconds> idle_timeout;
   // How long a starting worker may take to become ready.
   std::chrono::milliseconds start_timeout{30'000};
   // After respawn_budget workers failed to start within respawn_period, the
@@ -122,6 +126,8 @@ struct PoolStats {
   std::uint64_t crashes = 0;          // workers that died during a task
   std::uint64_t recycles = 0;         // workers stopped by a recycle rule
   std::uint64_t start_failures = 0;   // workers that died before they were ready
+  std::uint64_t workers_started = 0;  // worker processes spawned
+  std::uint64_t idle_exits = 0;       // workers stopped by idle_timeout
   // Tasks submitted while a slot was free (fewer than size running, none
   // queued) that found a ready worker for it, and those that had to wait for
   // one to start (the standby was used up).

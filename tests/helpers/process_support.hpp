@@ -54,21 +54,27 @@ inline std::optional<ProcStat> proc_stat(long pid) {
 }
 
 // Processes whose parent is this process, in any state (zombies included),
-// other than `except`.
-inline int count_children(pid_t except = 0) {
+// other than those in except.
+inline int count_children_except(const std::vector<pid_t>& except) {
   const pid_t me = ::getpid();
   int count = 0;
   DIR* proc = ::opendir("/proc");
   if (!proc) return 0;
   while (dirent* entry = ::readdir(proc)) {
     const long pid = std::strtol(entry->d_name, nullptr, 10);
-    if (pid <= 0 || pid == except) continue;
+    if (pid <= 0) continue;
+    bool skip = false;
+    for (const pid_t e : except) skip = skip || e == pid;
+    if (skip) continue;
     const auto stat = proc_stat(pid);
     if (stat && stat->ppid == me) ++count;
   }
   ::closedir(proc);
   return count;
 }
+
+// ... other than `except`.
+inline int count_children(pid_t except = 0) { return count_children_except({except}); }
 
 inline int count_entries(const char* path, const std::string& prefix = {}) {
   int count = 0;

@@ -418,3 +418,23 @@ TEST_CASE("no worker outlives its pool's process killed with SIGKILL", "[pool]")
   ::kill(parent, SIGKILL);
   for (const pid_t w : workers) CHECK(process_support::wait_gone(w));
 }
+
+TEST_CASE("idle workers beyond the pool's size exit after the idle timeout, and come back with work", "[pool]") {
+  PoolOptions options = builtin_pool(1, 1);
+  options.idle_timeout = 100ms;
+  WorkerPool pool(options);
+  CHECK(pool.stats().workers_started == 2);
+  const auto eventually = [](auto pred) {
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::yield();
+    }
+    return true;
+  };
+  CHECK(eventually([&] { return pool.stats().idle_exits == 1; }));
+  const auto shrunk = pool.stats();
+  CHECK(shrunk.idle + shrunk.busy + shrunk.starting == 1);  // never below size
+  CHECK(pool.run(builtin::empty).get() == 0);
+  CHECK(eventually([&] { return pool.stats().workers_started == 3; }));  // the standby again
+}

@@ -2,6 +2,7 @@
 #include "cancellable/builtin_tasks.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -10,21 +11,23 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <system_error>
 #include <memory>
 #include <stdexcept>
 #include <thread>
 
 #include "cancellable/detail/json_parse.hpp"
 #include "cancellable/json.hpp"
+#include "cancellable/json_errors.hpp"
 
 namespace cancellable::builtin {
 namespace {
 
-JsonSummary summarize(const detail::ParsedJson& parsed) {
+JsonSummary summarize(simdjson::dom::element root, std::size_t bytes) {
   JsonSummary s;
-  s.bytes = parsed.size();
-  const auto root = parsed.root();
+  s.bytes = bytes;
   if (root.is_array()) {
     s.top_level_is_array = true;
     s.top_level_elements = simdjson::dom::array(root).size();
@@ -37,20 +40,31 @@ JsonSummary summarize(const detail::ParsedJson& parsed) {
   return s;
 }
 
+// One parser for the worker's life, reused by every parse (tasks run one at
+// a time): its buffers stay allocated and mapped in, as in a long-running
+// program. It keeps the capacity of the largest input parsed so far
+// (PoolOptions::recycle_above_growth_bytes gives it back).
+simdjson::dom::parser& worker_parser() {
+  static simdjson::dom::parser parser;
+  return parser;
+}
+
 JsonSummary parse_json_file_task(std::string path) {
-  try {
-    return summarize(detail::parse_json_file_in_worker(path, JsonOptions{}, nullptr, false, {}));
-  } catch (const simdjson::simdjson_error& e) {
-    detail::throw_json_error(e.error());
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    throw std::filesystem::filesystem_error("cannot read JSON file", path,
+                                            std::error_code(errno, std::generic_category()));
   }
+  ::close(fd);
+  simdjson::dom::element root;
+  if (const auto error = worker_parser().load(path).get(root)) detail::throw_json_error(error);
+  return summarize(root, static_cast<std::size_t>(std::filesystem::file_size(path)));
 }
 
 JsonSummary parse_json_buffer_task(std::string json) {
-  try {
-    return summarize(detail::parse_json_in_worker(json, JsonOptions{}, nullptr, {}));
-  } catch (const simdjson::simdjson_error& e) {
-    detail::throw_json_error(e.error());
-  }
+  simdjson::dom::element root;
+  if (const auto error = worker_parser().parse(json).get(root)) detail::throw_json_error(error);
+  return summarize(root, json.size());
 }
 
 int empty_task() { return 0; }
