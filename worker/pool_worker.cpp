@@ -24,6 +24,7 @@
 #include <string>
 #include <string_view>
 
+#include "cancellable/detail/area_streambuf.hpp"
 #include "cancellable/task.hpp"
 #include "worker/protocol/futex.hpp"
 #include "worker/protocol/pool_slot.hpp"
@@ -52,33 +53,6 @@ TaskInvoker find_task(std::string_view name) {
   return found == registry.tasks.end() ? nullptr : found->second;
 }
 
-// Writes into [base, base + capacity); past that, only counts.
-class AreaWriter final : public std::streambuf {
- public:
-  AreaWriter(char* base, std::size_t capacity) : base_(base), capacity_(capacity) {}
-  std::size_t written() const noexcept { return std::min(total_, capacity_); }
-  std::size_t total() const noexcept { return total_; }
-  bool overflowed() const noexcept { return total_ > capacity_; }
-
- private:
-  std::streamsize xsputn(const char* s, std::streamsize n) override {
-    const auto count = static_cast<std::size_t>(n);
-    if (total_ < capacity_) std::memcpy(base_ + total_, s, std::min(count, capacity_ - total_));
-    total_ += count;
-    return n;
-  }
-  int_type overflow(int_type ch) override {
-    if (ch == traits_type::eof()) return traits_type::not_eof(ch);
-    const char c = traits_type::to_char_type(ch);
-    xsputn(&c, 1);
-    return ch;
-  }
-
-  char* base_;
-  std::size_t capacity_;
-  std::size_t total_ = 0;
-};
-
 // Exit statuses of a worker that could not set itself up (the pool reports
 // them when the worker dies before it is ready).
 constexpr int kExitBadArguments = 64;  // EX_USAGE
@@ -105,11 +79,11 @@ CANCELLABLE_TASK(warm_up, warm_up_task);
 void warm_up_once(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t result_capacity) {
   try {
     std::memset(slot->args(), 0, std::min<std::uint64_t>(args_capacity, 4096));
-    AreaWriter args(slot->args(), args_capacity);
+    AreaStreambuf args(slot->args(), args_capacity);
     std::ostream args_out(&args);
     encode_result(std::tuple<>{}, args_out);
     args_out.flush();
-    AreaWriter writer(slot->result(), result_capacity);
+    AreaStreambuf writer(slot->result(), result_capacity);
     std::ostream out(&writer);
     if (const TaskInvoker invoker = find_task(warm_up.name)) invoker(slot->args(), args.written(), out);
     out.flush();
@@ -131,7 +105,7 @@ void warm_up_once(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t res
     const std::string_view name(slot->task_name, std::min<std::size_t>(slot->task_name_size, PoolSlot::kMaxTaskName));
     const std::size_t args_bytes = std::min<std::uint64_t>(slot->args_bytes, args_capacity);
     const std::size_t max_result = std::min<std::uint64_t>(slot->max_result_bytes, result_capacity);
-    AreaWriter writer(slot->result(), max_result);
+    AreaStreambuf writer(slot->result(), max_result);
     PoolSlot::Outcome outcome = PoolSlot::Outcome::value;
     std::size_t payload = 0;
     try {

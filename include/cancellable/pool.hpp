@@ -64,6 +64,7 @@
 #include <utility>
 
 #include "cancellable/cancellation_token.hpp"
+#include "cancellable/detail/area_streambuf.hpp"
 #include "cancellable/detail/completer_core.hpp"
 #include "cancellable/detail/isolate_codec.hpp"
 #include "cancellable/future.hpp"
@@ -180,33 +181,6 @@ std::function<void()> submit_pool_job(const std::shared_ptr<PoolImpl>& pool, std
 PoolStats pool_stats(const PoolImpl& pool);
 Future<void> pool_room(const std::shared_ptr<PoolImpl>& pool);
 void stop_pool(PoolImpl& pool) noexcept;
-
-// Writes encoded values into a fixed area, counting what does not fit.
-class AreaStreambuf final : public std::streambuf {
- public:
-  AreaStreambuf(char* base, std::size_t capacity) : base_(base), capacity_(capacity) {}
-  std::size_t total() const noexcept { return total_; }
-
- private:
-  std::streamsize xsputn(const char* s, std::streamsize n) override {
-    const auto count = static_cast<std::size_t>(n);
-    if (total_ < capacity_) std::memcpy(base_ + total_, s, std::min(count, capacity_ - total_));
-    total_ += count;
-    return n;
-  }
-  int_type overflow(int_type ch) override {
-    if (ch == traits_type::eof()) return traits_type::not_eof(ch);
-    const char c = traits_type::to_char_type(ch);
-    xsputn(&c, 1);
-    return ch;
-  }
-  char* base_;
-  std::size_t capacity_;
-  std::size_t total_ = 0;
-};
-
-template <class T, class... U>
-inline constexpr bool is_one_of_v = (std::is_same_v<T, U> || ...);
 
 }  // namespace detail
 
