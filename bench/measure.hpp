@@ -158,4 +158,10 @@ struct SharedFlag {
   std::atomic<int>* flag;
 };
 
+// One raw sample of a cancel that wakes a waiter and kills a worker process,
+// without the library: a std::promise's waiter woken by set_exception, and a
+// spinning forked child SIGKILLed right after (isolate_scenarios.cpp). The
+// floor of a cancel -> exception with a worker process, fork or pool.
+double raw_promise_kill_once(Waiter& waiter, SharedFlag& running);
+
 }  // namespace cancellable::bench

@@ -157,10 +157,11 @@ std::vector<Row> pool_roundtrip(const Settings& settings) {
 
 std::vector<Row> pool_cancel(const Settings& settings) {
   Waiter waiter;
+  SharedFlag running;
   WorkerPool pool(pool_options(1, 1));
   settle(pool, 2);
   const std::size_t samples = settings.quick ? 50 : 300;
-  std::vector<double> promise, cancel, reuse, empty;
+  std::vector<double> promise, raw, cancel, reuse, empty;
   for (std::size_t i = 0; i < samples; ++i) {
     {
       CancellationToken token;
@@ -169,6 +170,7 @@ std::vector<Row> pool_cancel(const Settings& settings) {
     }
     settle(pool, 2);
     promise.push_back(promise_wakeup(waiter));
+    raw.push_back(raw_promise_kill_once(waiter, running));
     {
       // From the cancel of a running task to the next task's result.
       CancellationToken token;
@@ -183,13 +185,15 @@ std::vector<Row> pool_cancel(const Settings& settings) {
     empty.push_back(pool_empty_once(pool));
   }
   auto baseline = make_row("cancel_to_exception", "std_promise", std::move(promise));
+  auto floor = make_row("cancel_to_exception", "raw_promise_kill", std::move(raw));
+  compare(floor, baseline);
   auto row = make_row("cancel_to_exception", "pool", std::move(cancel));
   set_p99_ratio_goal(row, baseline, 1.25);
   auto roundtrip = make_row("empty_roundtrip", "pool_between_kills", std::move(empty));
   auto slot = make_row("slot_reuse_after_kill", "pool", std::move(reuse));
   compare(slot, roundtrip);
   slot.goal = Goal{"p50 <= 3x empty_roundtrip pool_between_kills p50", *slot.ratio_p50 <= 3.0};
-  return {std::move(baseline), std::move(row), std::move(roundtrip), std::move(slot)};
+  return {std::move(baseline), std::move(floor), std::move(row), std::move(roundtrip), std::move(slot)};
 }
 
 std::vector<Row> pool_big_parent(const Settings& settings) {
