@@ -47,7 +47,7 @@ int run_demo(const std::string& backend);
 struct ParseArgs {
   std::string file;  // "-": standard input
   std::optional<std::chrono::nanoseconds> timeout;
-  std::string backend = "fork";  // fork | thread
+  std::string backend = "fork";  // fork | thread | pool
   std::optional<std::string> pointer;
   bool json = false;
 };

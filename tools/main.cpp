@@ -36,7 +36,10 @@ int main(int argc, char** argv) {
                                             "and print a summary");
   parse->add_option("file", parse_args.file, "The JSON file; - reads standard input")->required();
   parse->add_option("--timeout", timeout_text, "Give up after this long: 500ms, 2s, 1m (exit 124)");
-  parse->add_option("--backend", backend, backend_help)->check(backend_names);
+  parse->add_option("--backend", backend,
+                    "fork (default; also: process), thread, or pool (cancellable-worker in a one-worker pool; "
+                    "regular files)")
+      ->check(CLI::IsMember({"fork", "process", "thread", "pool"}));
   std::string pointer_text;
   auto* pointer_option =
       parse->add_option("--pointer", pointer_text, "Print the value at this JSON pointer, e.g. /0/name");

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
@@ -21,6 +22,7 @@
 #include "bench/scenarios.hpp"
 #include "cancellable/cancellable.hpp"
 #include "cancellable/json.hpp"
+#include "cancellable/pool.hpp"
 #include "tools/cli.hpp"
 #include "tools/json_pointer.hpp"
 
@@ -47,22 +49,15 @@ struct Summary {
   }
 };
 
-void count(simdjson::dom::element e, std::uint64_t depth, Summary& s) {
-  s.max_depth = std::max(s.max_depth, depth);
-  switch (e.type()) {
-    case simdjson::dom::element_type::OBJECT:
-      ++s.objects;
-      for (auto field : e.get_object()) count(field.value, depth + 1, s);
-      break;
-    case simdjson::dom::element_type::ARRAY:
-      ++s.arrays;
-      for (auto item : e.get_array()) count(item, depth + 1, s);
-      break;
-    case simdjson::dom::element_type::STRING: ++s.strings; break;
-    case simdjson::dom::element_type::BOOL: ++s.booleans; break;
-    case simdjson::dom::element_type::NULL_VALUE: ++s.nulls; break;
-    default: ++s.numbers; break;
-  }
+// The counts of a document into the summary.
+void add_counts(const builtin::JsonCounts& c, Summary& s) {
+  s.objects = c.objects;
+  s.arrays = c.arrays;
+  s.strings = c.strings;
+  s.numbers = c.numbers;
+  s.booleans = c.booleans;
+  s.nulls = c.nulls;
+  s.max_depth = c.depth;
 }
 
 std::int64_t now_ns() {
@@ -173,11 +168,121 @@ class ProgressLine {
   ::_exit(status);
 }
 
+// Prints the summary (or the pointer's value) for a person or, with --json,
+// a script. transfer_ms: nothing where it is not measured (a pool's worker
+// does not say when it finished).
+int print_summary(const ParseArgs& args, const Summary& s, double parse_ms, std::optional<double> transfer_ms,
+                  double total_ms) {
+  const std::string file = args.file == "-" ? "-" : args.file;
+  if (s.has_pointer && !s.pointer_found) {
+    std::cerr << "cancellable: --pointer " << *args.pointer << ": not found in " << file << "\n";
+    return kExitError;
+  }
+  if (args.json) {
+    std::ostringstream out;
+    out << "{\"file\": " << bench::json_string(file) << ", \"bytes\": " << s.bytes << ", \"backend\": \"" << args.backend
+        << "\"";
+    if (s.has_pointer) {
+      out << ", \"pointer\": " << bench::json_string(*args.pointer) << ", \"value\": " << s.pointer_value;
+    } else {
+      out << ", \"objects\": " << s.objects << ", \"arrays\": " << s.arrays << ", \"strings\": " << s.strings
+          << ", \"numbers\": " << s.numbers << ", \"booleans\": " << s.booleans << ", \"nulls\": " << s.nulls
+          << ", \"depth\": " << s.max_depth;
+    }
+    char times[160];
+    char transfer[32] = "null";
+    if (transfer_ms) std::snprintf(transfer, sizeof transfer, "%.3f", *transfer_ms);
+    std::snprintf(times, sizeof times, ", \"parse_ms\": %.3f, \"transfer_ms\": %s, \"total_ms\": %.3f}", parse_ms,
+                  transfer, total_ms);
+    std::cout << out.str() << times << "\n";
+    return kExitOk;
+  }
+  if (s.has_pointer) {
+    std::cout << s.pointer_value << "\n";
+    return kExitOk;
+  }
+  std::cout << "file:     " << file << "\n"
+            << "bytes:    " << format_size(s.bytes) << "\n"
+            << "backend:  " << args.backend << "\n"
+            << "objects:  " << s.objects << "\n"
+            << "arrays:   " << s.arrays << "\n"
+            << "strings:  " << s.strings << "\n"
+            << "numbers:  " << s.numbers << "\n"
+            << "booleans: " << s.booleans << "\n"
+            << "nulls:    " << s.nulls << "\n"
+            << "depth:    " << s.max_depth << "\n"
+            << "parse:    " << format_ms(parse_ms)
+            << (transfer_ms ? " (start, read and parse)\n" : " (the task in the pool's worker: read and parse)\n");
+  if (transfer_ms) std::cout << "transfer: " << format_ms(*transfer_ms) << " (summary done to result here)\n";
+  std::cout << "total:    " << format_ms(total_ms) << "\n";
+  return kExitOk;
+}
+
+// The worker program for --backend pool: CANCELLABLE_WORKER_PROGRAM, or
+// cancellable-worker installed beside this command (bin/), or in the build
+// tree (the command is in tools/, the worker one level up).
+std::filesystem::path find_worker_program() {
+  if (const char* path = std::getenv("CANCELLABLE_WORKER_PROGRAM")) return path;
+  std::error_code ignored;
+  const auto here = std::filesystem::read_symlink("/proc/self/exe", ignored).parent_path();
+  for (const auto& candidate : {here / "cancellable-worker", here.parent_path() / "cancellable-worker"}) {
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return here / "cancellable-worker";  // (the pool's start then says it is missing)
+}
+
+// --backend pool: the parse runs as the count_json_file task of
+// cancellable-worker, in a one-worker pool.
+int run_parse_in_pool(const ParseArgs& args, const SignalCancellationToken& interrupt) {
+  struct stat st {};
+  if (args.pointer) {
+    std::cerr << "cancellable: --backend pool does not take --pointer (see --help)\n";
+    return kExitUsage;
+  }
+  if (args.file == "-" || ::stat(args.file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    std::cerr << "cancellable: --backend pool reads regular files only, not " << args.file
+              << " (use the fork or thread backend)\n";
+    return kExitUsage;
+  }
+  const auto started = Clock::now();
+  try {
+    PoolOptions options;
+    options.worker_program = find_worker_program();
+    options.standby = 0;
+    WorkerPool pool(options);
+    TaskOptions task_options;
+    task_options.timeout = args.timeout;
+    const auto task_started = Clock::now();
+    Summary s;
+    builtin::JsonCounts counts;
+    try {
+      counts = pool.run(builtin::count_json_file, args.file, interrupt, task_options).get();
+    } catch (const CancelledException&) {
+      const int sig = interrupt.signal() != 0 ? interrupt.signal() : SIGINT;
+      std::cerr << "cancellable: parse interrupted by SIG" << ::sigabbrev_np(sig) << "; the worker was killed\n";
+      leave_now(kExitSignalBase + sig);
+    } catch (const TimeoutException& e) {
+      std::cerr << "cancellable: parse timed out after " << format_duration(e.timeout()) << "; the worker was killed\n";
+      leave_now(kExitTimeout);
+    }
+    const auto finished = Clock::now();
+    s.bytes = counts.bytes;
+    add_counts(counts, s);
+    const double parse_ms = std::chrono::duration<double, std::milli>(finished - task_started).count();
+    const double total_ms = std::chrono::duration<double, std::milli>(finished - started).count();
+    return print_summary(args, s, parse_ms, std::nullopt, total_ms);
+  } catch (const std::exception& e) {
+    std::cerr << "cancellable: " << e.what() << "\n";
+    return kExitError;
+  }
+}
+
 }  // namespace
 
 int run_parse(const ParseArgs& args) {
   SignalCancellationToken interrupt;  // SIGINT, SIGTERM (blocked here, taken by the signal thread)
   start_job_control();
+  if (args.backend == "pool") return run_parse_in_pool(args, interrupt);
   const bool thread_backend = args.backend == "thread";
   const auto started = Clock::now();
   const auto started_ns = now_ns();
@@ -241,7 +346,7 @@ int run_parse(const ParseArgs& args) {
         s.pointer_found = resolve_json_pointer(parsed.root(), *pointer, value);
         if (s.pointer_found) s.pointer_value = simdjson::to_string(value);
       } else {
-        count(parsed.root(), 1, s);
+        add_counts(detail::count_json(parsed.root(), parsed.size()), s);
       }
       s.finished_at_ns = now_ns();
       return s;
@@ -278,47 +383,7 @@ int run_parse(const ParseArgs& args) {
   if (progress) progress->clear();
   const double total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
   const double transfer_ms = ms(received - s.finished_at_ns);
-  const std::string file = args.file == "-" ? "-" : args.file;
-
-  if (s.has_pointer && !s.pointer_found) {
-    std::cerr << "cancellable: --pointer " << *args.pointer << ": not found in " << file << "\n";
-    return kExitError;
-  }
-  if (args.json) {
-    std::ostringstream out;
-    out << "{\"file\": " << bench::json_string(file) << ", \"bytes\": " << s.bytes << ", \"backend\": \"" << args.backend
-        << "\"";
-    if (s.has_pointer) {
-      out << ", \"pointer\": " << bench::json_string(*args.pointer) << ", \"value\": " << s.pointer_value;
-    } else {
-      out << ", \"objects\": " << s.objects << ", \"arrays\": " << s.arrays << ", \"strings\": " << s.strings
-          << ", \"numbers\": " << s.numbers << ", \"booleans\": " << s.booleans << ", \"nulls\": " << s.nulls
-          << ", \"depth\": " << s.max_depth;
-    }
-    char times[160];
-    std::snprintf(times, sizeof times, ", \"parse_ms\": %.3f, \"transfer_ms\": %.3f, \"total_ms\": %.3f}",
-                  ms(s.parse_ns), transfer_ms, total_ms);
-    std::cout << out.str() << times << "\n";
-    return kExitOk;
-  }
-  if (s.has_pointer) {
-    std::cout << s.pointer_value << "\n";
-    return kExitOk;
-  }
-  std::cout << "file:     " << file << "\n"
-            << "bytes:    " << format_size(s.bytes) << "\n"
-            << "backend:  " << args.backend << "\n"
-            << "objects:  " << s.objects << "\n"
-            << "arrays:   " << s.arrays << "\n"
-            << "strings:  " << s.strings << "\n"
-            << "numbers:  " << s.numbers << "\n"
-            << "booleans: " << s.booleans << "\n"
-            << "nulls:    " << s.nulls << "\n"
-            << "depth:    " << s.max_depth << "\n"
-            << "parse:    " << format_ms(ms(s.parse_ns)) << " (start, read and parse)\n"
-            << "transfer: " << format_ms(transfer_ms) << " (summary done to result here)\n"
-            << "total:    " << format_ms(total_ms) << "\n";
-  return kExitOk;
+  return print_summary(args, s, ms(s.parse_ns), transfer_ms, total_ms);
 }
 
 }  // namespace cancellable::cli

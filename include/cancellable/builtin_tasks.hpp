@@ -23,6 +23,19 @@ struct JsonSummary {
   friend bool operator==(const JsonSummary&, const JsonSummary&) = default;
 };
 
+// Every value of a JSON document counted by type, and the deepest nesting
+// (a scalar document has depth 1).
+struct JsonCounts {
+  std::uint64_t bytes = 0;
+  std::uint64_t objects = 0, arrays = 0, strings = 0, numbers = 0, booleans = 0, nulls = 0;
+  std::uint64_t depth = 0;
+  friend bool operator==(const JsonCounts&, const JsonCounts&) = default;
+};
+
+// Parses the JSON file at path (opened by the worker) and counts its values
+// (what `cancellable parse --backend pool` prints).
+inline constexpr Task<JsonCounts(std::string)> count_json_file{"cancellable.count_json_file"};
+
 // Parses the JSON file at path (opened by the worker) with simdjson.
 // Throws JsonParseError, std::filesystem::filesystem_error.
 inline constexpr Task<JsonSummary(std::string)> parse_json_file{"cancellable.parse_json_file"};

@@ -39,6 +39,16 @@ pid_t spawn(std::vector<std::string> args, const posix_spawn_file_actions_t* act
   return pid;
 }
 
+// Spawns args with stdout into out_path.
+pid_t spawn_with_output(std::vector<std::string> args, const std::filesystem::path& out_path) {
+  posix_spawn_file_actions_t actions;
+  ::posix_spawn_file_actions_init(&actions);
+  ::posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  const pid_t pid = spawn(std::move(args), &actions);
+  ::posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
 int exit_status(pid_t pid) {
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -83,10 +93,14 @@ std::pair<std::string, int> run_on_terminal(std::vector<std::string> args, const
 pid_t wait_for_child_of(pid_t pid, std::chrono::seconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
-    for (pid_t child = 0; children >> child;) {
-      const auto stat = process_support::proc_stat(child);
-      if (stat && stat->pgrp == child && stat->session != child) return child;
+    // (Each thread has its own list: a pool's workers are its spawner's.)
+    std::error_code gone;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", gone)) {
+      std::ifstream children(task.path() / "children");
+      for (pid_t child = 0; children >> child;) {
+        const auto stat = process_support::proc_stat(child);
+        if (stat && stat->pgrp == child && stat->session != child) return child;
+      }
     }
     std::this_thread::yield();
   }
@@ -402,4 +416,32 @@ TEST_CASE("generate writes exactly what the library's generate_json makes", "[cl
   std::filesystem::remove(written);
   CHECK(contents == cancellable::generate_json(100000, 7));
   CHECK(contents != cancellable::generate_json(100000, 8));
+}
+
+TEST_CASE("parse with the pool backend prints the same counts as the fork backend", "[cli]") {
+  const Sample sample("pool-counts", "2000000");
+  const auto counts_of = [&](const char* backend) {
+    REQUIRE(exit_status(spawn_with_output({CANCELLABLE_CLI, "parse", sample.json.string(), "--json", "--backend", backend},
+                                          sample.out)) == 0);
+    const std::string out = sample.output();
+    const auto from = out.find("\"objects\"");
+    const auto to = out.find(", \"parse_ms\"");
+    REQUIRE(from != std::string::npos);
+    REQUIRE(to != std::string::npos);
+    return out.substr(from, to - from);
+  };
+  const std::string fork_counts = counts_of("fork");
+  CHECK(counts_of("pool") == fork_counts);
+  CHECK(sample.output().find("\"backend\": \"pool\"") != std::string::npos);
+  CHECK(sample.output().find("\"transfer_ms\": null") != std::string::npos);
+}
+
+TEST_CASE("Ctrl-C during a parse with the pool backend kills the worker and exits with status 130", "[cli]") {
+  const Sample sample("pool-interrupt", "300000000");
+  const pid_t cli = spawn({CANCELLABLE_CLI, "parse", sample.json.string(), "--backend", "pool"});
+  const pid_t worker = wait_for_child_of(cli, std::chrono::seconds(30));
+  REQUIRE(worker > 0);
+  ::kill(cli, SIGINT);
+  CHECK(exit_status(cli) == 130);
+  CHECK(process_support::wait_gone(worker));
 }

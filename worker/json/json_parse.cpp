@@ -385,4 +385,33 @@ ParsedJson parse_json_descriptor_in_worker(int fd, const std::filesystem::path& 
   return ParsedJson(std::move(state), root, size);
 }
 
+namespace {
+
+void count_into(simdjson::dom::element e, std::uint64_t depth, builtin::JsonCounts& c) {
+  c.depth = std::max(c.depth, depth);
+  switch (e.type()) {
+    case simdjson::dom::element_type::OBJECT:
+      ++c.objects;
+      for (auto field : e.get_object()) count_into(field.value, depth + 1, c);
+      break;
+    case simdjson::dom::element_type::ARRAY:
+      ++c.arrays;
+      for (auto item : e.get_array()) count_into(item, depth + 1, c);
+      break;
+    case simdjson::dom::element_type::STRING: ++c.strings; break;
+    case simdjson::dom::element_type::BOOL: ++c.booleans; break;
+    case simdjson::dom::element_type::NULL_VALUE: ++c.nulls; break;
+    default: ++c.numbers; break;
+  }
+}
+
+}  // namespace
+
+builtin::JsonCounts count_json(simdjson::dom::element root, std::uint64_t bytes) {
+  builtin::JsonCounts counts;
+  counts.bytes = bytes;
+  count_into(root, 1, counts);
+  return counts;
+}
+
 }  // namespace cancellable::detail

@@ -49,7 +49,10 @@ simdjson::dom::parser& worker_parser() {
   return parser;
 }
 
-JsonSummary parse_json_file_task(std::string path) {
+// The document at path, parsed by the worker's parser (valid until its next
+// parse). Throws filesystem_error if the file cannot be opened,
+// JsonParseError if it is not JSON.
+simdjson::dom::element load_json_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     throw std::filesystem::filesystem_error("cannot read JSON file", path,
@@ -58,7 +61,17 @@ JsonSummary parse_json_file_task(std::string path) {
   ::close(fd);
   simdjson::dom::element root;
   if (const auto error = worker_parser().load(path).get(root)) detail::throw_json_error(error);
+  return root;
+}
+
+JsonSummary parse_json_file_task(std::string path) {
+  const auto root = load_json_file(path);
   return summarize(root, static_cast<std::size_t>(std::filesystem::file_size(path)));
+}
+
+JsonCounts count_json_file_task(std::string path) {
+  const auto root = load_json_file(path);
+  return detail::count_json(root, static_cast<std::size_t>(std::filesystem::file_size(path)));
 }
 
 JsonSummary parse_json_buffer_task(std::string json) {
@@ -135,6 +148,7 @@ int spawn_child_and_spin_task(std::string pid_file) {
 
 CANCELLABLE_TASK(parse_json_file, parse_json_file_task);
 CANCELLABLE_TASK(parse_json_buffer, parse_json_buffer_task);
+CANCELLABLE_TASK(count_json_file, count_json_file_task);
 CANCELLABLE_TASK(empty, empty_task);
 CANCELLABLE_TASK(pid, pid_task);
 CANCELLABLE_TASK(echo, echo_task);

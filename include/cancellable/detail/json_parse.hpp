@@ -6,6 +6,8 @@
 // memory management. A header because json.hpp's templates call it.
 #pragma once
 
+#include "cancellable/builtin_tasks.hpp"
+
 #include <simdjson.h>
 
 #include <cstddef>
@@ -97,5 +99,8 @@ ParsedJson parse_json_descriptor_in_worker(int fd, const std::filesystem::path& 
                                            JsonArena* arena, bool in_arena,
                                            const std::function<void()>& parsing_starts,
                                            const ReadingProgress& reading = {});
+
+// Counts every value of the document at root by type, and its depth.
+builtin::JsonCounts count_json(simdjson::dom::element root, std::uint64_t bytes);
 
 }  // namespace cancellable::detail
