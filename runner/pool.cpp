@@ -342,6 +342,12 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     }
     if (spawner_.joinable()) spawner_.join();
     {
+      std::unique_lock lock(mutex_);
+      auto dropped = std::move(dropped_jobs_);
+      dropped_jobs_.clear();
+      lock.unlock();
+    }
+    {
       // Every worker was killed: wait for the monitor to reap them all.
       std::unique_lock lock(mutex_);
       changed_.wait(lock, [&] { return workers_.empty() || monitor_failed_; });
@@ -414,7 +420,9 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         const auto at = std::find(queue_.begin(), queue_.end(), entry);
         if (at != queue_.end()) queue_.erase(at);
         entry->state = Entry::State::done;
-        entry->job.reset();
+        // Not destroyed here: this runs inside the cancellation hook of the
+        // future's core, which the job owns. The spawner lets go of it.
+        dropped_jobs_.push_back(std::move(entry->job));
         room = queue_.size() < options_.max_queue;
       } else if (entry->state == Entry::State::running && entry->worker) {
         ++stats_.tasks_killed;
@@ -468,8 +476,16 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     std::unique_lock lock(mutex_);
     for (;;) {
       changed_.wait(lock, [&] {
-        return stopping_ || (degraded_.empty() && alive_count_locked() < target_locked());
+        return stopping_ || !dropped_jobs_.empty() || (degraded_.empty() && alive_count_locked() < target_locked());
       });
+      if (!dropped_jobs_.empty()) {
+        auto dropped = std::move(dropped_jobs_);
+        dropped_jobs_.clear();
+        lock.unlock();
+        dropped.clear();  // (their futures have failed already)
+        lock.lock();
+        continue;
+      }
       if (stopping_) return;
       // A replacement for a worker that just ended waits a moment unless a
       // task needs it now: starting a process takes milliseconds of CPU,
@@ -795,6 +811,9 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         job->fail(*refused);
       } else if (answered) {
         deliver(*job, outcome, payload);
+      } else if (died && job->cpu_time_limit && exit.kind == ProcessExit::Kind::exited &&
+                 exit.code == kPoolExitCpuLimit) {
+        job->fail(std::make_exception_ptr(CpuTimeLimitExceeded(*job->cpu_time_limit)));
       } else if (died) {
         job->fail(std::make_exception_ptr(IsolateCrashed(exit, "the worker died during the task")));
       } else {
@@ -841,6 +860,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       std::memcpy(slot->task_name, entry.job->task_name.data(), entry.job->task_name.size());
       slot->args_bytes = bytes;
       slot->max_result_bytes = options_.max_result_bytes;
+      slot->cpu_limit_seconds = entry.job->cpu_time_limit ? static_cast<std::uint64_t>(entry.job->cpu_time_limit->count()) : 0;
     } catch (...) {
       return std::current_exception();
     }
@@ -906,6 +926,8 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   std::deque<std::shared_ptr<Entry>> queue_;
   std::vector<std::shared_ptr<Worker>> workers_;
   std::vector<std::shared_ptr<CompleterCore<void>>> room_waiters_;
+  // Jobs cancelled while queued, released by the spawner thread.
+  std::vector<std::shared_ptr<PoolJob>> dropped_jobs_;
   std::size_t live_drivers_ = 0;
   bool stopping_ = false;
   bool stopped_ = false;

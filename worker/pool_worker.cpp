@@ -7,10 +7,12 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -93,8 +95,37 @@ void warm_up_once(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t res
   }
 }
 
+// The slot, for the SIGXCPU handler.
+std::atomic<PoolSlot*> cpu_limited_slot{nullptr};
+
+// SIGXCPU: the task reached its CPU time limit (RLIMIT_CPU's soft limit).
+// Says so and ends the worker (async-signal-safe: an atomic store, _exit).
+void on_cpu_limit(int) {
+  if (PoolSlot* slot = cpu_limited_slot.load()) slot->cpu_limit_reached.store(1, std::memory_order_release);
+  ::_exit(kPoolExitCpuLimit);
+}
+
+// The task's CPU limit as RLIMIT_CPU's soft limit, over the CPU time the
+// worker has used so far (the hard limit is left alone: a process cannot
+// raise it again). limit_seconds 0 lifts it.
+void set_cpu_limit(std::uint64_t limit_seconds) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_CPU, &limit) != 0) return;
+  if (limit_seconds == 0) {
+    limit.rlim_cur = limit.rlim_max;
+  } else {
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    const auto used = static_cast<rlim_t>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + 1);
+    limit.rlim_cur = std::min<rlim_t>(used + limit_seconds, limit.rlim_max);
+  }
+  (void)::setrlimit(RLIMIT_CPU, &limit);
+}
+
 [[noreturn]] void serve(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t result_capacity,
                         std::optional<std::size_t> memory_limit) {
+  cpu_limited_slot.store(slot);
+  ::signal(SIGXCPU, on_cpu_limit);
   warm_up_once(slot, args_capacity, result_capacity);
   slot->response.store(PoolSlot::kReady, std::memory_order_release);
   futex_wake_all(slot->response);
@@ -108,6 +139,8 @@ void warm_up_once(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t res
     AreaStreambuf writer(slot->result(), max_result);
     PoolSlot::Outcome outcome = PoolSlot::Outcome::value;
     std::size_t payload = 0;
+    const std::uint64_t cpu_limit = slot->cpu_limit_seconds;
+    if (cpu_limit != 0) set_cpu_limit(cpu_limit);
     try {
       const TaskInvoker invoker = find_task(name);
       if (!invoker) {
@@ -131,6 +164,7 @@ void warm_up_once(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t res
       std::memcpy(slot->result(), bytes.data(), payload);
       outcome = PoolSlot::Outcome::exception;
     }
+    if (cpu_limit != 0) set_cpu_limit(0);
     slot->outcome = static_cast<std::uint32_t>(outcome);
     slot->payload_bytes = payload;
     slot->response.store(next, std::memory_order_release);

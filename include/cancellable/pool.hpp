@@ -31,7 +31,8 @@
 // type, registered ones too, others arrive as IsolateError);
 // std::invalid_argument if the worker program has no task of that name;
 // IsolateCrashed (the worker died during the task: signal or exit code);
-// MemoryLimitExceeded (PoolOptions::memory_limit_bytes); ResultTooLarge;
+// MemoryLimitExceeded (PoolOptions::memory_limit_bytes);
+// CpuTimeLimitExceeded (TaskOptions::cpu_time_limit); ResultTooLarge;
 // std::length_error (arguments over max_argument_bytes).
 // run() itself throws PoolQueueFull when max_queue tasks wait already (or
 // use room() to wait for space), and PoolDegraded once the pool stopped
@@ -115,6 +116,9 @@ struct TaskOptions {
   // Wall-clock limit: the task fails with TimeoutException and its worker is
   // killed. Merged with the caller's token.
   std::optional<std::chrono::nanoseconds> timeout;
+  // CPU time the task may use (whole seconds, at least 1): past it the
+  // worker ends and the task fails with CpuTimeLimitExceeded.
+  std::optional<std::chrono::seconds> cpu_time_limit;
 };
 
 struct PoolStats {
@@ -170,6 +174,7 @@ struct PoolJob {
   // then fails with it).
   std::function<void(std::string_view)> deliver;
   std::function<void(std::exception_ptr)> fail;
+  std::optional<std::chrono::seconds> cpu_time_limit;
 };
 
 class PoolImpl;
@@ -231,8 +236,12 @@ class WorkerPool {
     if (options.timeout) effective = MergedCancellationToken{token, TimeoutCancellationToken(*options.timeout)};
     if (effective.is_cancelled()) return make_failed_future<R>(effective.exception());
 
+    if (options.cpu_time_limit && options.cpu_time_limit->count() < 1) {
+      throw std::invalid_argument("WorkerPool::run: TaskOptions::cpu_time_limit must be at least one second");
+    }
     auto job = std::make_shared<detail::PoolJob>();
     job->task_name = name;
+    job->cpu_time_limit = options.cpu_time_limit;
     job->encode_args = [arguments = std::move(arguments)](char* area, std::size_t capacity) {
       detail::AreaStreambuf buffer(area, capacity);
       std::ostream out(&buffer);

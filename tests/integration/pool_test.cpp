@@ -438,3 +438,19 @@ TEST_CASE("idle workers beyond the pool's size exit after the idle timeout, and 
   CHECK(pool.run(builtin::empty).get() == 0);
   CHECK(eventually([&] { return pool.stats().workers_started == 3; }));  // the standby again
 }
+
+TEST_CASE("a task over its CPU time limit fails with CpuTimeLimitExceeded, and the pool goes on", "[pool]") {
+  WorkerPool pool(builtin_pool(1, 0));
+  TaskOptions options;
+  options.cpu_time_limit = std::chrono::seconds(1);
+  try {
+    pool.run(builtin::spin, CancellationToken::none(), options).get();
+    FAIL("no exception");
+  } catch (const CpuTimeLimitExceeded& e) {
+    CHECK(e.limit() == std::chrono::seconds(1));
+  }
+  // The limit was the task's: the next task on the next worker has none.
+  CHECK(pool.run(builtin::sleep_ms, std::int64_t{1}).get() == 1);
+  options.cpu_time_limit = std::chrono::seconds(0);
+  CHECK_THROWS_AS(pool.run(builtin::empty, CancellationToken::none(), options), std::invalid_argument);
+}

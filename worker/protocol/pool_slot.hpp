@@ -55,11 +55,15 @@ struct PoolSlot {
   char task_name[kMaxTaskName] = {};
   std::uint64_t args_bytes = 0;
   std::uint64_t max_result_bytes = 0;
+  // CPU seconds the task may use (0: no limit).
+  std::uint64_t cpu_limit_seconds = 0;
 
   // Its outcome: written by the worker before `response`. For too_large,
   // payload_bytes is the size the result would have had.
   std::uint32_t outcome = 0;
   std::uint64_t payload_bytes = 0;
+  // Set by the worker as it ends itself on reaching the task's CPU limit.
+  std::atomic<std::uint32_t> cpu_limit_reached{0};
 
   static std::size_t total_bytes(std::uint64_t args_capacity, std::uint64_t result_capacity) noexcept {
     return kHeaderBytes + args_capacity + result_capacity;
@@ -75,6 +79,8 @@ static_assert(sizeof(PoolSlot) <= PoolSlot::kHeaderBytes);
 //   <program> --cancellable-pool-worker <parent pid> [<memory limit bytes>]
 constexpr int kPoolSlotDescriptor = 3;
 constexpr const char* kPoolWorkerFlag = "--cancellable-pool-worker";
+// The exit status of a worker that reached its task's CPU time limit.
+constexpr int kPoolExitCpuLimit = 152;  // 128 + SIGXCPU
 // Environment variable a pool worker runs with: a pool created inside one
 // refuses to start (pools do not nest by accident).
 constexpr const char* kPoolWorkerEnvironment = "CANCELLABLE_POOL_WORKER";
