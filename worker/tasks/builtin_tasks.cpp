@@ -15,6 +15,7 @@
 #include <fstream>
 #include <system_error>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <thread>
 
@@ -106,10 +107,13 @@ int crash_task(int signal) {
 int exit_code_task(int code) { ::_exit(code); }
 
 std::uint64_t allocate_task(std::uint64_t bytes) {
-  static std::vector<std::unique_ptr<char[]>> kept;
-  auto block = std::make_unique<char[]>(bytes);
+  // malloc, not new: a failed allocation is std::bad_alloc here under
+  // AddressSanitizer too (its operator new aborts instead of throwing).
+  static std::vector<void*> kept;
+  char* block = static_cast<char*>(std::malloc(static_cast<std::size_t>(bytes)));
+  if (block == nullptr) throw std::bad_alloc();
   for (std::uint64_t at = 0; at < bytes; at += 4096) block[at] = 1;
-  kept.push_back(std::move(block));
+  kept.push_back(block);
   return bytes;
 }
 
