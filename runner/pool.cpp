@@ -61,7 +61,9 @@
 #include <boost/process/v2/process.hpp>
 
 #include "cancellable/exceptions.hpp"
+#include "runner/keeper.hpp"
 #include "runner/worker_process.hpp"
+#include "worker/protocol/keeper_messages.hpp"
 #include "worker/protocol/futex.hpp"
 #include "worker/protocol/pool_slot.hpp"
 #include "worker/protocol/result_channel.hpp"
@@ -589,6 +591,13 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       throw std::system_error(e, std::generic_category(), "pidfd_open");
     }
     worker->pidfd = pidfd;
+    // The keeper kills the worker's group if this process dies (the worker
+    // itself dies by PR_SET_PDEATHSIG; what its tasks started would not).
+    // Without a keeper (it could not start), that protection is missing.
+    try {
+      keeper_register(ensure_keeper_started(), pid);
+    } catch (const std::system_error&) {
+    }
     // The handle owns the pidfd from here on.
     worker->process = std::make_unique<bp2::process>(io_.get_executor(), pid, pidfd);
     return worker;
@@ -630,8 +639,12 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     }
     if (!worker) return;
     ::epoll_ctl(epoll_, EPOLL_CTL_DEL, pidfd, nullptr);
+    // What the task started in the worker's group dies with it: the group
+    // id cannot be reused while the leader is an unreaped zombie.
+    if (still_our_unreaped_child(pidfd)) (void)::kill(-worker->pid, SIGKILL);
     boost::system::error_code ec;
     worker->process->wait(ec);  // it has exited: returns at once
+    keeper_forget(worker->pid);
     const ProcessExit exit = ec ? exit_from_pidfd_or_unknown(pidfd) : exit_from_status(worker->process->native_exit_code());
     // Boost.Process 1.81's ~process() would waitpid() the pid again and
     // SIGKILL whatever process of ours has it by then (a pid is reused once

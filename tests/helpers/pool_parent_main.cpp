@@ -1,6 +1,7 @@
 // A pool's parent for the parent-death test: starts a pool of cancellable-
-// worker (argv[1]) with a spinning task, writes its workers' pids to the
-// file argv[2], and waits to be killed.
+// worker (argv[1]) with a task that started a child and spins, writes its
+// workers' pids to the file argv[2] (the task's child's to argv[2].child),
+// and waits to be killed.
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,9 +19,12 @@ int main(int argc, char** argv) {
   options.size = 2;
   options.standby = 1;
   cancellable::WorkerPool pool(options);
-  auto spinning = pool.run(cancellable::builtin::spin);
-  (void)pool.run(cancellable::builtin::pid).get();  // the other slot works too
   const std::string pids = argv[2];
+  // A task that started a child of its own (its pid in pids.child).
+  auto spinning = pool.run(cancellable::builtin::spawn_child_and_spin, pids + ".child");
+  (void)pool.run(cancellable::builtin::pid).get();  // the other slot works too
+  while (!std::filesystem::exists(pids + ".child")) {
+  }
   {
     std::ofstream out(pids + ".tmp");
     // (Each thread has its own list: the workers are the pool's spawner's.)

@@ -392,7 +392,7 @@ TEST_CASE("2,000 tasks with random cancellation over a pool of 2 leak nothing", 
   CHECK(process_support::count_entries("/dev/shm") == shm);
 }
 
-TEST_CASE("no worker outlives its pool's process killed with SIGKILL", "[pool]") {
+TEST_CASE("no worker, nor a task's child, outlives its pool's process killed with SIGKILL", "[pool]") {
   const TempPath pids_file("parent-death");
   const std::string helper = CANCELLABLE_POOL_PARENT_HELPER;
   const std::string worker = CANCELLABLE_WORKER_PROGRAM;
@@ -415,8 +415,12 @@ TEST_CASE("no worker outlives its pool's process killed with SIGKILL", "[pool]")
     for (pid_t pid = 0; in >> pid;) workers.push_back(pid);
   }
   CHECK(workers.size() == 3);
+  const pid_t grandchild = wait_for_pid_file(pids_file.path.string() + ".child");
+  std::filesystem::remove(pids_file.path.string() + ".child");
+  REQUIRE(grandchild > 0);
   ::kill(parent, SIGKILL);
   for (const pid_t w : workers) CHECK(process_support::wait_gone(w));
+  CHECK(process_support::wait_gone(grandchild));  // (the keeper's work)
 }
 
 TEST_CASE("idle workers beyond the pool's size exit after the idle timeout, and come back with work", "[pool]") {
@@ -453,4 +457,17 @@ TEST_CASE("a task over its CPU time limit fails with CpuTimeLimitExceeded, and t
   CHECK(pool.run(builtin::sleep_ms, std::int64_t{1}).get() == 1);
   options.cpu_time_limit = std::chrono::seconds(0);
   CHECK_THROWS_AS(pool.run(builtin::empty, CancellationToken::none(), options), std::invalid_argument);
+}
+
+TEST_CASE("a task's child dies with its worker when the worker is killed from outside", "[pool]") {
+  WorkerPool pool(builtin_pool());
+  const TempPath pid_file("outside-kill-child");
+  auto running = pool.run(builtin::spawn_child_and_spin, pid_file.path.string());
+  const pid_t child = wait_for_pid_file(pid_file.path);
+  REQUIRE(child > 0);
+  const auto stat = process_support::proc_stat(child);
+  REQUIRE(stat);
+  ::kill(static_cast<pid_t>(stat->ppid), SIGKILL);  // the worker
+  CHECK_THROWS_AS(running.get(), IsolateCrashed);
+  CHECK(process_support::wait_gone(child));
 }
