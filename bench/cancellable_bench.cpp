@@ -16,7 +16,7 @@ namespace {
 void usage(std::FILE* to) {
   std::fprintf(to,
                "usage: cancellable-bench [--quick] [--json] [--only NAME]... [--list]\n"
-               "  --quick      fewer samples; the whole run takes under 20 seconds\n"
+               "  --quick      fewer samples: about 45 s on 2 cores (minutes on a loaded machine)\n"
                "  --json       one JSON object per row and line instead of a table\n"
                "  --only NAME  run only this scenario (repeatable; see --list)\n"
                "  --list       print the scenario names and exit\n");

@@ -210,7 +210,9 @@ void apply_cross_goals(std::vector<Row>& rows) {
   const Row* raw_kill = find("raw_kill_reap", "raw");
   const Row* raw_fork = find("raw_fork_roundtrip", "raw");
   for (auto& row : rows) {
-    if (row.bench == "cancel_to_reaped" && raw_kill) {
+    // (The isolate rows only: the pool's rows have baselines of their own.)
+    const bool isolate_row = row.backend == "fork" || row.backend == "thread";
+    if (row.bench == "cancel_to_reaped" && raw_kill && isolate_row) {
       compare(row, *raw_kill);
       if (row.backend == "fork") {
         const double limit = 1.5 * summarize(raw_kill->samples_us).p99;
@@ -219,7 +221,7 @@ void apply_cross_goals(std::vector<Row>& rows) {
         row.goal = Goal{text.str(), summarize(row.samples_us).p99 <= limit};
       }
     }
-    if (row.bench == "empty_roundtrip" && raw_fork) {
+    if (row.bench == "empty_roundtrip" && raw_fork && isolate_row) {
       compare(row, *raw_fork);
       if (row.backend == "fork") {
         row.goal = Goal{"p50 <= 1.5x raw_fork_roundtrip p50", *row.ratio_p50 <= 1.5};

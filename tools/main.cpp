@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
   bool quick = false;
   bool json = false;
   auto* bench = app.add_subcommand("bench", "Run every benchmark scenario and compare with its goal");
-  bench->add_flag("--quick", quick, "Fewer samples: about 30 s on 2 cores (minutes on a loaded machine)");
+  bench->add_flag("--quick", quick, "Fewer samples: about 45 s on 2 cores (minutes on a loaded machine)");
   bench->add_flag("--json", json, "One JSON object per result line");
 
   // A first argument that is neither an option nor a command is named (CLI11

@@ -22,6 +22,9 @@
 //
 // Workers run in their own process groups and die with the pool's process
 // (PR_SET_PDEATHSIG, and a check at start that the parent is still there).
+// What a task starts stays in its worker's group and is killed with it: on a
+// cancel, when the worker exits, and, through the keeper process isolates
+// use (runner/keeper.hpp), when the pool's process dies.
 // The destructor fails what is queued or running (CancelledException), kills
 // every worker and reaps it.
 //
