@@ -520,7 +520,9 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       ev.data.fd = worker->pidfd;
       if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, worker->pidfd, &ev) != 0) monitor_failed_ = true;
       try {
-        std::thread([self = this, worker] { self->driver_loop(worker); }).detach();
+        // (The thread's closure gives its reference to driver_loop, which
+        // lets go of it before the pool may be destroyed.)
+        std::thread([self = this, w = worker]() mutable { self->driver_loop(std::move(w)); }).detach();
       } catch (const std::system_error&) {
         --live_drivers_;
         kill_locked(*worker);
@@ -691,7 +693,18 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     }
   }
 
-  void driver_loop(const std::shared_ptr<Worker>& w) {
+  void driver_loop(std::shared_ptr<Worker> worker) {
+    drive(worker);
+    // The last thing this thread does with the pool: its reference to the
+    // worker goes first (a Worker's process handle needs the pool's
+    // io_context), then the count stop() waits on.
+    worker.reset();
+    std::lock_guard lock(mutex_);
+    --live_drivers_;
+    changed_.notify_all();
+  }
+
+  void drive(const std::shared_ptr<Worker>& w) {
     const std::uint32_t ready = wait_response(*w, PoolSlot::kStarting, Clock::now() + options_.start_timeout);
     std::unique_lock lock(mutex_);
     if (ready != PoolSlot::kReady || w->dead || w->killed) {
@@ -926,7 +939,6 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     replace_after_ = Clock::now() + kReplacementDelay;
     if (w->reaped) erase_locked(w);
     fail_queue_if_degraded_locked(lock);
-    --live_drivers_;
     changed_.notify_all();
     lock.unlock();
   }
