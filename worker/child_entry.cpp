@@ -102,6 +102,21 @@ long long data_bytes() noexcept {
   return -1;
 }
 
+}  // namespace
+
+int limit_data_growth(std::size_t extra_bytes) noexcept {
+  ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  ::malloc_trim(0);
+  const long long inherited = data_bytes();
+  if (inherited < 0) return errno ? errno : EIO;
+  const auto base = static_cast<rlim_t>(inherited);
+  const rlim_t limit = extra_bytes > RLIM_INFINITY - base ? RLIM_INFINITY : base + extra_bytes;
+  const rlimit data{limit, limit};
+  return ::setrlimit(RLIMIT_DATA, &data) != 0 ? errno : 0;
+}
+
+namespace {
+
 // RLIMIT_DATA counts what the work can make writable and private: the heap,
 // anonymous mappings, thread stacks, including memory malloc takes inside
 // arenas it reserved before the fork (RLIMIT_AS would not count those).
@@ -111,16 +126,9 @@ long long data_bytes() noexcept {
 // its heap can still be reused uncounted.
 void apply_limits(const ChildSetup& setup) noexcept {
   if (setup.memory_limit_bytes) {
-    ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-    ::malloc_trim(0);
-    const long long inherited = data_bytes();
-    if (inherited < 0) setup_failed(setup.block, SetupStep::memory_limit, errno ? errno : EIO);
-    const auto base = static_cast<rlim_t>(inherited);
-    const rlim_t limit = *setup.memory_limit_bytes > RLIM_INFINITY - base
-                             ? RLIM_INFINITY
-                             : base + *setup.memory_limit_bytes;
-    const rlimit data{limit, limit};
-    if (::setrlimit(RLIMIT_DATA, &data) != 0) setup_failed(setup.block, SetupStep::memory_limit, errno);
+    if (const int error = limit_data_growth(*setup.memory_limit_bytes)) {
+      setup_failed(setup.block, SetupStep::memory_limit, error);
+    }
   }
   if (setup.cpu_time_limit) {
     const auto seconds = static_cast<rlim_t>(setup.cpu_time_limit->count());

@@ -32,6 +32,11 @@ struct ChildSetup {
   int commit_fd = -1;
 };
 
+// Caps RLIMIT_DATA at the data size now plus extra_bytes, with large
+// allocations made to map memory of their own (so that the limit counts
+// them). Used by a forked child and by a pool worker. 0, or the errno.
+int limit_data_growth(std::size_t extra_bytes) noexcept;
+
 // Exit code of a child whose parent was already gone when it started.
 inline constexpr int kExitParentGone = 125;
 // Exit code of a child whose setup failed (the step and errno are in the

@@ -2,7 +2,6 @@
 // serves the tasks a pool posts into the worker's shared memory (see
 // worker/protocol/pool_slot.hpp).
 #include <fcntl.h>
-#include <malloc.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -17,7 +16,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -28,6 +26,7 @@
 
 #include "cancellable/detail/area_streambuf.hpp"
 #include "cancellable/task.hpp"
+#include "worker/child_entry.hpp"
 #include "worker/protocol/futex.hpp"
 #include "worker/protocol/pool_slot.hpp"
 #include "worker/protocol/result_channel.hpp"
@@ -60,15 +59,7 @@ TaskInvoker find_task(std::string_view name) {
 constexpr int kExitBadArguments = 64;  // EX_USAGE
 constexpr int kExitBadSlot = 65;       // EX_DATAERR: descriptor 3 is not a pool's memory
 constexpr int kExitSetup = 71;         // EX_OSERR: prctl or setrlimit failed
-constexpr int kExitParentGone = 0;
-
-// The data segment size the kernel accounts for RLIMIT_DATA, in bytes.
-std::optional<std::size_t> data_bytes() {
-  std::ifstream statm("/proc/self/statm");
-  std::size_t size = 0, resident = 0, shared = 0, text = 0, lib = 0, data = 0;
-  if (!(statm >> size >> resident >> shared >> text >> lib >> data)) return std::nullopt;
-  return data * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-}
+constexpr int kPoolExitParentGone = 0;
 
 int warm_up_task() { return 0; }
 constexpr Task<int()> warm_up{"cancellable.internal.warm_up"};
@@ -95,15 +86,9 @@ void warm_up_once(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t res
   }
 }
 
-// The slot, for the SIGXCPU handler.
-std::atomic<PoolSlot*> cpu_limited_slot{nullptr};
-
 // SIGXCPU: the task reached its CPU time limit (RLIMIT_CPU's soft limit).
-// Says so and ends the worker (async-signal-safe: an atomic store, _exit).
-void on_cpu_limit(int) {
-  if (PoolSlot* slot = cpu_limited_slot.load()) slot->cpu_limit_reached.store(1, std::memory_order_release);
-  ::_exit(kPoolExitCpuLimit);
-}
+// The worker ends with an exit status that says so (async-signal-safe).
+void on_cpu_limit(int) { ::_exit(kPoolExitCpuLimit); }
 
 // The task's CPU limit as RLIMIT_CPU's soft limit, over the CPU time the
 // worker has used so far (the hard limit is left alone: a process cannot
@@ -124,7 +109,6 @@ void set_cpu_limit(std::uint64_t limit_seconds) {
 
 [[noreturn]] void serve(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t result_capacity,
                         std::optional<std::size_t> memory_limit) {
-  cpu_limited_slot.store(slot);
   ::signal(SIGXCPU, on_cpu_limit);
   warm_up_once(slot, args_capacity, result_capacity);
   slot->response.store(PoolSlot::kReady, std::memory_order_release);
@@ -193,7 +177,7 @@ void worker_main(int argc, char** argv) {
   // Die with the pool's process: the signal at its death, and a check that
   // it has not died already (before the prctl).
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) ::_exit(kExitSetup);
-  if (::getppid() != parent) ::_exit(kExitParentGone);
+  if (::getppid() != parent) ::_exit(kPoolExitParentGone);
   ::setenv(kPoolWorkerEnvironment, "1", 1);
 
   // The shared memory: descriptor 3, as large as its header says.
@@ -216,15 +200,8 @@ void worker_main(int argc, char** argv) {
   if (memory == MAP_FAILED) ::_exit(kExitBadSlot);
   ::close(kPoolSlotDescriptor);
 
-  if (memory_limit) {
-    // As for a process isolate: the data size now plus the limit, with
-    // large allocations as mappings (counted, and given back when freed).
-    ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-    const auto now = data_bytes();
-    if (!now) ::_exit(kExitSetup);
-    const rlimit limit{*now + *memory_limit, *now + *memory_limit};
-    if (::setrlimit(RLIMIT_DATA, &limit) != 0) ::_exit(kExitSetup);
-  }
+  // As for a process isolate: the data size now plus the limit.
+  if (memory_limit && limit_data_growth(*memory_limit) != 0) ::_exit(kExitSetup);
   serve(static_cast<PoolSlot*>(memory), args_capacity, result_capacity, memory_limit);
 }
 

@@ -62,8 +62,6 @@ struct PoolSlot {
   // payload_bytes is the size the result would have had.
   std::uint32_t outcome = 0;
   std::uint64_t payload_bytes = 0;
-  // Set by the worker as it ends itself on reaching the task's CPU limit.
-  std::atomic<std::uint32_t> cpu_limit_reached{0};
 
   static std::size_t total_bytes(std::uint64_t args_capacity, std::uint64_t result_capacity) noexcept {
     return kHeaderBytes + args_capacity + result_capacity;
