@@ -147,18 +147,41 @@ struct Worker : std::enable_shared_from_this<Worker> {
   // lock, only by whoever holds the worker (its driver, or run() handing a
   // task over).
   std::uint32_t posted = PoolSlot::kReady;
-  // run() handed a task over (posted, or refused with the error).
-  bool handed = false;
+  // A task run() handed over (posted, or refused with the error), until
+  // the driver takes it up. (It may have been concluded meanwhile by a
+  // thread waiting for its future.)
+  std::shared_ptr<Entry> handed;
   std::optional<std::exception_ptr> refused;
-  std::chrono::steady_clock::time_point taken;
 };
 
-struct Entry {
+// How a task's hand-over ended, as its driver needs to know.
+struct Conclusion {
+  bool answered = false;  // the worker answered (the worker is reusable)
+  bool refused = false;   // never posted (the worker is reusable)
+  bool retire = false;    // a recycle rule retires the worker
+};
+
+// A queued or running task. As the WaitHelper of its future, it lets a
+// thread blocked in get() wait on the worker's answer itself.
+struct Entry final : WaitHelper, std::enable_shared_from_this<Entry> {
   enum class State { queued, running, done };
   std::shared_ptr<PoolJob> job;
   State state = State::queued;
   std::shared_ptr<Worker> worker;
   Clock::time_point queued_at = Clock::now();
+  Clock::time_point taken;
+  std::uint32_t seq = 0;  // its task number, once reserved
+  std::weak_ptr<PoolImpl> pool;
+  // Set once the task is in the worker's memory and posted.
+  std::atomic<bool> posted{false};
+  // Whoever first sees the worker's answer (the driver, or a helping
+  // waiter) claims the conclusion; the other waits for it.
+  std::atomic<bool> claimed{false};
+  bool concluded = false;  // under the pool's lock
+  Conclusion conclusion;
+
+  void help_wait(const FutureStateBase& state) noexcept override;
+  void wake(const FutureStateBase&) noexcept override {}
 };
 
 ProcessExit exit_from_status(int status) {
@@ -245,6 +268,8 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   std::function<void()> submit(std::shared_ptr<PoolJob> job) {
     auto entry = std::make_shared<Entry>();
     entry->job = std::move(job);
+    entry->pool = weak_from_this();
+    if (entry->job->state) entry->job->state->set_wait_helper(entry);
     std::shared_ptr<Worker> handed_to;
     std::uint32_t seq = 0;
     {
@@ -270,7 +295,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         }
       }
       if (handed_to) {
-        handed_to->taken = reserve_locked(*handed_to, entry);
+        reserve_locked(*handed_to, entry);
         seq = handed_to->posted;
       } else {
         queue_.push_back(entry);
@@ -282,7 +307,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         std::lock_guard lock(mutex_);
         if (refused) --handed_to->posted;  // never reached the worker
         handed_to->refused = std::move(refused);
-        handed_to->handed = true;
+        handed_to->handed = entry;
       }
     }
     changed_.notify_all();
@@ -731,7 +756,8 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     for (;;) {
       const auto woken = [&] {
         // A task reserved by run(): wait until it is posted (or refused).
-        if (w->running) return w->handed;
+        if (w->handed) return true;
+        if (w->running) return false;
         return stopping_ || w->dead || w->killed ||
                (w->state == Worker::State::idle && !queue_.empty() && busy_count_locked() < options_.size);
       };
@@ -756,21 +782,18 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       if (!w->handed && (stopping_ || w->dead || w->killed)) break;
       std::shared_ptr<Entry> entry;
       std::optional<std::exception_ptr> refused;
-      Clock::time_point taken;
       std::uint32_t seq = 0;
       if (w->handed) {
         // run() took this worker and posted the task itself.
-        w->handed = false;
-        entry = w->running;
+        entry = std::move(w->handed);
         refused = std::exchange(w->refused, std::nullopt);
-        taken = w->taken;
         seq = w->posted;
         lock.unlock();
       } else {
         entry = queue_.front();
         queue_.pop_front();
         const bool room = queue_.size() < options_.max_queue && !room_waiters_.empty();
-        taken = reserve_locked(*w, entry);
+        reserve_locked(*w, entry);
         seq = w->posted;
         lock.unlock();
         if (room) complete_room_waiters();
@@ -781,89 +804,151 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
           lock.unlock();
         }
       }
-      PoolSlot* slot = w->memory->slot;
       std::uint32_t r = seq;
       if (!refused) r = wait_response(*w, seq - 1, std::nullopt);
-      const auto finished = Clock::now();
-
-      // Read the outcome while nothing else may write it: only when the
-      // worker answered this task and was not killed meanwhile.
-      lock.lock();
-      const bool answered = !refused && r == seq && !w->killed;
-      std::string payload;
-      PoolSlot::Outcome outcome = PoolSlot::Outcome::none;
-      if (answered) {
-        outcome = static_cast<PoolSlot::Outcome>(slot->outcome);
-        const std::uint64_t bytes = slot->payload_bytes;
-        if (outcome == PoolSlot::Outcome::value || outcome == PoolSlot::Outcome::exception) {
-          if (bytes > w->memory->result_capacity || bytes > std::max<std::size_t>(options_.max_result_bytes, 65536)) {
-            outcome = PoolSlot::Outcome::none;  // a size the worker could not have written
-          } else {
-            payload.assign(w->memory->result(), bytes);
-          }
-        } else if (outcome == PoolSlot::Outcome::too_large) {
-          payload = std::to_string(bytes);
-        }
-      }
-      const bool died = !refused && !answered && !w->killed;
-      w->running.reset();
-      entry->state = Entry::State::done;
-      entry->worker.reset();
-      // The job holds the future's core, whose cancellation hook holds the
-      // entry: the entry lets go of the job once done, breaking the cycle.
-      const std::shared_ptr<PoolJob> job = std::move(entry->job);
-      // Decided before the worker is idle again: an idle worker may be
-      // handed a task by run() at any moment.
-      bool retire = false;
-      if (answered) {
-        ++stats_.tasks_run;
-        ++w->tasks;
-        run_time_.add(us_since(taken, finished));
-        retire = recycle_due_locked(*w);
-        if (retire) ++stats_.recycles;
-      }
-      if ((answered || refused) && !retire) w->state = Worker::State::idle;
-      if (died) {
-        ++stats_.crashes;
-        // (A worker that wrote something else than this task's number is
-        // broken: it is killed, and its task fails as crashed.)
-        if (r != PoolSlot::kDied) kill_locked(*w);
-        changed_.wait(lock, [&] { return w->reaped || monitor_failed_; });
-      }
-      const ProcessExit exit = w->exit;
-      lock.unlock();
-
-      if (refused) {
-        job->fail(*refused);
-      } else if (answered) {
-        deliver(*job, outcome, payload);
-      } else if (died && job->cpu_time_limit && exit.kind == ProcessExit::Kind::exited &&
-                 exit.code == kPoolExitCpuLimit) {
-        job->fail(std::make_exception_ptr(CpuTimeLimitExceeded(*job->cpu_time_limit)));
-      } else if (died) {
-        job->fail(std::make_exception_ptr(IsolateCrashed(exit, "the worker died during the task")));
+      Conclusion c;
+      if (refused || !entry->claimed.exchange(true, std::memory_order_acq_rel)) {
+        c = conclude(w, *entry, r, std::move(refused), false);
       } else {
-        // Killed: by a cancellation (the future failed with the token's
-        // exception already, and this is ignored) or by the pool's end.
-        job->fail(std::make_exception_ptr(CancelledException("the worker pool was destroyed")));
+        // A thread blocked in the future's get() took the answer.
+        lock.lock();
+        changed_.wait(lock, [&] { return entry->concluded; });
+        c = entry->conclusion;
+        lock.unlock();
       }
 
       lock.lock();
-      if ((!answered && !refused) || retire) break;
+      if ((!c.answered && !c.refused) || c.retire) break;
     }
     finish_locked(lock, w);
   }
 
-  // Gives entry to the idle worker w (under the lock); returns when.
-  Clock::time_point reserve_locked(Worker& w, const std::shared_ptr<Entry>& entry) {
+  // Concludes task entry.seq on worker w, whose response word read r (or
+  // which refused it): reads the outcome, updates the worker and the
+  // statistics, and completes the future (with nothing held). Called once
+  // per task, by whoever claimed it: its driver, or (helping) a thread
+  // blocked in the future's get().
+  Conclusion conclude(const std::shared_ptr<Worker>& w, Entry& entry, std::uint32_t r,
+                      std::optional<std::exception_ptr> refused, bool helping) {
+    const auto finished = Clock::now();
+    const std::uint32_t seq = entry.seq;
+    PoolSlot* slot = w->memory->slot;
+    // Read the outcome while nothing else may write it: only when the
+    // worker answered this task and was not killed meanwhile.
+    std::unique_lock lock(mutex_);
+    const bool answered = !refused && r == seq && !w->killed;
+    std::string payload;
+    PoolSlot::Outcome outcome = PoolSlot::Outcome::none;
+    if (answered) {
+      outcome = static_cast<PoolSlot::Outcome>(slot->outcome);
+      const std::uint64_t bytes = slot->payload_bytes;
+      if (outcome == PoolSlot::Outcome::value || outcome == PoolSlot::Outcome::exception) {
+        if (bytes > w->memory->result_capacity || bytes > std::max<std::size_t>(options_.max_result_bytes, 65536)) {
+          outcome = PoolSlot::Outcome::none;  // a size the worker could not have written
+        } else {
+          payload.assign(w->memory->result(), bytes);
+        }
+      } else if (outcome == PoolSlot::Outcome::too_large) {
+        payload = std::to_string(bytes);
+      }
+    }
+    const bool died = !refused && !answered && !w->killed;
+    w->running.reset();
+    entry.state = Entry::State::done;
+    entry.worker.reset();
+    // The job holds the future's core, whose cancellation hook holds the
+    // entry: the entry lets go of the job once done, breaking the cycle.
+    const std::shared_ptr<PoolJob> job = std::move(entry.job);
+    // Decided before the worker is idle again: an idle worker may be
+    // handed a task by run() at any moment.
+    Conclusion c;
+    c.answered = answered;
+    c.refused = refused.has_value();
+    if (answered) {
+      ++stats_.tasks_run;
+      ++w->tasks;
+      run_time_.add(us_since(entry.taken, finished));
+      c.retire = recycle_due_locked(*w);
+      if (c.retire) ++stats_.recycles;
+    }
+    if ((answered || refused) && !c.retire) w->state = Worker::State::idle;
+    if (died) {
+      ++stats_.crashes;
+      // (A worker that wrote something else than this task's number is
+      // broken: it is killed, and its task fails as crashed.)
+      if (r != PoolSlot::kDied) kill_locked(*w);
+      changed_.wait(lock, [&] { return w->reaped || monitor_failed_; });
+    }
+    const ProcessExit exit = w->exit;
+    entry.concluded = true;
+    entry.conclusion = c;
+    lock.unlock();
+    if (helping) changed_.notify_all();  // (the driver waits for the conclusion)
+
+    if (refused) {
+      job->fail(*refused);
+    } else if (answered) {
+      deliver(*job, outcome, payload);
+    } else if (died && job->cpu_time_limit && exit.kind == ProcessExit::Kind::exited &&
+               exit.code == kPoolExitCpuLimit) {
+      job->fail(std::make_exception_ptr(CpuTimeLimitExceeded(*job->cpu_time_limit)));
+    } else if (died) {
+      job->fail(std::make_exception_ptr(IsolateCrashed(exit, "the worker died during the task")));
+    } else {
+      // Killed: by a cancellation (the future failed with the token's
+      // exception already, and this is ignored) or by the pool's end.
+      job->fail(std::make_exception_ptr(CancelledException("the worker pool was destroyed")));
+    }
+    return c;
+  }
+
+ public:
+  // A thread about to block on entry's future (see Entry): while the task
+  // is posted to a worker, waits on the worker's response word itself and,
+  // if it sees the answer first, concludes the task on this thread. Returns
+  // early (the caller then waits as usual) in every other case.
+  void help(Entry& entry, const FutureStateBase& state) noexcept {
+    std::shared_ptr<Worker> w;
+    std::uint32_t seq = 0;
+    {
+      std::lock_guard lock(mutex_);
+      if (entry.state != Entry::State::running || !entry.worker || !entry.posted.load(std::memory_order_acquire)) {
+        return;
+      }
+      w = entry.worker;
+      seq = entry.seq;
+    }
+    // Every way a posted task ends changes this word (the answer, or
+    // kKilled / kDied written by the pool) and wakes it; the bounded wait
+    // only guards that promise.
+    const auto& word = w->memory->slot->response;
+    std::uint32_t r = 0;
+    for (;;) {
+      if (state.is_ready()) return;
+      r = word.load(std::memory_order_acquire);
+      if (r == seq) break;
+      if (r != seq - 1) return;  // killed or dead: the driver concludes
+      const std::chrono::nanoseconds bound = std::chrono::milliseconds(100);
+      futex_wait(word, r, &bound);
+    }
+    if (entry.claimed.exchange(true, std::memory_order_acq_rel)) return;
+    // (Only a failed allocation could throw in there: as on a driver's
+    // thread, that ends the process rather than leave a task unconcluded.)
+    (void)conclude(w, entry, r, std::nullopt, true);
+  }
+
+ private:
+
+  // Gives entry to the idle worker w (under the lock).
+  void reserve_locked(Worker& w, const std::shared_ptr<Entry>& entry) {
     entry->state = Entry::State::running;
     entry->worker = w.shared_from_this();
     w.state = Worker::State::busy;
     w.running = entry;
     ++w.posted;
-    const auto taken = Clock::now();
-    queue_wait_.add(us_since(entry->queued_at, taken));
-    return taken;
+    entry->seq = w.posted;
+    entry->taken = Clock::now();
+    queue_wait_.add(us_since(entry->queued_at, entry->taken));
   }
 
   // Writes the task into the worker's memory and posts it as task seq (no
@@ -890,6 +975,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     } catch (...) {
       return std::current_exception();
     }
+    entry.posted.store(true, std::memory_order_release);
     slot->request.store(seq, std::memory_order_release);
     futex_wake_all(slot->request);
     return std::nullopt;
@@ -976,6 +1062,11 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   std::thread monitor_;
   std::thread spawner_;
 };
+
+void Entry::help_wait(const FutureStateBase& state) noexcept {
+  auto keep = shared_from_this();
+  if (auto p = pool.lock()) p->help(*this, state);
+}
 
 std::shared_ptr<PoolImpl> make_pool(PoolOptions options) {
   if (std::getenv(kPoolWorkerEnvironment) != nullptr) {

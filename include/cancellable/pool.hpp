@@ -47,9 +47,11 @@
 // start_timeout); std::logic_error inside a pool worker (pools do not nest).
 //
 // Thread-safety: every member may be called from any thread. No user code
-// runs under the pool's lock: futures complete (and their continuations
-// run) on the pool's worker threads with nothing held. Destroying the pool
-// from one of its own continuations is not allowed.
+// runs under the pool's lock: a future completes (and its continuations run)
+// with nothing held, on the pool's thread that drives the worker or, when a
+// thread is blocked in the future's get() or wait() as the worker answers,
+// on that thread (it reads the answer itself: one wake-up fewer). Destroying
+// the pool from one of its own continuations is not allowed.
 #pragma once
 
 #include <chrono>
@@ -178,6 +180,9 @@ struct PoolJob {
   std::function<void(std::string_view)> deliver;
   std::function<void(std::exception_ptr)> fail;
   std::optional<std::chrono::seconds> cpu_time_limit;
+  // The future's state (alive as long as the job): a thread blocked in its
+  // get() takes the worker's answer itself, without a hop through the pool.
+  FutureStateBase* state = nullptr;
 };
 
 class PoolImpl;
@@ -266,6 +271,7 @@ class WorkerPool {
       }
     };
     job->fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
+    job->state = core->state().get();
     auto future = core->future();
     *cancel = detail::submit_pool_job(impl_, job);
     hook_ready->store(true, std::memory_order_release);

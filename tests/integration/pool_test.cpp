@@ -392,6 +392,61 @@ TEST_CASE("2,000 tasks with random cancellation over a pool of 2 leak nothing", 
   CHECK(process_support::count_entries("/dev/shm") == shm);
 }
 
+TEST_CASE("threads blocked in get() take their own task's result, while other tasks are cancelled", "[pool]") {
+  // A thread in get() reads the worker's answer itself when it sees it
+  // first; cancellations from other threads race with that.
+  WorkerPool pool(builtin_pool(2, 1));
+  constexpr int kThreads = 3;
+  constexpr int kTasks = 200;
+  struct Outcome {
+    std::string sent, got;
+    bool cancelled = false;
+    bool other_error = false;
+  };
+  std::vector<std::vector<Outcome>> outcomes(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&pool, &outcomes, t] {
+      std::mt19937 random(static_cast<unsigned>(t + 1));
+      for (int i = 0; i < kTasks; ++i) {
+        Outcome o;
+        o.sent = std::to_string(t) + ":" + std::to_string(i);
+        CancellationToken token;
+        auto future = pool.run(builtin::echo, o.sent, token);
+        std::thread canceller;
+        if (random() % 3 == 0) canceller = std::thread([token]() mutable { token.cancel(); });
+        try {
+          o.got = future.get();
+        } catch (const CancelledException&) {
+          o.cancelled = true;
+        } catch (...) {
+          o.other_error = true;
+        }
+        if (canceller.joinable()) canceller.join();
+        outcomes[static_cast<std::size_t>(t)].push_back(std::move(o));
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  int answered = 0, cancelled = 0, wrong = 0, other_errors = 0;
+  for (const auto& list : outcomes) {
+    for (const auto& o : list) {
+      if (o.cancelled) ++cancelled;
+      if (o.other_error) ++other_errors;
+      if (!o.cancelled && !o.other_error) {
+        ++answered;
+        if (o.got != o.sent) ++wrong;
+      }
+    }
+  }
+  CHECK(answered + cancelled + other_errors == kThreads * kTasks);
+  CHECK(wrong == 0);
+  CHECK(other_errors == 0);
+  CHECK(answered > 0);
+  CHECK(cancelled > 0);
+  CHECK(pool.stats().tasks_run >= static_cast<std::uint64_t>(answered));
+}
+
 TEST_CASE("no worker, nor a task's child, outlives its pool's process killed with SIGKILL", "[pool]") {
   const TempPath pids_file("parent-death");
   const std::string helper = CANCELLABLE_POOL_PARENT_HELPER;
