@@ -1,23 +1,33 @@
 // The worker pool's scenarios, each with its baseline measured in the same
 // run (see bench/README.md).
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <future>
 #include <memory>
+#include <ostream>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "bench/measure.hpp"
 #include "bench/scenarios.hpp"
 #include "cancellable/builtin_tasks.hpp"
 #include "cancellable/cancellable.hpp"
 #include "cancellable/pool.hpp"
+#include "cancellable/detail/area_streambuf.hpp"
 #include "worker/protocol/futex.hpp"
+#include "worker/protocol/pool_slot.hpp"
+
+extern char** environ;
 
 namespace cancellable::bench {
 namespace {
@@ -96,6 +106,122 @@ class PingPong {
   std::uint32_t sent_ = 0;
 };
 
+// A worker program started and driven by hand through the pool's protocol
+// (worker/protocol/pool_slot.hpp), without the library's pool: the same
+// program, with the same shared memory, as a pool worker. The pool's raw
+// floors kill such a process: its exit costs what a pool worker's does
+// (page tables and mappings of a C++ program; a tiny process exits 2-3x
+// faster on this kind of VM). Started with posix_spawn, not fork: after a
+// fork every page this process writes is copy-on-write, and the pool
+// samples measured next would pay for those faults.
+class RawWorker {
+ public:
+  RawWorker() {
+    const PoolOptions defaults;
+    const std::uint64_t args_capacity = defaults.max_argument_bytes;
+    const std::uint64_t result_capacity = std::max<std::uint64_t>(defaults.max_result_bytes, 65536);
+    bytes_ = detail::PoolSlot::total_bytes(args_capacity, result_capacity);
+    fd_ = ::memfd_create("raw-worker", MFD_CLOEXEC);
+    if (fd_ < 0 || ::ftruncate(fd_, static_cast<off_t>(bytes_)) != 0) throw std::runtime_error("memfd failed");
+    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd_, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
+    slot_ = new (p) detail::PoolSlot;
+    slot_->magic = detail::PoolSlot::kMagic;
+    slot_->version = detail::PoolSlot::kVersion;
+    slot_->args_capacity = args_capacity;
+    slot_->result_capacity = result_capacity;
+
+    std::vector<std::string> args = {worker_program(), detail::kPoolWorkerFlag, std::to_string(::getpid())};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    ::posix_spawn_file_actions_init(&actions);
+    ::posix_spawnattr_init(&attributes);
+    ::posix_spawn_file_actions_adddup2(&actions, fd_, detail::kPoolSlotDescriptor);
+    ::posix_spawn_file_actions_addclosefrom_np(&actions, detail::kPoolSlotDescriptor + 1);
+    ::posix_spawnattr_setpgroup(&attributes, 0);
+    ::posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
+    const int error = ::posix_spawn(&pid_, argv[0], &actions, &attributes, argv.data(), environ);
+    ::posix_spawn_file_actions_destroy(&actions);
+    ::posix_spawnattr_destroy(&attributes);
+    if (error != 0) throw std::runtime_error("posix_spawn of the worker program failed");
+    // Ready, or gone.
+    for (std::uint32_t seen; (seen = slot_->response.load()) == detail::PoolSlot::kStarting;) {
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = 0;
+        throw std::runtime_error("the worker program exited before it was ready");
+      }
+      const std::chrono::nanoseconds bound = std::chrono::milliseconds(10);
+      detail::futex_wait(slot_->response, seen, &bound);
+    }
+  }
+  ~RawWorker() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    ::munmap(slot_, bytes_);
+    ::close(fd_);
+  }
+  RawWorker(const RawWorker&) = delete;
+  RawWorker& operator=(const RawWorker&) = delete;
+
+  // Posts the built-in spin task, as the pool does.
+  void post_spin() {
+    detail::AreaStreambuf buffer(slot_->args(), slot_->args_capacity);
+    std::ostream out(&buffer);
+    detail::encode_result(std::tuple<>{}, out);
+    out.flush();
+    const std::string_view name = builtin::spin.name;
+    std::memcpy(slot_->task_name, name.data(), name.size());
+    slot_->task_name_size = static_cast<std::uint32_t>(name.size());
+    slot_->args_bytes = buffer.total();
+    slot_->max_result_bytes = 65536;
+    slot_->request.store(detail::PoolSlot::kFirstTask, std::memory_order_release);
+    detail::futex_wake_all(slot_->request);
+  }
+  // SIGKILL and waitpid.
+  void kill_and_reap() {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = 0;
+  }
+  pid_t pid() const { return pid_; }
+
+ private:
+  std::size_t bytes_ = 0;
+  int fd_ = -1;
+  detail::PoolSlot* slot_ = nullptr;
+  pid_t pid_ = 0;
+};
+
+// SIGKILL + waitpid of a worker program running the spin task.
+double raw_worker_kill_reap_once() {
+  RawWorker worker;
+  worker.post_spin();
+  const auto start = Clock::now();
+  worker.kill_and_reap();
+  return us_between(start, Clock::now());
+}
+
+// raw_promise_kill_once, with a worker program running the spin task: a
+// waiter woken by set_exception, and the worker SIGKILLed right after.
+double raw_worker_promise_kill_once(Waiter& waiter) {
+  RawWorker worker;
+  worker.post_spin();
+  std::promise<int> promise;
+  auto future = promise.get_future();
+  const pid_t pid = worker.pid();
+  const double us = wakeup_of(waiter, future, [&] {
+    promise.set_exception(std::make_exception_ptr(CancelledException()));
+    ::kill(pid, SIGKILL);
+  });
+  worker.kill_and_reap();
+  return us;
+}
+
 double pool_empty_once(WorkerPool& pool) {
   const auto start = Clock::now();
   (void)pool.run(builtin::empty).get();
@@ -104,10 +230,10 @@ double pool_empty_once(WorkerPool& pool) {
 
 // A spinning task, handed to a worker (the pool counts it busy) before it
 // returns.
-Future<int> start_spin(WorkerPool& pool, const CancellationToken& token) {
-  auto future = pool.run(builtin::spin, token);
+PoolRun<int> start_spin(WorkerPool& pool, const CancellationToken& token) {
+  auto run = pool.start(builtin::spin, token);
   while (pool.stats().busy == 0) std::this_thread::yield();
-  return future;
+  return run;
 }
 
 double fork_empty_once() {
@@ -157,24 +283,23 @@ std::vector<Row> pool_roundtrip(const Settings& settings) {
 
 std::vector<Row> pool_cancel(const Settings& settings) {
   Waiter waiter;
-  SharedFlag running;
   WorkerPool pool(pool_options(1, 1));
   settle(pool, 2);
   const std::size_t samples = settings.quick ? 50 : 300;
-  std::vector<double> promise, raw, cancel, reuse, empty;
+  std::vector<double> promise, raw, cancel, reuse, empty, kill_reap, reaped;
   for (std::size_t i = 0; i < samples; ++i) {
     {
       CancellationToken token;
-      const auto future = start_spin(pool, token);
+      const auto future = start_spin(pool, token).future();
       cancel.push_back(wakeup_of(waiter, future, [&] { token.cancel(); }));
     }
     settle(pool, 2);
     promise.push_back(promise_wakeup(waiter));
-    raw.push_back(raw_promise_kill_once(waiter, running));
+    raw.push_back(raw_worker_promise_kill_once(waiter));
     {
       // From the cancel of a running task to the next task's result.
       CancellationToken token;
-      const auto future = start_spin(pool, token);
+      const auto future = start_spin(pool, token).future();
       const auto start = Clock::now();
       token.cancel();
       (void)pool.run(builtin::empty).get();
@@ -183,9 +308,20 @@ std::vector<Row> pool_cancel(const Settings& settings) {
     }
     settle(pool, 2);
     empty.push_back(pool_empty_once(pool));
+    kill_reap.push_back(raw_worker_kill_reap_once());
+    {
+      // From the cancel of a running task until its worker is reaped.
+      CancellationToken token;
+      const auto run = start_spin(pool, token);
+      const auto start = Clock::now();
+      token.cancel();
+      run.settled().wait();
+      reaped.push_back(us_between(start, Clock::now()));
+    }
+    settle(pool, 2);
   }
   auto baseline = make_row("cancel_to_exception", "std_promise", std::move(promise));
-  auto floor = make_row("cancel_to_exception", "raw_promise_kill", std::move(raw));
+  auto floor = make_row("cancel_to_exception", "raw_promise_kill_worker", std::move(raw));
   compare(floor, baseline);
   auto row = make_row("cancel_to_exception", "pool", std::move(cancel));
   set_p99_ratio_goal(row, baseline, 1.25);
@@ -193,7 +329,11 @@ std::vector<Row> pool_cancel(const Settings& settings) {
   auto slot = make_row("slot_reuse_after_kill", "pool", std::move(reuse));
   compare(slot, roundtrip);
   slot.goal = Goal{"p50 <= 3x empty_roundtrip pool_between_kills p50", *slot.ratio_p50 <= 3.0};
-  return {std::move(baseline), std::move(floor), std::move(row), std::move(roundtrip), std::move(slot)};
+  auto raw_reap = make_row("raw_kill_reap", "worker_program", std::move(kill_reap));
+  auto to_reaped = make_row("cancel_to_reaped", "pool", std::move(reaped));
+  set_p99_ratio_goal(to_reaped, raw_reap, 1.5);  // (as for the fork isolate)
+  return {std::move(baseline), std::move(floor),    std::move(row),
+          std::move(roundtrip), std::move(slot), std::move(raw_reap), std::move(to_reaped)};
 }
 
 std::vector<Row> pool_big_parent(const Settings& settings) {

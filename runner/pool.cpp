@@ -152,7 +152,20 @@ struct Worker : std::enable_shared_from_this<Worker> {
   // thread waiting for its future.)
   std::shared_ptr<Entry> handed;
   std::optional<std::exception_ptr> refused;
+  // settled() of tasks killed (or dead) with this worker: completed once it
+  // is reaped.
+  std::vector<std::shared_ptr<CompleterCore<void>>> settle_at_reap;
 };
+
+// Completes the job's settled() (if anyone asked) now.
+void settle(PoolJob& job) {
+  if (auto settled = std::exchange(job.settled, nullptr)) settled->complete();
+}
+
+void settle_all(std::vector<std::shared_ptr<CompleterCore<void>>>& list) {
+  for (auto& settled : list) settled->complete();
+  list.clear();
+}
 
 // How a task's hand-over ended, as its driver needs to know.
 struct Conclusion {
@@ -181,6 +194,8 @@ struct Entry final : WaitHelper, std::enable_shared_from_this<Entry> {
   Conclusion conclusion;
 
   void help_wait(const FutureStateBase& state) noexcept override;
+  // (Nothing to do: every end of a posted task changes the worker's
+  // response word and wakes help()'s wait; see kill_locked and reap.)
   void wake(const FutureStateBase&) noexcept override {}
 };
 
@@ -361,6 +376,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     changed_.notify_all();
     for (const auto& job : abandoned) {
       job->fail(std::make_exception_ptr(CancelledException("the worker pool was destroyed")));
+      settle(*job);
     }
     fail_room_waiters();
     {
@@ -387,12 +403,17 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     if (monitor_.joinable()) monitor_.join();
     {
       // (Only if the monitor failed: reap what is left here.)
-      std::lock_guard lock(mutex_);
+      std::unique_lock lock(mutex_);
+      std::vector<std::shared_ptr<CompleterCore<void>>> settled;
       for (const auto& w : workers_) {
         boost::system::error_code ec;
         w->process->wait(ec);
+        for (auto& s : w->settle_at_reap) settled.push_back(std::move(s));
+        w->settle_at_reap.clear();
       }
       workers_.clear();
+      lock.unlock();
+      settle_all(settled);
     }
     if (epoll_ >= 0) ::close(epoll_);
     if (wake_ >= 0) ::close(wake_);
@@ -423,23 +444,40 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     return n;
   }
 
-  // SIGKILLs the worker's process group (while it is certainly ours and
-  // unreaped) and wakes its driver if it waits on it.
+  // SIGKILLs the worker (through its pidfd: never a stranger). Its process
+  // group follows when the monitor reaps it (reap()), before anything waits
+  // on its end. Its driver, if it waits on the worker, learns of the kill
+  // then too: neither the group's kill nor the driver's work stands between
+  // a cancel and the thread it wakes, or the next task (which the standby
+  // takes at once).
   void kill_locked(Worker& w) {
     if (w.dead) return;
     if (!w.killed) {
       w.killed = true;
       (void)send_signal_to_pidfd(w.pidfd, SIGKILL);
-      if (still_our_unreaped_child(w.pidfd)) (void)::kill(-w.pid, SIGKILL);
     }
     if (w.state == Worker::State::busy || w.state == Worker::State::starting) {
+      // Nothing but the pool writes this word from now on. A thread blocked
+      // in the task's get() (see help()) wakes now; without a monitor, the
+      // driver too (nothing else would wake it).
       w.memory->slot->response.store(PoolSlot::kKilled, std::memory_order_release);
-      futex_wake_all(w.memory->slot->response);
+      futex_wake_kinds(w.memory->slot->response, monitor_failed_ ? FUTEX_BITSET_MATCH_ANY : kWaiterKind);
+    }
+  }
+
+  // Sets monitor_failed_ and wakes the drivers of killed workers, which no
+  // reap will wake now.
+  void mark_monitor_failed_locked() {
+    monitor_failed_ = true;
+    for (const auto& w : workers_) {
+      if (w->killed && !w->reaped) futex_wake_all(w->memory->slot->response);
     }
   }
 
   void cancel(const std::shared_ptr<Entry>& entry) {
     bool room = false;
+    bool wake = true;
+    std::shared_ptr<CompleterCore<void>> settled;
     {
       std::lock_guard lock(mutex_);
       if (entry->state == Entry::State::queued) {
@@ -447,6 +485,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         const auto at = std::find(queue_.begin(), queue_.end(), entry);
         if (at != queue_.end()) queue_.erase(at);
         entry->state = Entry::State::done;
+        settled = std::exchange(entry->job->settled, nullptr);
         // Not destroyed here: this runs inside the cancellation hook of the
         // future's core, which the job owns. The spawner lets go of it.
         dropped_jobs_.push_back(std::move(entry->job));
@@ -454,9 +493,14 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       } else if (entry->state == Entry::State::running && entry->worker) {
         ++stats_.tasks_killed;
         kill_locked(*entry->worker);
+        // The slot is free now: only a queued task needs to know at once
+        // (waking the pool's threads for nothing would take CPU from the
+        // dying worker's exit).
+        wake = !queue_.empty();
       }
     }
-    changed_.notify_all();
+    if (wake) changed_.notify_all();
+    if (settled) settled->complete();
     if (room) complete_room_waiters();
   }
 
@@ -543,7 +587,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       epoll_event ev{};
       ev.events = EPOLLIN;
       ev.data.fd = worker->pidfd;
-      if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, worker->pidfd, &ev) != 0) monitor_failed_ = true;
+      if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, worker->pidfd, &ev) != 0) mark_monitor_failed_locked();
       try {
         // (The thread's closure gives its reference to driver_loop, which
         // lets go of it before the pool may be destroyed.)
@@ -570,7 +614,10 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     queue_.clear();
     const std::string why = degraded_;
     lock.unlock();
-    for (const auto& job : failed) job->fail(std::make_exception_ptr(PoolDegraded(why)));
+    for (const auto& job : failed) {
+      job->fail(std::make_exception_ptr(PoolDegraded(why)));
+      settle(*job);
+    }
     lock.lock();
   }
 
@@ -639,7 +686,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
         std::lock_guard lock(mutex_);
-        monitor_failed_ = true;
+        mark_monitor_failed_locked();
         changed_.notify_all();
         return;
       }
@@ -669,28 +716,40 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     // What the task started in the worker's group dies with it: the group
     // id cannot be reused while the leader is an unreaped zombie.
     if (still_our_unreaped_child(pidfd)) (void)::kill(-worker->pid, SIGKILL);
+    // (Before the reap, after which the group id may be reused.)
+    keeper_forget(worker->pid);
     boost::system::error_code ec;
     worker->process->wait(ec);  // it has exited: returns at once
-    keeper_forget(worker->pid);
     const ProcessExit exit = ec ? exit_from_pidfd_or_unknown(pidfd) : exit_from_status(worker->process->native_exit_code());
     // Boost.Process 1.81's ~process() would waitpid() the pid again and
     // SIGKILL whatever process of ours has it by then (a pid is reused once
     // reaped): let go of the handle (closing the pidfd) now.
     (void)worker->process->detach();
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     worker->reaped = true;
+    auto settled = std::move(worker->settle_at_reap);
+    worker->settle_at_reap.clear();
+    // The task it ran is over too (its driver concludes it from here).
+    if (worker->running && worker->running->job && worker->running->job->settled) {
+      settled.push_back(std::exchange(worker->running->job->settled, nullptr));
+    }
     worker->dead = true;
     worker->exit = exit;
-    if (worker->state == Worker::State::busy || worker->state == Worker::State::starting) {
-      // Its driver waits on the worker's word: wake it (the worker is gone;
-      // its memory is written by nobody else now).
+    const bool driver_waits = worker->state == Worker::State::busy || worker->state == Worker::State::starting;
+    if (driver_waits) {
+      // Its driver waits on the worker's word (the worker is gone: its
+      // memory is written by nobody else now).
       std::uint32_t expected = worker->memory->slot->response.load(std::memory_order_acquire);
       if (expected != PoolSlot::kKilled) {
         worker->memory->slot->response.store(PoolSlot::kDied, std::memory_order_release);
       }
-      futex_wake_all(worker->memory->slot->response);
     }
     if (worker->state == Worker::State::finished) erase_locked(worker);
+    lock.unlock();
+    // Whoever waits for the end of the worker's task first; then its
+    // driver, whose work can wait.
+    settle_all(settled);
+    if (driver_waits) futex_wake_all(worker->memory->slot->response);
     changed_.notify_all();
   }
 
@@ -711,9 +770,9 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         const auto left = *deadline - Clock::now();
         if (left <= Clock::duration::zero()) return r;
         const std::chrono::nanoseconds ns = left;
-        futex_wait(word, r, &ns);
+        futex_wait_kind(word, r, kDriverKind, &ns);
       } else {
-        futex_wait(word, r);
+        futex_wait_kind(word, r, kDriverKind);
       }
     }
   }
@@ -880,6 +939,16 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       changed_.wait(lock, [&] { return w->reaped || monitor_failed_; });
     }
     const ProcessExit exit = w->exit;
+    // settled(): now if the worker answered (or never had the task) or is
+    // reaped already; otherwise when the monitor reaps it.
+    std::shared_ptr<CompleterCore<void>> settled;
+    if (job->settled) {
+      if (answered || refused || w->reaped) {
+        settled = std::exchange(job->settled, nullptr);
+      } else {
+        w->settle_at_reap.push_back(std::exchange(job->settled, nullptr));
+      }
+    }
     entry.concluded = true;
     entry.conclusion = c;
     lock.unlock();
@@ -899,6 +968,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       // exception already, and this is ignored) or by the pool's end.
       job->fail(std::make_exception_ptr(CancelledException("the worker pool was destroyed")));
     }
+    if (settled) settled->complete();
     return c;
   }
 
@@ -929,7 +999,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       if (r == seq) break;
       if (r != seq - 1) return;  // killed or dead: the driver concludes
       const std::chrono::nanoseconds bound = std::chrono::milliseconds(100);
-      futex_wait(word, r, &bound);
+      futex_wait_kind(word, r, kWaiterKind, &bound);
     }
     if (entry.claimed.exchange(true, std::memory_order_acq_rel)) return;
     // (Only a failed allocation could throw in there: as on a driver's
@@ -1028,6 +1098,11 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     changed_.notify_all();
     lock.unlock();
   }
+
+  // The two kinds of waiter on a worker's response word (futex bitsets):
+  // its driver, and a thread blocked in the task's get().
+  static constexpr std::uint32_t kDriverKind = 1;
+  static constexpr std::uint32_t kWaiterKind = 2;
 
   const PoolOptions options_;
   boost::asio::io_context io_;  // the executor of the process handles; never run

@@ -183,6 +183,9 @@ struct PoolJob {
   // The future's state (alive as long as the job): a thread blocked in its
   // get() takes the worker's answer itself, without a hop through the pool.
   FutureStateBase* state = nullptr;
+  // Completed once nothing of the task runs any more (PoolRun::settled);
+  // null when nobody asked.
+  std::shared_ptr<CompleterCore<void>> settled;
 };
 
 class PoolImpl;
@@ -196,6 +199,27 @@ Future<void> pool_room(const std::shared_ptr<PoolImpl>& pool);
 void stop_pool(PoolImpl& pool) noexcept;
 
 }  // namespace detail
+
+// A task started with WorkerPool::start: its result, and when it is over.
+template <class R>
+class PoolRun {
+ public:
+  PoolRun(Future<R> future, Future<void> settled) : future_(std::move(future)), settled_(std::move(settled)) {}
+
+  // The task's outcome (as WorkerPool::run returns it).
+  const Future<R>& future() const noexcept { return future_; }
+  // Completes (never fails) once nothing of the task runs any more: with
+  // its outcome when its worker answered (the worker goes on to other
+  // tasks); once the worker has been reaped, and its process group killed,
+  // when the task was cancelled while running or its worker died (the
+  // future failed before that, at once); at once for a task that never
+  // started.
+  const Future<void>& settled() const noexcept { return settled_; }
+
+ private:
+  Future<R> future_;
+  Future<void> settled_;
+};
 
 class WorkerPool {
  public:
@@ -217,7 +241,22 @@ class WorkerPool {
                   "WorkerPool::run(task, args..., [token, [options]]): the task's arguments, then optionally "
                   "a CancellationToken and TaskOptions");
     auto all = std::forward_as_tuple(std::forward<Rest>(rest)...);
-    return run_with<R, A...>(task, all, std::make_index_sequence<n>{});
+    return run_with<R, A...>(task, all, std::make_index_sequence<n>{}, nullptr);
+  }
+
+  // As run(), and also tells when the task is over (PoolRun::settled): a
+  // caller that must know the worker it killed is gone, with what it
+  // started, waits on that.
+  template <class R, class... A, class... Rest>
+  PoolRun<R> start(const Task<R(A...)>& task, Rest&&... rest) {
+    constexpr std::size_t n = sizeof...(A);
+    static_assert(sizeof...(Rest) >= n && sizeof...(Rest) <= n + 2,
+                  "WorkerPool::start(task, args..., [token, [options]]): the task's arguments, then optionally "
+                  "a CancellationToken and TaskOptions");
+    auto all = std::forward_as_tuple(std::forward<Rest>(rest)...);
+    auto settled = std::make_shared<detail::CompleterCore<void>>(CancellationToken::none(), nullptr);
+    auto future = run_with<R, A...>(task, all, std::make_index_sequence<n>{}, settled);
+    return PoolRun<R>(std::move(future), settled->future());
   }
 
   // Completes when the queue has room for one more task (at once if it has).
@@ -227,7 +266,8 @@ class WorkerPool {
 
  private:
   template <class R, class... A, class All, std::size_t... I>
-  Future<R> run_with(const Task<R(A...)>& task, All& all, std::index_sequence<I...>) {
+  Future<R> run_with(const Task<R(A...)>& task, All& all, std::index_sequence<I...>,
+                     std::shared_ptr<detail::CompleterCore<void>> settled) {
     constexpr std::size_t n = sizeof...(A);
     constexpr std::size_t given = std::tuple_size_v<All>;
     CancellationToken token = CancellationToken::none();
@@ -235,14 +275,18 @@ class WorkerPool {
     if constexpr (given > n) token = std::get<n>(all);
     if constexpr (given > n + 1) options = std::get<n + 1>(all);
     std::tuple<std::decay_t<A>...> arguments(std::forward<std::tuple_element_t<I, All>>(std::get<I>(all))...);
-    return submit<R>(task.name, std::move(arguments), std::move(token), std::move(options));
+    return submit<R>(task.name, std::move(arguments), std::move(token), std::move(options), std::move(settled));
   }
 
   template <class R, class Arguments>
-  Future<R> submit(const char* name, Arguments arguments, CancellationToken token, TaskOptions options) {
+  Future<R> submit(const char* name, Arguments arguments, CancellationToken token, TaskOptions options,
+                   std::shared_ptr<detail::CompleterCore<void>> settled) {
     CancellationToken effective = token;
     if (options.timeout) effective = MergedCancellationToken{token, TimeoutCancellationToken(*options.timeout)};
-    if (effective.is_cancelled()) return make_failed_future<R>(effective.exception());
+    if (effective.is_cancelled()) {
+      if (settled) settled->complete();  // (nothing started)
+      return make_failed_future<R>(effective.exception());
+    }
 
     if (options.cpu_time_limit && options.cpu_time_limit->count() < 1) {
       throw std::invalid_argument("WorkerPool::run: TaskOptions::cpu_time_limit must be at least one second");
@@ -272,6 +316,7 @@ class WorkerPool {
     };
     job->fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
     job->state = core->state().get();
+    job->settled = std::move(settled);
     auto future = core->future();
     *cancel = detail::submit_pool_job(impl_, job);
     hook_ready->store(true, std::memory_order_release);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -194,6 +195,41 @@ TEST_CASE("a task cancelled while queued never starts", "[pool]") {
   CHECK(pool.run(create_file_task, after.path.string()).get() == 1);
   CHECK(std::filesystem::exists(after.path));
   CHECK_FALSE(std::filesystem::exists(marker.path));
+}
+
+TEST_CASE("settled() of a killed task completes once its worker is reaped; of others, with their outcome", "[pool]") {
+  WorkerPool pool(self_pool(1, 0));
+  const TempPath pid_file("settled-running");
+  const TempPath marker("settled-marker");
+  CancellationToken token;
+  auto running = pool.start(write_pid_and_spin_task, pid_file.path.string(), token);
+  const pid_t worker = wait_for_pid_file(pid_file.path);
+  REQUIRE(worker > 0);
+  // Queued behind it, then cancelled: it never started, so it is over.
+  CancellationToken queued_token;
+  auto queued = pool.start(create_file_task, marker.path.string(), queued_token);
+  queued_token.cancel();
+  CHECK(queued.settled().is_ready());
+  CHECK(queued.settled().exception() == nullptr);
+  // The spinning worker lives until it is killed.
+  CHECK_FALSE(running.settled().is_ready());
+  token.cancel();
+  CHECK(running.future().is_ready());  // failed at once
+  REQUIRE(running.settled().wait_for(60s) == std::future_status::ready);
+  CHECK(running.settled().exception() == nullptr);
+  // Reaped by then: no process has its pid.
+  CHECK(::kill(worker, 0) == -1);
+  CHECK(errno == ESRCH);
+  // Answered: settled with its outcome, the worker going on.
+  auto answered = pool.start(create_file_task, marker.path.string());
+  CHECK(answered.future().get() == 1);
+  CHECK(answered.settled().wait_for(60s) == std::future_status::ready);
+  // Never queued: settled at once.
+  CancellationToken cancelled;
+  cancelled.cancel();
+  auto never = pool.start(create_file_task, marker.path.string(), cancelled);
+  CHECK(never.future().is_ready());
+  CHECK(never.settled().is_ready());
 }
 
 TEST_CASE("a task's timeout fails it with TimeoutException and kills its worker", "[pool]") {

@@ -36,6 +36,28 @@ inline void futex_wake_all(const std::atomic<std::uint32_t>& word) noexcept {
   ::syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(&word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
 }
 
+// As futex_wait, for a waiter of a kind (a bit of `kinds`): futex_wake_all
+// wakes every kind, futex_wake_kinds only those asked for. The timeout is a
+// duration from now.
+inline void futex_wait_kind(const std::atomic<std::uint32_t>& word, std::uint32_t seen, std::uint32_t kind,
+                            const std::chrono::nanoseconds* timeout = nullptr) noexcept {
+  timespec at{};
+  if (timeout) {
+    ::clock_gettime(CLOCK_MONOTONIC, &at);
+    const auto ns = (timeout->count() > 0 ? timeout->count() : 0) + at.tv_nsec;
+    at.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
+    at.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+  }
+  // (FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time.)
+  ::syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(&word), FUTEX_WAIT_BITSET, seen,
+            timeout ? &at : nullptr, nullptr, kind);
+}
+
+inline void futex_wake_kinds(const std::atomic<std::uint32_t>& word, std::uint32_t kinds) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(&word), FUTEX_WAKE_BITSET, INT32_MAX, nullptr,
+            nullptr, kinds);
+}
+
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
