@@ -18,6 +18,7 @@ const char* to_string(Backend backend) noexcept {
     case Backend::automatic: return "automatic";
     case Backend::process: return "process";
     case Backend::thread: return "thread";
+    case Backend::pool: return "pool";
   }
   return "unknown";
 }

@@ -310,6 +310,11 @@ void IsolateRun::start_worker_thread() {
 // ---- The entry points of isolate_runtime.hpp and test_seams.hpp ----
 
 void validate_isolate_options(const IsolateOptions& options) {
+  if (options.backend == Backend::pool) {
+    throw std::invalid_argument(
+        "Backend::pool runs Tasks, not closures (another program cannot run a closure): "
+        "CancellableIsolate::run(task, args..., token, options)");
+  }
   if (options.timeout && options.timeout->count() < 0) {
     throw std::invalid_argument("IsolateOptions::timeout must not be negative");
   }

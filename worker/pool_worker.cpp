@@ -158,6 +158,8 @@ void set_cpu_limit(std::uint64_t limit_seconds) {
 
 }  // namespace
 
+TaskInvoker find_pool_task(std::string_view name) { return find_task(name); }
+
 bool register_pool_task(std::string_view name, TaskInvoker invoker) {
   auto& registry = task_registry();
   std::lock_guard lock(registry.mutex);

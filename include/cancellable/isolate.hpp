@@ -74,6 +74,15 @@
 // Cancellation then fails the future at once but cannot stop fn, which may
 // take a std::stop_token to stop early. Isolate::backend() tells which ran.
 //
+// ## Tasks, and the worker pool
+// A Task (task.hpp: a function registered by name) runs like a closure with
+// run(task, args..., token, options). With Backend::pool it goes to
+// options.pool, a WorkerPool of pre-started worker programs (nothing is
+// forked: see pool.hpp); with the other backends the function registered
+// for it in this program runs as a closure would. A closure cannot run in a
+// pool's worker (another program): run(fn) with Backend::pool throws
+// std::invalid_argument.
+//
 // Thread-safety: run() may be called from any thread (see the gotcha above).
 // An Isolate handle is a cheap copyable value; all its members are const.
 // Lifetime: a running isolate keeps itself alive; dropping the handle or the
@@ -83,8 +92,12 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <sstream>
+#include <stdexcept>
 #include <stop_token>
+#include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -96,6 +109,8 @@
 #include "cancellable/isolate_errors.hpp"
 #include "cancellable/isolate_options.hpp"
 #include "cancellable/merged_cancellation_token.hpp"
+#include "cancellable/pool.hpp"
+#include "cancellable/task.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
 
 namespace cancellable {
@@ -216,8 +231,9 @@ Isolate<R> spawn_isolate(F&& fn, const CancellationToken& token, IsolateOptions 
 struct CancellableIsolate {
   // Runs fn in a worker and returns a handle to it; see the header comment.
   // Throws std::invalid_argument for invalid options (a negative timeout or
-  // CPU time limit, a progress_interval that is not positive).
+  // CPU time limit, a progress_interval that is not positive, Backend::pool).
   template <class F, class R = std::decay_t<typename detail::isolate_result_t<std::decay_t<F>>::type>>
+    requires(!detail::is_task_v<std::remove_cvref_t<F>>)
   static Isolate<R> spawn(F&& fn, const CancellationToken& token = CancellationToken::none(),
                           IsolateOptions options = {}) {
     return detail::spawn_isolate<R>(std::forward<F>(fn), token, std::move(options), nullptr);
@@ -225,9 +241,79 @@ struct CancellableIsolate {
 
   // spawn(fn, token, options).future().
   template <class F>
+    requires(!detail::is_task_v<std::remove_cvref_t<F>>)
   static auto run(F&& fn, const CancellationToken& token = CancellationToken::none(),
                   IsolateOptions options = {}) {
     return spawn(std::forward<F>(fn), token, std::move(options)).future();
+  }
+
+  // run(task, args..., [token, [options]]): runs a registered task (see
+  // task.hpp) with the same semantics as a closure. With Backend::pool it
+  // runs in a worker of options.pool (WorkerPool::run with options.timeout
+  // and cpu_time_limit); with the other backends, the function registered
+  // for the task in this program runs in a forked worker or a thread, as a
+  // closure would. Throws std::invalid_argument: Backend::pool without a
+  // pool, or with memory_limit_bytes, max_result_bytes or on_progress set
+  // (the pool's options rule those); another backend and no function of
+  // that name registered in this program.
+  template <class R, class... A, class... Rest>
+  static Future<R> run(const Task<R(A...)>& task, Rest&&... rest) {
+    constexpr std::size_t n = sizeof...(A);
+    static_assert(sizeof...(Rest) >= n && sizeof...(Rest) <= n + 2,
+                  "CancellableIsolate::run(task, args..., [token, [options]]): the task's arguments, then "
+                  "optionally a CancellationToken and IsolateOptions");
+    auto all = std::forward_as_tuple(std::forward<Rest>(rest)...);
+    return run_task<R, A...>(task, all, std::make_index_sequence<n>{});
+  }
+
+ private:
+  template <class R, class... A, class All, std::size_t... I>
+  static Future<R> run_task(const Task<R(A...)>& task, All& all, std::index_sequence<I...>) {
+    constexpr std::size_t n = sizeof...(A);
+    constexpr std::size_t given = std::tuple_size_v<All>;
+    CancellationToken token = CancellationToken::none();
+    IsolateOptions options;
+    if constexpr (given > n) token = std::get<n>(all);
+    if constexpr (given > n + 1) options = std::get<n + 1>(all);
+    std::tuple<std::decay_t<A>...> arguments(std::forward<std::tuple_element_t<I, All>>(std::get<I>(all))...);
+    if (options.backend == Backend::pool) {
+      if (options.pool == nullptr) {
+        throw std::invalid_argument("CancellableIsolate::run: Backend::pool needs IsolateOptions::pool");
+      }
+      if (options.memory_limit_bytes || options.on_progress ||
+          options.max_result_bytes != IsolateOptions{}.max_result_bytes) {
+        throw std::invalid_argument(
+            "CancellableIsolate::run: with Backend::pool, the pool's PoolOptions set the memory limit and the "
+            "largest result, and no progress is reported: leave memory_limit_bytes, max_result_bytes and "
+            "on_progress unset");
+      }
+      if (options.timeout && options.timeout->count() < 0) {
+        throw std::invalid_argument("IsolateOptions::timeout must not be negative");
+      }
+      TaskOptions task_options;
+      task_options.timeout = options.timeout;
+      task_options.cpu_time_limit = options.cpu_time_limit;
+      return options.pool->run(task, std::move(std::get<I>(arguments))..., token, task_options);
+    }
+    const detail::TaskInvoker invoker = detail::find_pool_task(task.name);
+    if (invoker == nullptr) {
+      throw std::invalid_argument(std::string("CancellableIsolate::run: no function is registered for task '") +
+                                  task.name + "' in this program (CANCELLABLE_TASK); only Backend::pool "
+                                  "runs it elsewhere");
+    }
+    std::ostringstream encoded;
+    detail::encode_result(arguments, encoded);
+    return spawn(
+               [invoker, bytes = std::move(encoded).str()]() -> R {
+                 std::ostringstream out;
+                 invoker(bytes.data(), bytes.size(), out);
+                 if constexpr (!std::is_void_v<R>) {
+                   const std::string result = std::move(out).str();
+                   return detail::decode_result<R>(detail::ResultView{result.data(), result.size()});
+                 }
+               },
+               token, std::move(options))
+        .future();
   }
 };
 

@@ -11,6 +11,8 @@
 
 namespace cancellable {
 
+class WorkerPool;
+
 // Where the work of an isolate runs.
 enum class Backend {
   automatic,  // a forked process; a thread where processes are not available
@@ -18,9 +20,12 @@ enum class Backend {
   process,    // always a forked process; fails if fork fails
   thread,     // always a thread: cancellation fails the future at once but
               // cannot stop the work; limits other than timeout do not apply
+  pool,       // a worker of IsolateOptions::pool (see pool.hpp); the work
+              // must be a Task (CancellableIsolate::run(task, args...)): a
+              // closure cannot run in another program
 };
 
-// "automatic", "process", "thread".
+// "automatic", "process", "thread", "pool".
 const char* to_string(Backend backend) noexcept;
 
 // The latest progress the work reported with report_progress().
@@ -51,6 +56,12 @@ struct IsolateOptions {
   // checked every progress_interval while the work runs.
   std::function<void(const Progress&)> on_progress;
   std::chrono::milliseconds progress_interval{20};
+  // The pool that runs the work with Backend::pool (not owned: it must
+  // outlive the call to run(); a run it still holds when destroyed fails
+  // with CancelledException). Its PoolOptions set the memory limit and the
+  // largest result: with Backend::pool, memory_limit_bytes,
+  // max_result_bytes and on_progress must keep their defaults.
+  WorkerPool* pool = nullptr;
 };
 
 }  // namespace cancellable

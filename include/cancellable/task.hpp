@@ -66,6 +66,13 @@ using TaskInvoker = void (*)(const char* args, std::size_t args_bytes, std::ostr
 
 // Adds name to this program's tasks; false if it was there already.
 bool register_pool_task(std::string_view name, TaskInvoker invoker);
+// The function registered as name in this program; null if there is none.
+TaskInvoker find_pool_task(std::string_view name);
+
+template <class T>
+inline constexpr bool is_task_v = false;
+template <class R, class... Args>
+inline constexpr bool is_task_v<Task<R(Args...)>> = true;
 
 template <auto Fn, class R, class... Args>
 void invoke_pool_task(const char* args, std::size_t args_bytes, std::ostream& result) {

@@ -23,6 +23,7 @@
 #include "cancellable/builtin_tasks.hpp"
 #include "cancellable/cancellation_token.hpp"
 #include "cancellable/exceptions.hpp"
+#include "cancellable/isolate.hpp"
 #include "cancellable/isolate_errors.hpp"
 #include "cancellable/pool.hpp"
 #include "helpers/process_support.hpp"
@@ -60,7 +61,15 @@ std::string create_a_pool_inside() {
   return "no error";
 }
 
+int own_pid() { return static_cast<int>(::getpid()); }
+std::string joined(std::string a, int b) { return a + ":" + std::to_string(b); }
+
 constexpr Task<int(std::string)> write_pid_and_spin_task{"test.write_pid_and_spin"};
+constexpr Task<int()> own_pid_task{"test.own_pid"};
+constexpr Task<std::string(std::string, int)> joined_task{"test.joined"};
+constexpr Task<int()> unregistered_task{"test.registered_nowhere"};
+CANCELLABLE_TASK(own_pid_task, own_pid);
+CANCELLABLE_TASK(joined_task, joined);
 constexpr Task<int(std::string)> create_file_task{"test.create_file"};
 constexpr Task<std::string()> create_a_pool_inside_task{"test.create_a_pool_inside"};
 CANCELLABLE_TASK(write_pid_and_spin_task, write_pid_and_spin);
@@ -230,6 +239,54 @@ TEST_CASE("settled() of a killed task completes once its worker is reaped; of ot
   auto never = pool.start(create_file_task, marker.path.string(), cancelled);
   CHECK(never.future().is_ready());
   CHECK(never.settled().is_ready());
+}
+
+TEST_CASE("CancellableIsolate::run sends a task to a pool with Backend::pool, and forks or threads it otherwise",
+          "[pool]") {
+  WorkerPool pool(self_pool(1, 0));
+  const int worker = pool.run(own_pid_task).get();
+  IsolateOptions in_pool;
+  in_pool.backend = Backend::pool;
+  in_pool.pool = &pool;
+  CHECK(CancellableIsolate::run(own_pid_task, CancellationToken::none(), in_pool).get() == worker);
+  CHECK(CancellableIsolate::run(joined_task, std::string("a"), 7, CancellationToken::none(), in_pool).get() ==
+        "a:7");
+  IsolateOptions forked;
+  forked.backend = Backend::process;
+  const int child = CancellableIsolate::run(own_pid_task, CancellationToken::none(), forked).get();
+  CHECK(child != ::getpid());
+  CHECK(child != worker);
+  IsolateOptions threaded;
+  threaded.backend = Backend::thread;
+  CHECK(CancellableIsolate::run(own_pid_task, CancellationToken::none(), threaded).get() == ::getpid());
+  CHECK(CancellableIsolate::run(joined_task, std::string("b"), 8).get() == "b:8");
+  CHECK(pool.stats().tasks_run == 3);
+
+  // Cancelled in the pool: the worker is killed.
+  const TempPath pid_file("isolate-in-pool");
+  CancellationToken token;
+  auto spinning = CancellableIsolate::run(write_pid_and_spin_task, pid_file.path.string(), token, in_pool);
+  const pid_t spinner = wait_for_pid_file(pid_file.path);
+  CHECK(spinner == worker);
+  token.cancel();
+  CHECK_THROWS_AS(spinning.get(), CancelledException);
+  CHECK(process_support::wait_gone(spinner));
+  CHECK(pool.stats().tasks_killed == 1);
+
+  // What cannot work says so.
+  IsolateOptions no_pool;
+  no_pool.backend = Backend::pool;
+  CHECK_THROWS_AS(CancellableIsolate::run(own_pid_task, CancellationToken::none(), no_pool), std::invalid_argument);
+  IsolateOptions limited = in_pool;
+  limited.memory_limit_bytes = 1 << 20;
+  CHECK_THROWS_AS(CancellableIsolate::run(own_pid_task, CancellationToken::none(), limited), std::invalid_argument);
+  CHECK_THROWS_AS(CancellableIsolate::run([] { return 1; }, CancellationToken::none(), in_pool),
+                  std::invalid_argument);
+  CHECK_THROWS_WITH(CancellableIsolate::run(unregistered_task, CancellationToken::none(), forked),
+                    Catch::Contains("test.registered_nowhere"));
+  // Not in the worker program either: a clear error from the pool.
+  CHECK_THROWS_AS(CancellableIsolate::run(unregistered_task, CancellationToken::none(), in_pool).get(),
+                  std::invalid_argument);
 }
 
 TEST_CASE("a task's timeout fails it with TimeoutException and kills its worker", "[pool]") {
