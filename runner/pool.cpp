@@ -287,11 +287,13 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     if (entry->job->state) entry->job->state->set_wait_helper(entry);
     std::shared_ptr<Worker> handed_to;
     std::uint32_t seq = 0;
+    bool wake_spawner = false;
     {
       std::lock_guard lock(mutex_);
       if (stopping_) throw PoolDegraded("WorkerPool: the pool is stopping");
       if (!degraded_.empty()) throw PoolDegraded(degraded_);
       if (queue_.size() >= options_.max_queue) throw PoolQueueFull(options_.max_queue);
+      wake_spawner = !standby_wanted_;
       standby_wanted_ = true;  // (if idle workers had shrunk it away)
       if (queue_.empty() && busy_count_locked() < options_.size) {
         // A slot is free: is a worker ready for it?
@@ -325,7 +327,13 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         handed_to->handed = entry;
       }
     }
-    changed_.notify_all();
+    // The worker's driver must know of the hand-over; the spawner only of a
+    // queued task (it may start a worker early) or a standby wanted again.
+    if (handed_to && !wake_spawner) {
+      changed_.notify_all();
+    } else {
+      notify_all_threads();
+    }
     std::weak_ptr<PoolImpl> weak = weak_from_this();
     return [weak, entry] {
       if (auto pool = weak.lock()) pool->cancel(entry);
@@ -373,7 +381,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       queue_.clear();
       for (const auto& w : workers_) kill_locked(*w);
     }
-    changed_.notify_all();
+    notify_all_threads();
     for (const auto& job : abandoned) {
       job->fail(std::make_exception_ptr(CancelledException("the worker pool was destroyed")));
       settle(*job);
@@ -499,7 +507,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         wake = !queue_.empty();
       }
     }
-    if (wake) changed_.notify_all();
+    if (wake) notify_all_threads();
     if (settled) settled->complete();
     if (room) complete_room_waiters();
   }
@@ -546,7 +554,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   void spawner_loop() {
     std::unique_lock lock(mutex_);
     for (;;) {
-      changed_.wait(lock, [&] {
+      spawner_wake_.wait(lock, [&] {
         return stopping_ || !dropped_jobs_.empty() || (degraded_.empty() && alive_count_locked() < target_locked());
       });
       if (!dropped_jobs_.empty()) {
@@ -563,7 +571,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       // which the standby's first task would otherwise share on a small
       // machine.
       if (Clock::now() < replace_after_ && !(queue_.empty() ? false : idle_count_locked() == 0)) {
-        changed_.wait_until(lock, replace_after_);
+        spawner_wake_.wait_until(lock, replace_after_);
         continue;
       }
       lock.unlock();
@@ -578,7 +586,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       if (!worker) {
         record_start_failure_locked(failure);
         fail_queue_if_degraded_locked(lock);
-        changed_.notify_all();
+        notify_all_threads();
         continue;
       }
       workers_.push_back(worker);
@@ -598,7 +606,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         worker->state = Worker::State::finished;
         record_start_failure_locked("could not start a thread to drive the worker");
       }
-      changed_.notify_all();
+      notify_all_threads();
     }
   }
 
@@ -687,7 +695,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       if (n < 0) {
         std::lock_guard lock(mutex_);
         mark_monitor_failed_locked();
-        changed_.notify_all();
+        notify_all_threads();
         return;
       }
       for (int i = 0; i < n; ++i) {
@@ -750,7 +758,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     // driver, whose work can wait.
     settle_all(settled);
     if (driver_waits) futex_wake_all(worker->memory->slot->response);
-    changed_.notify_all();
+    notify_all_threads();
   }
 
   // Drops a finished, reaped worker.
@@ -785,7 +793,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     worker.reset();
     std::lock_guard lock(mutex_);
     --live_drivers_;
-    changed_.notify_all();
+    notify_all_threads();
   }
 
   void drive(const std::shared_ptr<Worker>& w) {
@@ -810,7 +818,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       return;
     }
     w->state = Worker::State::idle;
-    changed_.notify_all();
+    notify_all_threads();
 
     for (;;) {
       const auto woken = [&] {
@@ -1095,7 +1103,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     replace_after_ = Clock::now() + kReplacementDelay;
     if (w->reaped) erase_locked(w);
     fail_queue_if_degraded_locked(lock);
-    changed_.notify_all();
+    notify_all_threads();
     lock.unlock();
   }
 
@@ -1108,7 +1116,15 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   boost::asio::io_context io_;  // the executor of the process handles; never run
 
   mutable std::mutex mutex_;
+  // Every thread of the pool but the spawner waits on changed_; the spawner
+  // on spawner_wake_ (notify_all_threads() wakes both), so that handing a
+  // task to a worker wakes its driver and not the spawner.
   std::condition_variable changed_;
+  std::condition_variable spawner_wake_;
+  void notify_all_threads() {
+    changed_.notify_all();
+    spawner_wake_.notify_all();
+  }
   std::deque<std::shared_ptr<Entry>> queue_;
   std::vector<std::shared_ptr<Worker>> workers_;
   std::vector<std::shared_ptr<CompleterCore<void>>> room_waiters_;
