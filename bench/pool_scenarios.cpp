@@ -168,20 +168,31 @@ class RawWorker {
   RawWorker(const RawWorker&) = delete;
   RawWorker& operator=(const RawWorker&) = delete;
 
-  // Posts the built-in spin task, as the pool does.
-  void post_spin() {
+  // Posts a built-in task without arguments, as the pool does; returns its
+  // number.
+  std::uint32_t post(std::string_view name) {
     detail::AreaStreambuf buffer(slot_->args(), slot_->args_capacity);
     std::ostream out(&buffer);
     detail::encode_result(std::tuple<>{}, out);
     out.flush();
-    const std::string_view name = builtin::spin.name;
     std::memcpy(slot_->task_name, name.data(), name.size());
     slot_->task_name_size = static_cast<std::uint32_t>(name.size());
     slot_->args_bytes = buffer.total();
     slot_->max_result_bytes = 65536;
-    slot_->request.store(detail::PoolSlot::kFirstTask, std::memory_order_release);
+    const std::uint32_t n = next_++;
+    slot_->request.store(n, std::memory_order_release);
     detail::futex_wake_all(slot_->request);
+    return n;
   }
+  void post_spin() { (void)post(builtin::spin.name); }
+  // Waits for the answer to task n.
+  void wait_answer(std::uint32_t n) {
+    for (std::uint32_t seen; (seen = slot_->response.load(std::memory_order_acquire)) != n;) {
+      detail::futex_wait(slot_->response, seen);
+    }
+  }
+  // An empty task, there and back.
+  void empty_roundtrip() { wait_answer(post(builtin::empty.name)); }
   // SIGKILL and waitpid.
   void kill_and_reap() {
     ::kill(pid_, SIGKILL);
@@ -195,6 +206,7 @@ class RawWorker {
   int fd_ = -1;
   detail::PoolSlot* slot_ = nullptr;
   pid_t pid_ = 0;
+  std::uint32_t next_ = detail::PoolSlot::kFirstTask;
 };
 
 // SIGKILL + waitpid of a worker program running the spin task.
@@ -204,6 +216,24 @@ double raw_worker_kill_reap_once() {
   const auto start = Clock::now();
   worker.kill_and_reap();
   return us_between(start, Clock::now());
+}
+
+// The raw floor of slot_reuse_after_kill: kill a worker program running the
+// spin task, then at once an empty task on another, idle one (`standby`),
+// by hand; and that round trip alone between kills, as its baseline.
+void raw_slot_reuse_once(RawWorker& standby, std::vector<double>& reuse, std::vector<double>& between) {
+  {
+    RawWorker killed;
+    killed.post_spin();
+    const auto start = Clock::now();
+    ::kill(killed.pid(), SIGKILL);
+    standby.empty_roundtrip();
+    reuse.push_back(us_between(start, Clock::now()));
+    killed.kill_and_reap();
+  }
+  const auto start = Clock::now();
+  standby.empty_roundtrip();
+  between.push_back(us_between(start, Clock::now()));
 }
 
 // raw_promise_kill_once, with a worker program running the spin task: a
@@ -286,7 +316,8 @@ std::vector<Row> pool_cancel(const Settings& settings) {
   WorkerPool pool(pool_options(1, 1));
   settle(pool, 2);
   const std::size_t samples = settings.quick ? 50 : 300;
-  std::vector<double> promise, raw, cancel, reuse, empty, kill_reap, reaped;
+  std::vector<double> promise, raw, cancel, reuse, empty, kill_reap, reaped, raw_reuse, raw_between;
+  RawWorker raw_standby;
   for (std::size_t i = 0; i < samples; ++i) {
     {
       CancellationToken token;
@@ -309,6 +340,7 @@ std::vector<Row> pool_cancel(const Settings& settings) {
     settle(pool, 2);
     empty.push_back(pool_empty_once(pool));
     kill_reap.push_back(raw_worker_kill_reap_once());
+    raw_slot_reuse_once(raw_standby, raw_reuse, raw_between);
     {
       // From the cancel of a running task until its worker is reaped.
       CancellationToken token;
@@ -329,11 +361,15 @@ std::vector<Row> pool_cancel(const Settings& settings) {
   auto slot = make_row("slot_reuse_after_kill", "pool", std::move(reuse));
   compare(slot, roundtrip);
   slot.goal = Goal{"p50 <= 3x empty_roundtrip pool_between_kills p50", *slot.ratio_p50 <= 3.0};
+  auto raw_roundtrip = make_row("empty_roundtrip", "raw_worker_between_kills", std::move(raw_between));
+  auto raw_slot = make_row("slot_reuse_after_kill", "raw_workers", std::move(raw_reuse));
+  compare(raw_slot, raw_roundtrip);
   auto raw_reap = make_row("raw_kill_reap", "worker_program", std::move(kill_reap));
   auto to_reaped = make_row("cancel_to_reaped", "pool", std::move(reaped));
   set_p99_ratio_goal(to_reaped, raw_reap, 1.5);  // (as for the fork isolate)
-  return {std::move(baseline), std::move(floor),    std::move(row),
-          std::move(roundtrip), std::move(slot), std::move(raw_reap), std::move(to_reaped)};
+  return {std::move(baseline),      std::move(floor),    std::move(row),      std::move(roundtrip),
+          std::move(slot),          std::move(raw_roundtrip), std::move(raw_slot), std::move(raw_reap),
+          std::move(to_reaped)};
 }
 
 std::vector<Row> pool_big_parent(const Settings& settings) {

@@ -36,10 +36,13 @@ int main(int argc, char** argv) {
                                             "and print a summary");
   parse->add_option("file", parse_args.file, "The JSON file; - reads standard input")->required();
   parse->add_option("--timeout", timeout_text, "Give up after this long: 500ms, 2s, 1m (exit 124)");
-  parse->add_option("--backend", backend,
-                    "fork (default; also: process), thread, or pool (cancellable-worker in a one-worker pool; "
-                    "regular files)")
-      ->check(CLI::IsMember({"fork", "process", "thread", "pool"}));
+  auto* backend_option =
+      parse->add_option("--backend", backend,
+                        "fork (default; also: process), thread, or pool (cancellable-worker in a one-worker pool; "
+                        "regular files)")
+          ->check(CLI::IsMember({"fork", "process", "thread", "pool"}));
+  bool pool_flag = false;
+  parse->add_flag("--pool", pool_flag, "Same as --backend pool")->excludes(backend_option);
   std::string pointer_text;
   auto* pointer_option =
       parse->add_option("--pointer", pointer_text, "Print the value at this JSON pointer, e.g. /0/name");
@@ -83,6 +86,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   if (backend == "process") backend = "fork";
+  if (pool_flag) backend = "pool";
 
   if (*demo) return run_demo(backend);
   if (*bench) return run_bench(quick, json);

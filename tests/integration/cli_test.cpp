@@ -434,6 +434,14 @@ TEST_CASE("parse with the pool backend prints the same counts as the fork backen
   CHECK(counts_of("pool") == fork_counts);
   CHECK(sample.output().find("\"backend\": \"pool\"") != std::string::npos);
   CHECK(sample.output().find("\"transfer_ms\": null") != std::string::npos);
+  // --pool says the same.
+  REQUIRE(exit_status(spawn_with_output({CANCELLABLE_CLI, "parse", sample.json.string(), "--json", "--pool"},
+                                        sample.out)) == 0);
+  CHECK(sample.output().find("\"backend\": \"pool\"") != std::string::npos);
+  CHECK(sample.output().find(fork_counts) != std::string::npos);
+  // ... and not together with another backend.
+  CHECK(exit_status(spawn_with_output(
+            {CANCELLABLE_CLI, "parse", sample.json.string(), "--pool", "--backend", "thread"}, sample.out)) != 0);
 }
 
 TEST_CASE("Ctrl-C during a parse with the pool backend kills the worker and exits with status 130", "[cli]") {
