@@ -268,14 +268,9 @@ struct CancellableIsolate {
 
  private:
   template <class R, class... A, class All, std::size_t... I>
-  static Future<R> run_task(const Task<R(A...)>& task, All& all, std::index_sequence<I...>) {
-    constexpr std::size_t n = sizeof...(A);
-    constexpr std::size_t given = std::tuple_size_v<All>;
-    CancellationToken token = CancellationToken::none();
-    IsolateOptions options;
-    if constexpr (given > n) token = std::get<n>(all);
-    if constexpr (given > n + 1) options = std::get<n + 1>(all);
-    std::tuple<std::decay_t<A>...> arguments(std::forward<std::tuple_element_t<I, All>>(std::get<I>(all))...);
+  static Future<R> run_task(const Task<R(A...)>& task, All& all, std::index_sequence<I...> indices) {
+    auto call = detail::split_task_call<IsolateOptions, A...>(all, indices);
+    auto& [arguments, token, options] = call;
     if (options.backend == Backend::pool) {
       if (options.pool == nullptr) {
         throw std::invalid_argument("CancellableIsolate::run: Backend::pool needs IsolateOptions::pool");

@@ -266,16 +266,11 @@ class WorkerPool {
 
  private:
   template <class R, class... A, class All, std::size_t... I>
-  Future<R> run_with(const Task<R(A...)>& task, All& all, std::index_sequence<I...>,
+  Future<R> run_with(const Task<R(A...)>& task, All& all, std::index_sequence<I...> indices,
                      std::shared_ptr<detail::CompleterCore<void>> settled) {
-    constexpr std::size_t n = sizeof...(A);
-    constexpr std::size_t given = std::tuple_size_v<All>;
-    CancellationToken token = CancellationToken::none();
-    TaskOptions options;
-    if constexpr (given > n) token = std::get<n>(all);
-    if constexpr (given > n + 1) options = std::get<n + 1>(all);
-    std::tuple<std::decay_t<A>...> arguments(std::forward<std::tuple_element_t<I, All>>(std::get<I>(all))...);
-    return submit<R>(task.name, std::move(arguments), std::move(token), std::move(options), std::move(settled));
+    auto call = detail::split_task_call<TaskOptions, A...>(all, indices);
+    return submit<R>(task.name, std::move(call.arguments), std::move(call.token), std::move(call.options),
+                     std::move(settled));
   }
 
   template <class R, class Arguments>

@@ -38,6 +38,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "cancellable/cancellation_token.hpp"
 #include "cancellable/detail/isolate_codec.hpp"
 
 namespace cancellable {
@@ -68,6 +69,29 @@ using TaskInvoker = void (*)(const char* args, std::size_t args_bytes, std::ostr
 bool register_pool_task(std::string_view name, TaskInvoker invoker);
 // The function registered as name in this program; null if there is none.
 TaskInvoker find_pool_task(std::string_view name);
+
+// The parts of a call run(task, args..., [token, [options]]): the task's
+// arguments A... (decayed copies), then optionally a token and Options.
+template <class Options, class... A>
+struct TaskCall {
+  std::tuple<std::decay_t<A>...> arguments;
+  CancellationToken token = CancellationToken::none();
+  Options options{};
+};
+
+template <class Options, class... A, class All, std::size_t... I>
+TaskCall<Options, A...> split_task_call(All& all, std::index_sequence<I...>) {
+  constexpr std::size_t n = sizeof...(A);
+  constexpr std::size_t given = std::tuple_size_v<All>;
+  static_assert(given >= n && given <= n + 2,
+                "run(task, args..., [token, [options]]): the task's arguments, then optionally a "
+                "CancellationToken and options");
+  TaskCall<Options, A...> call{
+      std::tuple<std::decay_t<A>...>(std::forward<std::tuple_element_t<I, All>>(std::get<I>(all))...)};
+  if constexpr (given > n) call.token = std::get<n>(all);
+  if constexpr (given > n + 1) call.options = std::get<n + 1>(all);
+  return call;
+}
 
 template <class T>
 inline constexpr bool is_task_v = false;
