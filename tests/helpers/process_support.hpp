@@ -114,6 +114,23 @@ inline int count_result_shm() {
   return count_entries("/dev/shm", "cancellable." + std::to_string(::getpid()) + ".");
 }
 
+// Entries of /dev/shm, but not other processes' isolate results
+// ("cancellable.<their pid>."): tests run in parallel (ctest -j), and
+// another test's isolates come and go there meanwhile.
+inline int count_shm_but_other_tests() {
+  const std::string mine = "cancellable." + std::to_string(::getpid()) + ".";
+  int count = 0;
+  DIR* dir = ::opendir("/dev/shm");
+  if (!dir) return -1;
+  while (dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    if (name.rfind("cancellable.", 0) != 0 || name.rfind(mine, 0) == 0) ++count;
+  }
+  ::closedir(dir);
+  return count;
+}
+
 // True once the process is gone (exited, whoever reaps it), false if it is
 // still there after the timeout.
 inline bool wait_gone(pid_t pid, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {

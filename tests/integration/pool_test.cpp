@@ -311,17 +311,17 @@ TEST_CASE("a worker holds descriptors 0, 1 and 2 only, even when the parent has 
 }
 
 TEST_CASE("nothing of a pool is left in /dev/shm, and no worker outlives it", "[pool]") {
-  const int before = process_support::count_entries("/dev/shm");
+  const int before = process_support::count_shm_but_other_tests();
   std::vector<pid_t> workers;
   {
     WorkerPool pool(builtin_pool(2, 1));
     workers.push_back(pool.run(builtin::pid).get());
-    CHECK(process_support::count_entries("/dev/shm") == before);
+    CHECK(process_support::count_shm_but_other_tests() == before);
     CHECK(process_support::count_children() == 3);
   }
   CHECK(process_support::count_children() == 0);
   for (const pid_t w : workers) CHECK(process_support::wait_gone(w, 0ms));
-  CHECK(process_support::count_entries("/dev/shm") == before);
+  CHECK(process_support::count_shm_but_other_tests() == before);
 }
 
 TEST_CASE("a missing, non-executable or non-worker program fails the pool's start clearly, without respawning",
@@ -459,7 +459,7 @@ TEST_CASE("2,000 tasks with random cancellation over a pool of 2 leak nothing", 
     }
     return true;
   };
-  const int shm = process_support::count_entries("/dev/shm");
+  const int shm = process_support::count_shm_but_other_tests();
   {
     WorkerPool pool(builtin_pool(2, 1));
     REQUIRE(batch(pool, 100));  // warm up
@@ -482,7 +482,7 @@ TEST_CASE("2,000 tasks with random cancellation over a pool of 2 leak nothing", 
     if (heap) CHECK(*process_support::heap_in_use() <= *heap + 256 * 1024);
   }
   CHECK(process_support::count_children() == 0);
-  CHECK(process_support::count_entries("/dev/shm") == shm);
+  CHECK(process_support::count_shm_but_other_tests() == shm);
 }
 
 TEST_CASE("threads blocked in get() take their own task's result, while other tasks are cancelled", "[pool]") {
