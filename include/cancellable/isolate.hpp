@@ -272,19 +272,7 @@ struct CancellableIsolate {
     auto call = detail::split_task_call<IsolateOptions, A...>(all, indices);
     auto& [arguments, token, options] = call;
     if (options.backend == Backend::pool) {
-      if (options.pool == nullptr) {
-        throw std::invalid_argument("CancellableIsolate::run: Backend::pool needs IsolateOptions::pool");
-      }
-      if (options.memory_limit_bytes || options.on_progress ||
-          options.max_result_bytes != IsolateOptions{}.max_result_bytes) {
-        throw std::invalid_argument(
-            "CancellableIsolate::run: with Backend::pool, the pool's PoolOptions set the memory limit and the "
-            "largest result, and no progress is reported: leave memory_limit_bytes, max_result_bytes and "
-            "on_progress unset");
-      }
-      if (options.timeout && options.timeout->count() < 0) {
-        throw std::invalid_argument("IsolateOptions::timeout must not be negative");
-      }
+      detail::validate_isolate_options(options, true);
       TaskOptions task_options;
       task_options.timeout = options.timeout;
       task_options.cpu_time_limit = options.cpu_time_limit;

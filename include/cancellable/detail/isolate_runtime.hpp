@@ -90,7 +90,11 @@ class IsolateRecord : public WaitHelper {
 };
 
 // Throws std::invalid_argument naming the first invalid option.
-void validate_isolate_options(const IsolateOptions& options);
+// Throws std::invalid_argument for options a run cannot take: for a
+// closure (Backend::pool among them), or, with for_pool_task, for a Task run
+// in options.pool (which must be set, and whose PoolOptions rule the memory
+// limit, the largest result and progress).
+void validate_isolate_options(const IsolateOptions& options, bool for_pool_task = false);
 
 std::shared_ptr<IsolateRecord> make_isolate_record();
 // Starts the work described by spec; its outcome goes to spec.deliver or
