@@ -387,11 +387,15 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       settle(*job);
     }
     fail_room_waiters();
+    // The spawner first: one in the middle of a spawn adds a worker, and its
+    // driver, after stopping_ was set (that driver then stops the worker).
+    // Waiting for the drivers before it could miss that one, which would
+    // then outlive the pool.
+    if (spawner_.joinable()) spawner_.join();
     {
       std::unique_lock lock(mutex_);
       changed_.wait(lock, [&] { return live_drivers_ == 0; });
     }
-    if (spawner_.joinable()) spawner_.join();
     {
       std::unique_lock lock(mutex_);
       auto dropped = std::move(dropped_jobs_);
