@@ -230,8 +230,9 @@ void apply_cross_goals(std::vector<Row>& rows) {
   }
 }
 
-const std::vector<Scenario>& scenarios() {
-  static const std::vector<Scenario> all = {
+namespace {
+std::vector<Scenario>& all_scenarios() {
+  static std::vector<Scenario> all = {
       {"timeout_lateness", timeout_lateness},
       {"cancel_notify", cancel_notify},
       {"cancel_to_waiter", cancel_to_waiter},
@@ -246,6 +247,11 @@ const std::vector<Scenario>& scenarios() {
   };
   return all;
 }
+}  // namespace
+
+const std::vector<Scenario>& scenarios() { return all_scenarios(); }
+
+void add_scenario(Scenario scenario) { all_scenarios().push_back(std::move(scenario)); }
 
 // A time in the unit that suits it: "71.2 us", "12.5 ms", "1.27 s".
 std::string with_unit(double us) {

@@ -76,6 +76,9 @@ void apply_cross_goals(std::vector<Row>& rows);
 
 // Every scenario, in the order they are run.
 const std::vector<Scenario>& scenarios();
+// Adds a scenario after the others (the HTTP scenarios, linked into
+// cancellable-bench only, add themselves at start-up).
+void add_scenario(Scenario scenario);
 
 // text as a JSON string literal (quotes, backslashes and control characters
 // escaped); shared with the command's parse --json.

@@ -59,5 +59,13 @@ struct GenerateArgs {
   std::string output;  // empty or "-": standard output
 };
 int run_generate(const GenerateArgs& args);
+struct FetchArgs {
+  std::string url;
+  std::optional<std::chrono::nanoseconds> timeout;
+  bool parse = false;
+  std::string output;   // empty: standard output (unless --parse)
+  std::string ca_file;  // extra trusted certificates (PEM)
+};
+int run_fetch(const FetchArgs& args);
 
 }  // namespace cancellable::cli

@@ -1,4 +1,4 @@
-// cancellable: demo | parse | generate | bench.
+// cancellable: demo | parse | fetch | generate | bench.
 #include <CLI/CLI.hpp>
 
 #include <cstring>
@@ -48,6 +48,19 @@ int main(int argc, char** argv) {
       parse->add_option("--pointer", pointer_text, "Print the value at this JSON pointer, e.g. /0/name");
   parse->add_flag("--json", parse_args.json, "Print one JSON object on standard output, nothing else");
 
+  FetchArgs fetch_args;
+  std::string fetch_timeout_text;
+  auto* fetch = app.add_subcommand(
+      "fetch", "Download a URL (progress on a terminal); with --parse, parse the JSON in a worker. "
+               "Ctrl-C or --timeout stops both");
+  fetch->add_option("url", fetch_args.url, "http:// or https:// URL")->required();
+  fetch->add_option("--timeout", fetch_timeout_text, "Give up after this long, download and parse: 500ms, 2s (exit 124)");
+  fetch->add_flag("--parse", fetch_args.parse, "Parse the body as JSON in a worker and print a summary");
+  fetch->add_option("-o,--output", fetch_args.output,
+                    "Write the body to this file (removed if the fetch fails); default: standard output, "
+                    "or nowhere with --parse");
+  fetch->add_option("--ca-file", fetch_args.ca_file, "Also trust the certificates in this PEM file");
+
   GenerateArgs generate_args;
   std::string size_text;
   auto* generate = app.add_subcommand(
@@ -66,9 +79,10 @@ int main(int argc, char** argv) {
   // would only say that a subcommand is required).
   if (argc >= 2 && argv[1][0] != '-') {
     const std::string command = argv[1];
-    if (command != "demo" && command != "parse" && command != "generate" && command != "bench") {
+    if (command != "demo" && command != "parse" && command != "fetch" && command != "generate" &&
+        command != "bench") {
       std::cerr << "cancellable: unknown command '" << command
-                << "' (commands: demo, parse, generate, bench; see --help)\n";
+                << "' (commands: demo, parse, fetch, generate, bench; see --help)\n";
       return kExitUsage;
     }
   }
@@ -100,19 +114,25 @@ int main(int argc, char** argv) {
     generate_args.bytes = *bytes;
     return run_generate(generate_args);
   }
+  // --timeout of parse and fetch: false (after saying why) if malformed.
+  const auto read_timeout = [](const std::string& text, std::optional<std::chrono::nanoseconds>& out) {
+    if (text.empty()) return true;
+    bool too_large = false;
+    out = parse_duration(text, &too_large);
+    if (!out) {
+      std::cerr << "cancellable: --timeout: '" << text
+                << (too_large ? "' is too large (at most 31 years)" : "' is not a duration like 500ms, 2s or 1m")
+                << " (see --help)\n";
+    }
+    return out.has_value();
+  };
+  if (*fetch) {
+    if (!read_timeout(fetch_timeout_text, fetch_args.timeout)) return kExitUsage;
+    return run_fetch(fetch_args);
+  }
   if (*parse) {
     parse_args.backend = backend;
-    if (!timeout_text.empty()) {
-      bool too_large = false;
-      parse_args.timeout = parse_duration(timeout_text, &too_large);
-      if (!parse_args.timeout) {
-        std::cerr << "cancellable: --timeout: '" << timeout_text
-                  << (too_large ? "' is too large (at most 31 years)"
-                                : "' is not a duration like 500ms, 2s or 1m")
-                  << " (see --help)\n";
-        return kExitUsage;
-      }
-    }
+    if (!read_timeout(timeout_text, parse_args.timeout)) return kExitUsage;
     if (*pointer_option) {
       parse_args.pointer = pointer_text;
       if (!json_pointer_tokens(*parse_args.pointer)) {

@@ -1,6 +1,6 @@
 # Installs the build tree into a scratch prefix, then configures, builds and
 # runs the projects under tests/consumer against it with find_package:
-# core/ with simdjson out of reach, json/ with the json component.
+# core/ with simdjson out of reach, json/ with the json and http components.
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 

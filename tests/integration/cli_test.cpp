@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "cancellable/json_generator.hpp"
+#include "helpers/http_test_server.hpp"
 #include "helpers/process_support.hpp"
 
 extern char** environ;
@@ -453,3 +454,90 @@ TEST_CASE("Ctrl-C during a parse with the pool backend kills the worker and exit
   CHECK(exit_status(cli) == 130);
   CHECK(process_support::wait_gone(worker));
 }
+
+// ---- cancellable fetch, against a server on 127.0.0.1 ----------------------
+
+namespace {
+// A temporary output path, removed however the test ends.
+struct OutFile {
+  explicit OutFile(const std::string& name)
+      : path(std::filesystem::temp_directory_path() /
+             ("cancellable-fetch-" + name + "-" + std::to_string(::getpid()))) {}
+  ~OutFile() {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+  }
+  std::string read() const {
+    std::ifstream file(path);
+    return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  }
+  std::filesystem::path path;
+};
+}  // namespace
+
+TEST_CASE("fetch writes the body to standard output, or to the file given with -o", "[cli]") {
+  test_http::Server server;
+  OutFile out("stdout"), file("file");
+  CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", server.url("/hello")}, out.path)) == 0);
+  CHECK(out.read() == "hello");
+  CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", server.url("/bytes/300000"), "-o", file.path},
+                                      out.path)) == 0);
+  CHECK(file.read() == std::string(300000, 'x'));
+  CHECK(out.read().empty());
+}
+
+TEST_CASE("fetch --parse parses the JSON in a worker and prints its counts", "[cli]") {
+  test_http::Server server;
+  OutFile out("parse");
+  CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", server.url("/json/1000"), "--parse"}, out.path)) == 0);
+  const std::string text = out.read();
+  CHECK_THAT(text, Catch::Contains("objects:  1000\n") && Catch::Contains("arrays:   1\n") &&
+                       Catch::Contains("booleans: 1000\n"));
+}
+
+TEST_CASE("fetch exits with 1 on a 404 or a refused connection, with 2 on a bad URL", "[cli]") {
+  test_http::Server server;
+  OutFile out("errors");
+  CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", server.url("/status/404")}, out.path)) == 1);
+  CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", "ftp://127.0.0.1/"}, out.path)) == 2);
+  CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", server.url("/malformed"), "--parse"}, out.path)) ==
+        1);
+}
+
+TEST_CASE("fetch --timeout stops a server that never answers with status 124", "[cli]") {
+  test_http::Server server;
+  OutFile out("timeout");
+  CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", server.url("/hold"), "--timeout", "100ms"},
+                                      out.path)) == 124);
+}
+
+TEST_CASE("Ctrl-C during a fetch exits with 130 and removes the partial file", "[cli]") {
+  test_http::Server server;
+  OutFile file("interrupted"), out("interrupted-out");
+  const pid_t cli = spawn_with_output({CANCELLABLE_CLI, "fetch", server.url("/slow-body"), "-o", file.path}, out.path);
+  server.wait_for_requests(1);
+  REQUIRE(eventually([&] { return std::filesystem::exists(file.path); }));  // The headers arrived.
+  ::kill(cli, SIGINT);
+  CHECK(exit_status(cli) == 130);
+  CHECK_FALSE(std::filesystem::exists(file.path));
+}
+
+TEST_CASE("fetch shows its progress on a terminal", "[cli]") {
+  test_http::Server server;
+  OutFile out("terminal");
+  const auto [terminal, status] = run_on_terminal({CANCELLABLE_CLI, "fetch", server.url("/bytes/2000000"), "-o",
+                                                   out.path.string() + ".body"}, out.path);
+  std::filesystem::remove(out.path.string() + ".body");
+  CHECK(status == 0);
+  CHECK_THAT(terminal, Catch::Contains("downloading ") && Catch::Contains(" of 2.0 MB"));
+}
+
+#ifdef CANCELLABLE_FETCH_JSON_EXAMPLE  // (Built with the examples.)
+TEST_CASE("The fetch_json example downloads and parses under one token", "[cli]") {
+  test_http::Server server;
+  OutFile out("example");
+  CHECK(exit_status(spawn_with_output({CANCELLABLE_FETCH_JSON_EXAMPLE, server.url("/json/250")}, out.path)) == 0);
+  CHECK_THAT(out.read(), Catch::Contains("parsed in a worker: 250 users") &&
+                             Catch::Contains("second fetch abandoned: CancelledException"));
+}
+#endif

@@ -1,3 +1,4 @@
+#include <cancellable/http.hpp>
 #include <cancellable/json.hpp>
 
 #include <cstdint>
@@ -8,6 +9,12 @@ int main() {
     return static_cast<std::uint64_t>(simdjson::dom::array(root).size());
   });
   const auto n = count.get();
+  cancellable::http::Client client;
+  try {
+    (void)client.get("gopher://127.0.0.1/").get();
+  } catch (const cancellable::http::HttpError& e) {
+    std::cout << "http consumer: " << cancellable::http::to_string(e.kind()) << "\n";
+  }
   try {
     (void)cancellable::parse_json("[1, 2", [](simdjson::dom::element) { return 0; }).get();
   } catch (const cancellable::JsonParseError& e) {

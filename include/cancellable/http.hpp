@@ -1,0 +1,257 @@
+// http::Client: HTTP/1.1 and HTTPS requests that a CancellationToken stops
+// at once (component cancellable::http, Boost.Beast and OpenSSL).
+//
+// Who holds it: code that downloads or posts and must be able to abandon the
+// transfer when its caller or screen is gone. One Client per program (or per
+// part of it) is the intended use: it keeps idle connections for reuse.
+//
+// Guarantees:
+//   - Every request returns a Future and takes an optional token. A token
+//     cancelled before the call opens no connection; the future has failed
+//     with the token's exception when the call returns.
+//   - Cancelled later (resolving, connecting, handshaking, sending, waiting
+//     for headers, reading the body), the future fails inside cancel(), on the
+//     cancelling thread, with the token's exception (a TimeoutCancellationToken
+//     gives its TimeoutException). The request's connection is then closed on
+//     the client's I/O thread: closed, never a TLS shutdown that waits for the
+//     peer, never returned to the pool. Other requests are not disturbed.
+//   - One token may be passed to any number of requests: one cancel() stops
+//     them all. Nothing stays attached to a token once its request succeeded,
+//     failed or was cancelled.
+//   - A request body given as a BodySource stops being read when the request
+//     is cancelled or fails.
+//   - Name resolution never delays a cancellation or the destructor: host
+//     names are looked up by getaddrinfo (so /etc/hosts and nsswitch apply) on
+//     a short-lived thread of their own that nobody waits for. An abandoned
+//     lookup finishes in the background and its answer is dropped. IP
+//     literals are never looked up.
+//   - Failures are exceptions, never a hang: HttpError (with a kind(), below)
+//     for a bad URL, an unknown host, a refused connection, TLS failures
+//     (certificate not trusted, wrong host name), a malformed response, too
+//     many redirects, a body over ClientOptions::max_body_bytes, the total
+//     deadline (ClientOptions::timeout) and the idle limit between bytes
+//     (ClientOptions::idle_timeout). A server that drips a byte a second is
+//     stopped by the total deadline.
+//   - HTTPS verifies the peer against the system's certificate store (plus
+//     ClientOptions::ca_file), checks the host name (or IP address) against
+//     the certificate, and sends SNI.
+//   - Redirects (301, 302, 303, 307, 308) are followed up to
+//     ClientOptions::max_redirects; 303, and 301/302 after a POST, become a
+//     GET without body. Bodies with Content-Encoding gzip or deflate are
+//     decoded (zlib). Connections are kept alive and reused per scheme, host
+//     and port.
+//
+// Threads and callbacks: a Client runs one I/O thread. Futures complete on it
+// (or on the cancelling thread); a continuation attached with then() without
+// an executor runs there too, so it must not block or wait for another
+// request of the same client. A BodySource is called on the I/O thread, with
+// no lock of the library held.
+//
+// Thread-safety: distinct objects: safe. Shared Client: every member may be
+// called concurrently from any thread. A StreamedResponse is used by one
+// thread at a time (one read_chunk() outstanding at a time).
+// Lifetime: the destructor fails the requests still running with
+// HttpError(kind::client_closed), closes every connection and joins the I/O
+// thread; it does not wait for lookups. A StreamedResponse keeps what it needs
+// of its client alive, but its reads fail with client_closed once the client
+// is gone.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "cancellable/cancellation_token.hpp"
+#include "cancellable/future.hpp"
+
+namespace cancellable::http {
+
+// Header fields in the order received; names compare case-insensitively.
+class Headers {
+ public:
+  Headers() = default;
+  Headers(std::initializer_list<std::pair<std::string, std::string>> fields);
+
+  // The first value of the field, if present.
+  std::optional<std::string> get(std::string_view name) const;
+  bool contains(std::string_view name) const { return get(name).has_value(); }
+  // Adds a field (a second one with the same name is kept).
+  void add(std::string name, std::string value);
+  // Replaces every field of that name with one.
+  void set(std::string name, std::string value);
+  void erase(std::string_view name);
+
+  const std::vector<std::pair<std::string, std::string>>& fields() const noexcept { return fields_; }
+  bool empty() const noexcept { return fields_.empty(); }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> fields_;
+};
+
+// A request body produced while it is sent: called on the client's I/O
+// thread, it returns the next piece, or std::nullopt at the end. Sent with
+// Transfer-Encoding: chunked. An exception it throws fails the request.
+using BodySource = std::function<std::optional<std::string>()>;
+
+struct Request {
+  Request() = default;
+  Request(std::string method_, std::string url_, std::string body_ = {}, Headers headers_ = {})
+      : method(std::move(method_)), url(std::move(url_)), headers(std::move(headers_)), body(std::move(body_)) {}
+
+  std::string method = "GET";
+  std::string url;  // http://host[:port]/path?query or https://...
+  Headers headers;
+  std::string body;
+  BodySource body_source;  // If set, used instead of body.
+};
+
+struct Response {
+  int status = 0;
+  std::string reason;
+  Headers headers;
+  std::string body;  // Decoded (gzip/deflate) unless ClientOptions::decompress is off.
+  std::string url;   // The URL that answered, after redirects.
+};
+
+class HttpError : public std::runtime_error {
+ public:
+  enum class Kind {
+    bad_url,             // Not an http:// or https:// URL, or not one we can parse.
+    unknown_host,        // The name did not resolve.
+    connect_failed,      // Refused, unreachable.
+    tls,                 // Handshake failed; certificate not trusted or for another host.
+    protocol,            // Malformed response, or the peer closed mid-response.
+    too_many_redirects,  // More than ClientOptions::max_redirects.
+    body_too_large,      // Over ClientOptions::max_body_bytes.
+    deadline,            // ClientOptions::timeout passed.
+    idle_timeout,        // Nothing arrived (or could be sent) for ClientOptions::idle_timeout.
+    body_source,         // The BodySource threw.
+    client_closed,       // The Client was destroyed first.
+  };
+  HttpError(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
+  Kind kind() const noexcept { return kind_; }
+
+ private:
+  Kind kind_;
+};
+
+// "bad_url", "unknown_host", ...
+const char* to_string(HttpError::Kind kind) noexcept;
+
+struct ClientOptions {
+  // Redirects followed per request; one more is HttpError(too_many_redirects).
+  int max_redirects = 10;
+  // Largest body (after decoding) a Response may hold; read_chunk() counts too.
+  std::size_t max_body_bytes = std::size_t{1} << 30;
+  // Total time for a request: from the call until the body has been read
+  // (for send(): until the headers arrived). Zero: no deadline.
+  std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+  // Longest wait for progress on the connection (connect, handshake, each
+  // read and write). Zero: no limit.
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(30)};
+  // Decode gzip/deflate bodies (and send Accept-Encoding: gzip, deflate).
+  bool decompress = true;
+  // HTTPS: verify the server's certificate and host name (never turn this off
+  // outside tests). Off: any certificate is accepted.
+  bool verify_peer = true;
+  // HTTPS: an extra PEM file of trusted certificates (a private CA).
+  std::string ca_file;
+  // Idle connections kept per scheme, host and port.
+  std::size_t max_idle_per_host = 8;
+  // Sent unless the request sets User-Agent itself.
+  std::string user_agent = "cancellable-http";
+  // Resolves host names instead of getaddrinfo: the IP addresses for a host
+  // (to pin hosts, as curl's --resolve does). Called on the lookup's own
+  // thread, so it may block; an empty list or an exception is
+  // HttpError(unknown_host). Not called for IP literals.
+  std::function<std::vector<std::string>(const std::string& host)> resolver;
+};
+
+class Client;
+
+// The answer to send(): status and headers, with the body still to read. A
+// cheap copyable handle (as Future values are): copies read the same body.
+// When the last copy goes, a connection whose body was not read to its end
+// is closed; one read to its end goes back to the client's idle connections.
+class StreamedResponse {
+ public:
+  int status = 0;
+  std::string reason;
+  Headers headers;
+  std::string url;
+
+  // The next piece of the (decoded) body, or std::nullopt at its end. The
+  // read fails with `token`'s exception if that token is cancelled, and with
+  // the request's token's exception if that one is; either closes the
+  // connection, after which every read fails the same way. One read at a time:
+  // a second while one is outstanding throws std::logic_error.
+  Future<std::optional<std::string>> read_chunk(CancellationToken token = CancellationToken::none()) const;
+  // Reads the rest of the body.
+  Future<std::string> read_all(CancellationToken token = CancellationToken::none()) const;
+
+  struct State;
+
+ private:
+  friend class Client;
+  std::shared_ptr<State> state_;
+};
+
+class Client {
+ public:
+  explicit Client(ClientOptions options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Any request; the body is read to its end.
+  Future<Response> request(Request request, CancellationToken token = CancellationToken::none());
+  // Any request; completes once the headers arrived (after redirects).
+  Future<StreamedResponse> send(Request request, CancellationToken token = CancellationToken::none());
+
+  Future<Response> head(std::string url, CancellationToken token = CancellationToken::none(),
+                        Headers headers = {});
+  Future<Response> get(std::string url, CancellationToken token = CancellationToken::none(),
+                       Headers headers = {});
+  Future<Response> post(std::string url, std::string body, CancellationToken token = CancellationToken::none(),
+                        Headers headers = {});
+  Future<Response> put(std::string url, std::string body, CancellationToken token = CancellationToken::none(),
+                       Headers headers = {});
+  Future<Response> patch(std::string url, std::string body, CancellationToken token = CancellationToken::none(),
+                         Headers headers = {});
+  Future<Response> del(std::string url, CancellationToken token = CancellationToken::none(),
+                       Headers headers = {});
+  // GET, and the body if the status is 2xx; otherwise HttpStatusError.
+  Future<std::string> read(std::string url, CancellationToken token = CancellationToken::none(),
+                           Headers headers = {});
+  Future<std::vector<std::uint8_t>> read_bytes(std::string url,
+                                               CancellationToken token = CancellationToken::none(),
+                                               Headers headers = {});
+
+  // Connections open now (in use or idle); for tests and diagnostics.
+  std::size_t open_connections() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+// read()/read_bytes() on a status outside 2xx.
+class HttpStatusError : public std::runtime_error {
+ public:
+  HttpStatusError(int status, const std::string& what) : std::runtime_error(what), status_(status) {}
+  int status() const noexcept { return status_; }
+
+ private:
+  int status_;
+};
+
+}  // namespace cancellable::http
