@@ -3,6 +3,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
@@ -395,6 +400,71 @@ TEST_CASE("The idle limit stops a server that never answers, the total deadline 
   total.timeout = 300ms;
   total.idle_timeout = 60s;
   CHECK(error_kind(Client(total).get(server.url("/drip"))) == Kind::deadline);
+}
+
+namespace {
+// A listening socket on 127.0.0.1 that never answers on its own.
+struct RawListener {
+  explicit RawListener(int backlog) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(fd, backlog) == 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    port = ntohs(addr.sin_port);
+  }
+  ~RawListener() { ::close(fd); }
+  std::string url(const char* scheme) const { return std::string(scheme) + "://127.0.0.1:" + std::to_string(port) + "/"; }
+  int fd = -1;
+  std::uint16_t port = 0;
+};
+}  // namespace
+
+TEST_CASE("A connect that never completes is stopped by the idle limit") {
+  // A backlog of 0 holds one connection; SYNs beyond it are dropped, so the
+  // next connect waits for a SYN-ACK that does not come.
+  RawListener full(0);
+  int filler = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(full.port);
+  REQUIRE(::connect(filler, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  ClientOptions options;
+  options.idle_timeout = 300ms;
+  Client client(options);
+  auto f = client.get(full.url("http"));
+  CHECK(error_kind(f) == Kind::idle_timeout);
+  CancellationToken token;
+  auto cancelled = client.get(full.url("http"), token);
+  token.cancel();
+  CHECK(cancelled.exception() == token.exception());
+  ::close(filler);
+}
+
+TEST_CASE("Cancelled in the TLS handshake, the future fails at once") {
+  RawListener silent(16);
+  Client client;
+  CancellationToken token;
+  auto f = client.get(silent.url("https"), token);
+  const int peer = ::accept4(silent.fd, nullptr, nullptr, SOCK_CLOEXEC);
+  REQUIRE(peer >= 0);
+  char hello[1];
+  REQUIRE(::read(peer, hello, 1) == 1);  // The ClientHello is on its way: the handshake has begun.
+  REQUIRE_FALSE(f.is_ready());
+  token.cancel();
+  CHECK(f.exception() == token.exception());
+  // The connection is closed (no TLS shutdown that would wait for us): the
+  // rest of the ClientHello, then the end of the stream.
+  char rest[4096];
+  ssize_t n;
+  while ((n = ::read(peer, rest, sizeof rest)) > 0) {
+  }
+  CHECK(n == 0);
+  ::close(peer);
 }
 
 TEST_CASE("A lookup that never returns delays neither a cancel, nor other requests, nor the destructor") {
