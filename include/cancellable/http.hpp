@@ -37,7 +37,9 @@
 //     the certificate, and sends SNI.
 //   - Redirects (301, 302, 303, 307, 308) are followed up to
 //     ClientOptions::max_redirects; 303, and 301/302 after a POST, become a
-//     GET without body. Bodies with Content-Encoding gzip or deflate are
+//     GET without body. A request with a BodySource does not follow
+//     redirects (its body cannot be sent twice): the 3xx is its response.
+//     Bodies with Content-Encoding gzip or deflate are
 //     decoded (zlib). Connections are kept alive and reused per scheme, host
 //     and port.
 //
@@ -52,7 +54,8 @@
 // thread at a time (one read_chunk() outstanding at a time).
 // Lifetime: the destructor fails the requests still running with
 // HttpError(kind::client_closed), closes every connection and joins the I/O
-// thread; it does not wait for lookups. A StreamedResponse keeps what it needs
+// thread; it does not wait for lookups. It must not run on that I/O thread
+// (in a continuation of one of the client's futures). A StreamedResponse keeps what it needs
 // of its client alive, but its reads fail with client_closed once the client
 // is gone.
 #pragma once
