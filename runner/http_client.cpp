@@ -19,6 +19,7 @@
 #include "cancellable/http.hpp"
 
 #include <netdb.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <zlib.h>
 
@@ -321,7 +322,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     }
     tls_ctx.set_verify_mode(options.verify_peer ? ssl::verify_peer : ssl::verify_none);
     poster->ioc = &ioc;
-    thread = std::thread([this] { ioc.run(); });
+    thread = std::thread([this] {
+      ::pthread_setname_np(::pthread_self(), "cancellable-io");
+      ioc.run();
+    });
   }
 
   // Fails what still runs, closes every connection, joins the I/O thread.
@@ -522,6 +526,7 @@ asio::awaitable<std::vector<tcp::endpoint>> resolve(std::shared_ptr<Op> op) {
   auto lookup = std::make_shared<Lookup>();
   std::thread([lookup, host, port = op->url.port, poster = op->impl->poster, w = std::weak_ptr<Op>(op),
                resolver = op->impl->options.resolver] {
+    ::pthread_setname_np(::pthread_self(), "cancellable-dns");
     if (resolver) {
       std::vector<tcp::endpoint> endpoints;
       std::string error;

@@ -32,6 +32,13 @@ std::optional<std::uint64_t> parse_size(const std::string& text);
 // "1.25 GB (...)", "123.4 ms".
 std::string format_size(std::uint64_t bytes);
 std::string format_ms(double ms);
+// A size for a progress line: "3.2 kB", "812.4 MB", "1.07 GB".
+std::string short_size(double bytes);
+
+// Flushes stdout and stderr and exits at once with status: after a cancel
+// the thread backend's parse thread may still run (it cannot be stopped),
+// and a normal exit would destroy what it uses.
+[[noreturn]] void leave_now(int status);
 
 // Must be called first in main, before any thread exists: blocks the signals
 // the command handles so that only its own threads take them.

@@ -22,18 +22,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string rate_size(double bytes) {
-  char text[32];
-  if (bytes < 1e6) {
-    std::snprintf(text, sizeof text, "%.1f kB", bytes / 1e3);
-  } else if (bytes >= 1e9) {
-    std::snprintf(text, sizeof text, "%.2f GB", bytes / 1e9);
-  } else {
-    std::snprintf(text, sizeof text, "%.1f MB", bytes / 1e6);
-  }
-  return text;
-}
-
 // "downloading 3.2 MB of 10.0 MB, 5.1 MB/s" on a terminal's stderr, at most
 // every 100 ms; cleared before anything else is printed.
 class DownloadLine {
@@ -45,9 +33,9 @@ class DownloadLine {
     if (!force && now - last_ < std::chrono::milliseconds(100)) return;
     last_ = now;
     const double s = std::chrono::duration<double>(now - started_).count();
-    std::string text = "downloading " + rate_size(static_cast<double>(bytes));
-    if (total_) text += " of " + rate_size(static_cast<double>(*total_));
-    if (s > 0) text += ", " + rate_size(static_cast<double>(bytes) / s) + "/s";
+    std::string text = "downloading " + short_size(static_cast<double>(bytes));
+    if (total_) text += " of " + short_size(static_cast<double>(*total_));
+    if (s > 0) text += ", " + short_size(static_cast<double>(bytes) / s) + "/s";
     std::fprintf(stderr, "\r%-64s", text.c_str());
     std::fflush(stderr);
     drawn_ = true;
@@ -65,12 +53,6 @@ class DownloadLine {
   Clock::time_point started_ = Clock::now();
   Clock::time_point last_{};
 };
-
-[[noreturn]] void leave_now(int status) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  ::_exit(status);
-}
 
 }  // namespace
 

@@ -117,6 +117,24 @@ std::string format_ms(double ms) {
   return text;
 }
 
+std::string short_size(double bytes) {
+  char text[32];
+  if (bytes < 1e6) {
+    std::snprintf(text, sizeof text, "%.1f kB", bytes / 1e3);
+  } else if (bytes >= 1e9) {
+    std::snprintf(text, sizeof text, "%.2f GB", bytes / 1e9);
+  } else {
+    std::snprintf(text, sizeof text, "%.1f MB", bytes / 1e6);
+  }
+  return text;
+}
+
+void leave_now(int status) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  ::_exit(status);
+}
+
 // SIGTSTP and SIGCONT, taken by the job control thread with sigwait. (A
 // blocked SIGCONT still continues the process; blocking it only lets the
 // thread see it.)

@@ -66,19 +66,6 @@ std::int64_t now_ns() {
 
 double ms(std::int64_t ns) { return static_cast<double>(ns) / 1e6; }
 
-// A size for the progress line: "3.2 kB", "812.4 MB", "1.07 GB".
-std::string short_size(double bytes) {
-  char text[32];
-  if (bytes < 1e6) {
-    std::snprintf(text, sizeof text, "%.1f kB", bytes / 1e3);
-  } else if (bytes >= 1e9) {
-    std::snprintf(text, sizeof text, "%.2f GB", bytes / 1e9);
-  } else {
-    std::snprintf(text, sizeof text, "%.1f MB", bytes / 1e6);
-  }
-  return text;
-}
-
 // The progress line on a terminal's stderr: stage, bytes read so far (of
 // how many, when known) and the rate since reading began while the input
 // comes in, the input's size after that, and the seconds since the start. Redrawn
@@ -159,14 +146,6 @@ class ProgressLine {
   bool cleared_ = false;
   std::thread ticker_;
 };
-
-// Exits at once with status: the thread backend's parse thread may still
-// run (it cannot be stopped), and a normal exit would destroy what it uses.
-[[noreturn]] void leave_now(int status) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  ::_exit(status);
-}
 
 // Prints the summary (or the pointer's value) for a person or, with --json,
 // a script. transfer_ms: nothing where it is not measured (a pool's worker

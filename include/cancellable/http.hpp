@@ -43,7 +43,8 @@
 //     decoded (zlib). Connections are kept alive and reused per scheme, host
 //     and port.
 //
-// Threads and callbacks: a Client runs one I/O thread. Futures complete on it
+// Threads and callbacks: a Client runs one I/O thread ("cancellable-io"; a
+// lookup's thread is "cancellable-dns"). Futures complete on it
 // (or on the cancelling thread); a continuation attached with then() without
 // an executor runs there too, so it must not block or wait for another
 // request of the same client. A BodySource is called on the I/O thread, with

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -57,6 +58,48 @@ int count_entries(const char* dir) {
   int n = 0;
   for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(dir)) ++n;
   return n;
+}
+
+// Threads of this process with that name (the client names its I/O thread
+// and its lookup threads).
+int threads_named(const std::string& wanted) {
+  int n = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    n += name == wanted;
+  }
+  return n;
+}
+int lookup_threads() { return threads_named("cancellable-dns"); }
+
+// Waits (up to a deadline) until pred() holds: for threads that end on their
+// own (lookups), and for the kernel to drop a joined thread from
+// /proc/self/task, which it may do a little after pthread_join returned.
+template <class Pred>
+bool eventually(Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+bool no_lookup_threads() {
+  return eventually([] { return lookup_threads() == 0; });
+}
+
+// The names of this process's threads, for a failure's message.
+std::string thread_names() {
+  std::string names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    names += name + " ";
+  }
+  return names;
 }
 
 std::uint16_t closed_port() {
@@ -205,7 +248,8 @@ TEST_CASE("A read's own token cancels that read and closes the connection") {
   test_http::Server server;
   Client client;
   auto response = client.send(Request("GET", server.url("/slow-body"))).get();
-  CHECK(response.read_chunk().get().value().size() > 0);
+  std::size_t received = 0;
+  while (received < 1000) received += response.read_chunk().get().value().size();  // All the server sends.
   CancellationToken read_token;
   auto pending = response.read_chunk(read_token);  // The server holds the rest.
   read_token.cancel();
@@ -469,30 +513,42 @@ TEST_CASE("Cancelled in the TLS handshake, the future fails at once") {
 
 TEST_CASE("A lookup that never returns delays neither a cancel, nor other requests, nor the destructor") {
   test_http::Server server;
-  std::promise<void> release;
+  std::promise<void> release, entered;
   std::shared_future<void> released = release.get_future().share();
+  std::atomic<bool> first{true};
   ClientOptions options;
-  options.resolver = [released](const std::string& host) -> std::vector<std::string> {
-    if (host == "hung.test") released.wait();
+  options.resolver = [released, &entered, &first](const std::string& host) -> std::vector<std::string> {
+    if (host == "hung.test") {
+      if (first.exchange(false)) entered.set_value();
+      released.wait();
+    }
     return {"127.0.0.1"};
   };
   {
     Client client(options);
     CancellationToken token;
     auto hung = client.get("http://hung.test:" + std::to_string(server.port()) + "/hello", token);
+    entered.get_future().wait();  // The lookup is under way, and blocked.
     auto other = client.get("http://fine.test:" + std::to_string(server.port()) + "/hello");
     CHECK(other.get().body == "hello");
+    REQUIRE_FALSE(hung.is_ready());
     token.cancel();
     CHECK(hung.exception() == token.exception());
     auto hung_again = client.get("http://hung.test:" + std::to_string(server.port()) + "/hello");
     // The destructor returns with that lookup still blocked.
   }
+  CHECK(lookup_threads() >= 1);  // Still blocked after the destructor returned.
   release.set_value();
+  CHECK(no_lookup_threads());  // Released, they end on their own.
 }
 
 TEST_CASE("No sockets or threads are left behind") {
+  // Other tests' lookups end on their own, and their clients' joined threads
+  // leave /proc/self/task soon after.
+  REQUIRE(eventually([] { return lookup_threads() == 0 && threads_named("cancellable-io") == 0; }));
   int fds_before = count_entries("/proc/self/fd");
   int threads_before = count_entries("/proc/self/task");
+  INFO("threads before: " << thread_names());
   {
     test_http::Server server;
     Client client;
@@ -508,6 +564,8 @@ TEST_CASE("No sockets or threads are left behind") {
     CHECK(client.get(server.url("/status/500")).get().status == 500);
   }
   CHECK(count_entries("/proc/self/fd") == fds_before);
+  CHECK(eventually([&] { return count_entries("/proc/self/task") == threads_before; }));
+  INFO("threads after: " << thread_names());
   CHECK(count_entries("/proc/self/task") == threads_before);
 }
 
