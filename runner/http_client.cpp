@@ -491,10 +491,11 @@ struct StreamedResponse::State {
     // body was read to its end). With the client gone, nothing runs there.
     auto o = std::move(op);
     auto poster = o->impl->poster;
+    // Closed, not destroyed: a read may still be outstanding on it (its
+    // coroutine holds the op, and the connection goes with the op).
     poster->post([o] {
       if (!o->body_done) o->abort(std::make_exception_ptr(HttpError(
                              HttpError::Kind::client_closed, "the StreamedResponse was released")));
-      o->drop_connection();
       o->finish();
     });
   }

@@ -259,6 +259,22 @@ TEST_CASE("A read's own token cancels that read and closes the connection") {
   CHECK(after.exception() == read_token.exception());
 }
 
+TEST_CASE("Releasing a StreamedResponse while a read is outstanding fails that read and closes the connection") {
+  test_http::Server server;
+  Client client;
+  cancellable::Future<std::optional<std::string>> pending;
+  {
+    auto response = client.send(Request("GET", server.url("/slow-body"))).get();
+    std::size_t received = 0;
+    while (received < 1000) received += response.read_chunk().get().value().size();
+    pending = response.read_chunk();  // The server sends nothing more.
+  }  // (Under ASan this was a use after free: the connection went while the read was on it.)
+  CHECK(error_kind(pending) == Kind::client_closed);
+  CHECK_THAT(error_text(pending), Catch::Contains("StreamedResponse was released"));
+  CHECK(client.get(server.url("/hello")).get().body == "hello");
+  CHECK(client.open_connections() == 1);
+}
+
 TEST_CASE("A streamed body read to its end leaves its connection for the next request") {
   test_http::Server server;
   Client client;
