@@ -528,43 +528,36 @@ asio::awaitable<std::vector<tcp::endpoint>> resolve(std::shared_ptr<Op> op) {
   std::thread([lookup, host, port = op->url.port, poster = op->impl->poster, w = std::weak_ptr<Op>(op),
                resolver = op->impl->options.resolver] {
     ::pthread_setname_np(::pthread_self(), "cancellable-dns");
+    std::vector<tcp::endpoint> endpoints;
+    std::string error;
     if (resolver) {
-      std::vector<tcp::endpoint> endpoints;
-      std::string error;
       try {
         for (const auto& address : resolver(host)) endpoints.emplace_back(asio::ip::make_address(address), port);
       } catch (const std::exception& e) {
         error = e.what();
       }
-      {
-        std::lock_guard lock(lookup->mutex);
-        lookup->endpoints = std::move(endpoints);
-        lookup->error = std::move(error);
-        lookup->done = true;
-      }
-      poster->post([w] {
-        if (auto o = w.lock()) o->resolve_wait.cancel();
-      });
-      return;
-    }
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* found = nullptr;
-    int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
-    {
-      std::lock_guard lock(lookup->mutex);
+    } else {
+      addrinfo hints{};
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      addrinfo* found = nullptr;
+      int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
       if (rc != 0) {
-        lookup->error = rc == EAI_SYSTEM ? std::strerror(errno) : ::gai_strerror(rc);
+        error = rc == EAI_SYSTEM ? std::strerror(errno) : ::gai_strerror(rc);
       } else {
         for (addrinfo* a = found; a; a = a->ai_next) {
           tcp::endpoint ep;
           std::memcpy(ep.data(), a->ai_addr, a->ai_addrlen);
           ep.resize(a->ai_addrlen);
-          lookup->endpoints.push_back(ep);
+          endpoints.push_back(ep);
         }
         ::freeaddrinfo(found);
       }
+    }
+    {
+      std::lock_guard lock(lookup->mutex);
+      lookup->endpoints = std::move(endpoints);
+      lookup->error = std::move(error);
       lookup->done = true;
     }
     poster->post([w] {
