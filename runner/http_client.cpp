@@ -31,7 +31,6 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <set>
 #include <thread>
 
 #include <boost/asio/as_tuple.hpp>
@@ -343,7 +342,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   std::atomic<std::size_t> open{0};
   // I/O thread only:
   std::map<std::string, std::vector<std::unique_ptr<Connection>>> idle;
-  std::set<Op*> ops;
+  // The requests under way, for the destructor to fail. Weak: an op can end
+  // without finish() (its StreamedResponse released once the client had
+  // begun closing, when nothing more is posted here).
+  std::map<Op*, std::weak_ptr<Op>> ops;
 };
 
 namespace {
@@ -900,8 +902,10 @@ void Client::Impl::shutdown() {
     poster->alive = false;
   }
   asio::post(ioc, [this] {
-    auto running = ops;
-    for (Op* op : running) op->abort(client_closed());
+    std::vector<std::shared_ptr<Op>> running;
+    for (auto& [raw, weak] : ops)
+      if (auto op = weak.lock()) running.push_back(std::move(op));
+    for (auto& op : running) op->abort(client_closed());
     idle.clear();
   });
   work.reset();
@@ -939,7 +943,7 @@ template <class Run>
 void launch(const std::shared_ptr<Client::Impl>& impl, std::shared_ptr<Op> op, Run run,
             const std::function<void()>& on_closed) {
   bool posted = impl->poster->post([op, run] {
-    op->impl->ops.insert(op.get());
+    op->impl->ops[op.get()] = op;  // (Replaces a stale entry at the same address.)
     op->arm();
     asio::co_spawn(op->impl->ioc, run(op), asio::detached);
   });

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "cancellable/exceptions.hpp"
@@ -100,6 +101,15 @@ std::string thread_names() {
     names += name + " ";
   }
   return names;
+}
+
+// A thread's state letter in /proc (R running, S sleeping, ...).
+char thread_state(pid_t tid) {
+  std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  auto close = line.rfind(')');  // (The name may hold spaces.)
+  return close == std::string::npos || close + 2 >= line.size() ? '?' : line[close + 2];
 }
 
 std::uint16_t closed_port() {
@@ -593,6 +603,47 @@ TEST_CASE("The destructor fails requests still running with client_closed") {
     f = client.get(server.url("/hold"));
     server.wait_for_requests(1);
   }
+  CHECK(error_kind(f) == Kind::client_closed);
+}
+
+TEST_CASE("A StreamedResponse released on the I/O thread while its client is being destroyed is no use after free") {
+  test_http::Server server;
+  std::optional<Client> client(std::in_place);
+  std::optional<cancellable::http::StreamedResponse> response(
+      client->send(Request("GET", server.url("/slow-body"))).get());
+  // A body source holds the I/O thread, so that the destructor's teardown
+  // waits behind it; it then drops the response's last reference there.
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool entered = false, go = false;
+  Request held("POST", server.url("/sink"));
+  held.body_source = [&]() -> std::optional<std::string> {
+    std::unique_lock lock(mutex);
+    entered = true;
+    changed.notify_all();
+    changed.wait(lock, [&] { return go; });
+    response.reset();  // (Its op was freed while the teardown still listed it.)
+    return std::nullopt;
+  };
+  auto f = client->request(std::move(held));
+  {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return entered; });
+  }
+  std::atomic<pid_t> closer_tid{0};
+  std::thread closer([&] {
+    closer_tid = ::gettid();
+    client.reset();
+  });
+  // The destructor has begun closing once its thread sleeps in the join.
+  REQUIRE(eventually([&] { return closer_tid != 0 && thread_state(closer_tid) == 'S'; }));
+  {
+    std::lock_guard lock(mutex);
+    go = true;
+  }
+  changed.notify_all();
+  closer.join();
+  CHECK_FALSE(response.has_value());
   CHECK(error_kind(f) == Kind::client_closed);
 }
 
