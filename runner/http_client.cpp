@@ -527,9 +527,8 @@ asio::awaitable<std::vector<tcp::endpoint>> resolve(std::shared_ptr<Op> op) {
   const std::string& host = op->url.host;
   if (is_ip_literal(host)) co_return std::vector<tcp::endpoint>{tcp::endpoint(asio::ip::make_address(host), op->url.port)};
   auto lookup = std::make_shared<Lookup>();
-  std::thread([lookup, host, port = op->url.port, poster = op->impl->poster, w = std::weak_ptr<Op>(op),
-               resolver = op->impl->options.resolver] {
-    ::pthread_setname_np(::pthread_self(), "cancellable-dns");
+  std::thread lookup_thread([lookup, host, port = op->url.port, poster = op->impl->poster, w = std::weak_ptr<Op>(op),
+                             resolver = op->impl->options.resolver] {
     std::vector<tcp::endpoint> endpoints;
     std::string error;
     if (resolver) {
@@ -565,7 +564,11 @@ asio::awaitable<std::vector<tcp::endpoint>> resolve(std::shared_ptr<Op> op) {
     poster->post([w] {
       if (auto o = w.lock()) o->resolve_wait.cancel();
     });
-  }).detach();
+  });
+  // Named here, not by the thread itself: once the client's I/O thread has
+  // moved on (or been joined), every lookup thread it started carries its name.
+  ::pthread_setname_np(lookup_thread.native_handle(), "cancellable-dns");
+  lookup_thread.detach();
   for (;;) {
     {
       std::lock_guard lock(lookup->mutex);
