@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "cancellable/exceptions.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
@@ -61,17 +63,19 @@ int count_entries(const char* dir) {
   return n;
 }
 
-// Threads of this process with that name (the client names its I/O thread
-// and its lookup threads).
-int threads_named(const std::string& wanted) {
-  int n = 0;
+// The names of this process's threads (the client names its I/O thread and
+// its lookup threads).
+std::vector<std::string> thread_name_list() {
+  std::vector<std::string> names;
   for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
     std::ifstream comm(task.path() / "comm");
-    std::string name;
-    std::getline(comm, name);
-    n += name == wanted;
+    std::getline(comm, names.emplace_back());
   }
-  return n;
+  return names;
+}
+int threads_named(const std::string& wanted) {
+  auto names = thread_name_list();
+  return static_cast<int>(std::count(names.begin(), names.end(), wanted));
 }
 int lookup_threads() { return threads_named("cancellable-dns"); }
 
@@ -91,15 +95,10 @@ bool no_lookup_threads() {
   return eventually([] { return lookup_threads() == 0; });
 }
 
-// The names of this process's threads, for a failure's message.
+// The same, for a failure's message.
 std::string thread_names() {
   std::string names;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream comm(task.path() / "comm");
-    std::string name;
-    std::getline(comm, name);
-    names += name + " ";
-  }
+  for (const auto& name : thread_name_list()) names += name + " ";
   return names;
 }
 
