@@ -100,9 +100,16 @@ class Headers {
   std::vector<std::pair<std::string, std::string>> fields_;
 };
 
-// A request body produced while it is sent: called on the client's I/O
-// thread, it returns the next piece, or std::nullopt at the end. Sent with
-// Transfer-Encoding: chunked. An exception it throws fails the request.
+// A request body produced while it is sent: it returns the next piece, or
+// std::nullopt at the end. Sent with Transfer-Encoding: chunked. An exception
+// it throws fails the request. It is called on a thread of its own
+// ("cancellable-body", one per request that has a source), one call at a
+// time and only when the connection can take the next piece: a slow source
+// (or one that returns empty pieces) never holds up the client's other
+// requests, deadlines, cancels or destructor. After the request ended
+// (finished, failed, cancelled, client destroyed) it is not called again;
+// a call in progress then is not waited for, and its piece is dropped. Its
+// copies (and what they capture) are released when that last call returns.
 using BodySource = std::function<std::optional<std::string>()>;
 
 struct Request {
@@ -139,6 +146,12 @@ class HttpError : public std::runtime_error {
     idle_timeout,        // Nothing arrived (or could be sent) for ClientOptions::idle_timeout.
     body_source,         // The BodySource threw.
     client_closed,       // The Client was destroyed first.
+    bad_request,         // The request itself: a method or header name that is not a token, CR/LF/NUL
+                         // in a header value, Content-Length/Transfer-Encoding that disagree with the
+                         // body, Host twice. Found before any connection is opened.
+    bad_redirect,        // The server redirected to a URL we cannot follow (another scheme, not a URL).
+    proxy,               // The proxy: cannot be resolved or reached, refused CONNECT, or its URL in the
+                         // environment does not parse.
   };
   HttpError(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
   Kind kind() const noexcept { return kind_; }
@@ -168,8 +181,32 @@ struct ClientOptions {
   bool verify_peer = true;
   // HTTPS: an extra PEM file of trusted certificates (a private CA).
   std::string ca_file;
-  // Idle connections kept per scheme, host and port.
+  // Idle connections kept per scheme, host and port (and proxy).
   std::size_t max_idle_per_host = 8;
+  // An idle connection older than this is closed, not reused (curl's
+  // default, 118 s). Zero: no connection is kept. One the server closes, or
+  // on which it sends anything, is closed at once.
+  std::chrono::milliseconds max_idle_time{std::chrono::seconds(118)};
+  // A compressed body may decode to at most this many bytes per compressed
+  // byte, once it has passed 1 MiB (zip bombs); beyond, HttpError(body_too_large).
+  // Zero: no limit but max_body_bytes.
+  std::size_t max_decompression_ratio = 200;
+  // Threads that look host names up at once (each a "cancellable-dns"
+  // thread, started when needed and ended when nothing waits). Lookups of a
+  // host already being looked up share its answer.
+  std::size_t max_lookup_threads = 4;
+  // The proxy. Unset: from the environment as curl reads it (http_proxy for
+  // http:// URLs, lower case only; https_proxy or HTTPS_PROXY for https://;
+  // all_proxy or ALL_PROXY for both). Empty: no proxy. Otherwise a URL,
+  // "http://[user:password@]host[:port]" (port 1080 if none, as curl);
+  // https:// URLs go through it with CONNECT, http:// ones as absolute
+  // requests.
+  std::optional<std::string> proxy;
+  // Hosts reached directly: unset reads no_proxy or NO_PROXY. A list
+  // separated by commas or spaces: "*" (every host), a host name (it and
+  // every name below it; a leading dot is ignored), an IP address, or a
+  // range such as 10.0.0.0/8.
+  std::optional<std::string> no_proxy;
   // Sent unless the request sets User-Agent itself.
   std::string user_agent = "cancellable-http";
   // Resolves host names instead of getaddrinfo: the IP addresses for a host

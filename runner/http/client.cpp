@@ -15,7 +15,11 @@
 // request waits for its answer on a timer that the answer (or an abort)
 // cancels, and a late answer is dropped. Why not c-ares: it would bypass
 // nsswitch (/etc/hosts is read, but not mDNS, LDAP or systemd-resolved's
-// NSS module) and add a dependency for something a thread does.
+// NSS module) and add a dependency for something a thread does. Lookups
+// run on a few threads per client (runner/http/lookup.hpp).
+//
+// Where the RFCs leave a choice, the client does what curl does; each such
+// place says so.
 #include "cancellable/http.hpp"
 
 #include <netdb.h>
@@ -50,6 +54,12 @@
 
 #include "cancellable/cancellable_completer.hpp"
 #include "cancellable/exceptions.hpp"
+#include "cancellable/merged_cancellation_token.hpp"
+#include "runner/http/inflater.hpp"
+#include "runner/http/lookup.hpp"
+#include "runner/http/proxy.hpp"
+#include "runner/http/request_check.hpp"
+#include "runner/http/url.hpp"
 
 namespace cancellable::http {
 
@@ -70,176 +80,55 @@ bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+
+using detail::Url;
+
+// Saturating: any duration up to milliseconds::max() is "that long", never
+// an overflow.
+Clock::time_point after(Clock::time_point from, std::chrono::milliseconds d) {
+  if (d.count() <= 0) return from;
+  auto room = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::time_point::max() - from);
+  if (d >= room) return Clock::time_point::max();
+  return from + std::chrono::duration_cast<Clock::duration>(d);
+}
+std::string describe(std::chrono::milliseconds d) {
+  if (d >= std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::hours(24 * 365 * 100)))
+    return std::to_string(d.count()) + " ms";
+  return format_duration(d);
+}
+
+// Base64 (RFC 4648) for Proxy-Authorization: Basic.
+std::string base64(std::string_view in) {
+  static const char* abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  std::size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    unsigned v = (unsigned char)in[i] << 16 | (unsigned char)in[i + 1] << 8 | (unsigned char)in[i + 2];
+    out += {abc[v >> 18], abc[(v >> 12) & 63], abc[(v >> 6) & 63], abc[v & 63]};
+  }
+  if (i + 1 == in.size()) {
+    unsigned v = (unsigned char)in[i] << 16;
+    out += {abc[v >> 18], abc[(v >> 12) & 63], '=', '='};
+  } else if (i + 2 == in.size()) {
+    unsigned v = (unsigned char)in[i] << 16 | (unsigned char)in[i + 1] << 8;
+    out += {abc[v >> 18], abc[(v >> 12) & 63], abc[(v >> 6) & 63], '='};
+  }
   return out;
 }
 
-// ---- URLs ----------------------------------------------------------------
-
-struct Url {
-  bool tls = false;
-  std::string host;  // Without brackets for IPv6.
-  std::uint16_t port = 80;
-  std::string target = "/";
-
-  std::string authority() const {
-    std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-    if (port != (tls ? 443 : 80)) h += ":" + std::to_string(port);
-    return h;
-  }
-  std::string str() const { return (tls ? "https://" : "http://") + authority() + target; }
-  std::string key() const { return (tls ? "https://" : "http://") + host + ":" + std::to_string(port); }
-};
-
-[[noreturn]] void bad_url(std::string_view url, const std::string& why) {
-  throw HttpError(HttpError::Kind::bad_url, "bad URL '" + std::string(url) + "': " + why);
-}
-
-Url parse_url(std::string_view text) {
-  Url url;
-  std::string_view rest = text;
-  auto scheme_end = rest.find("://");
-  if (scheme_end == std::string_view::npos) bad_url(text, "no scheme (expected http:// or https://)");
-  std::string scheme = lower(rest.substr(0, scheme_end));
-  if (scheme == "https") {
-    url.tls = true;
-    url.port = 443;
-  } else if (scheme != "http") {
-    bad_url(text, "scheme '" + scheme + "' is not http or https");
-  }
-  rest.remove_prefix(scheme_end + 3);
-  auto auth_end = rest.find_first_of("/?#");
-  std::string_view authority = rest.substr(0, auth_end);
-  rest = auth_end == std::string_view::npos ? std::string_view{} : rest.substr(auth_end);
-  if (authority.find('@') != std::string_view::npos) bad_url(text, "user information is not supported");
-  std::string_view host = authority, port;
-  if (!authority.empty() && authority.front() == '[') {
-    auto close = authority.find(']');
-    if (close == std::string_view::npos) bad_url(text, "unterminated IPv6 address");
-    host = authority.substr(1, close - 1);
-    std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') bad_url(text, "junk after the IPv6 address");
-      port = after.substr(1);
-    }
-    error_code ec;
-    asio::ip::make_address_v6(std::string(host), ec);
-    if (ec) bad_url(text, "'" + std::string(host) + "' is not an IPv6 address");
-  } else {
-    auto colon = authority.rfind(':');
-    if (colon != std::string_view::npos) {
-      host = authority.substr(0, colon);
-      port = authority.substr(colon + 1);
-    }
-    for (char c : host)
-      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_')
-        bad_url(text, "host '" + std::string(host) + "' has a character not allowed in a host name");
-  }
-  if (host.empty()) bad_url(text, "no host");
-  url.host = lower(host);
-  if (!port.empty()) {
-    unsigned value = 0;
-    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535)
-      bad_url(text, "port '" + std::string(port) + "' is not a number from 1 to 65535");
-    url.port = static_cast<std::uint16_t>(value);
-  }
-  auto fragment = rest.find('#');
-  if (fragment != std::string_view::npos) rest = rest.substr(0, fragment);
-  if (rest.empty()) {
-    url.target = "/";
-  } else {
-    url.target = rest.front() == '?' ? "/" + std::string(rest) : std::string(rest);
-  }
-  for (char c : url.target)
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) bad_url(text, "the path has a space or a control character");
-  return url;
-}
-
-// A Location header against the URL that sent it.
-Url resolve_location(const Url& base, std::string_view location) {
-  if (location.find("://") != std::string_view::npos) return parse_url(location);
-  if (location.starts_with("//")) return parse_url((base.tls ? "https:" : "http:") + std::string(location));
-  Url url = base;
-  if (location.starts_with("/")) {
-    url.target = std::string(location);
-  } else {
-    std::string dir = base.target.substr(0, base.target.find('?'));
-    dir = dir.substr(0, dir.rfind('/') + 1);
-    url.target = dir + std::string(location);
-  }
-  return parse_url(url.str());
-}
-
-// ---- zlib ----------------------------------------------------------------
-
-class Inflater {
- public:
-  Inflater() = default;
-  Inflater(const Inflater&) = delete;
-  Inflater& operator=(const Inflater&) = delete;
-  ~Inflater() {
-    if (active_) inflateEnd(&zs_);
-  }
-
-  // encoding: the Content-Encoding header (lower case); anything but gzip
-  // and deflate passes through.
-  void start(const std::string& encoding) {
-    if (active_) inflateEnd(&zs_);
-    active_ = false;
-    deflate_ = encoding == "deflate";
-    if (encoding != "gzip" && encoding != "x-gzip" && !deflate_) return;
-    zs_ = {};
-    if (inflateInit2(&zs_, deflate_ ? MAX_WBITS : 16 + MAX_WBITS) != Z_OK)
-      throw std::bad_alloc();
-    active_ = true;
-    produced_ = false;
-    ended_ = false;
-  }
-
-  std::string feed(const char* data, std::size_t size) {
-    if (!active_) return std::string(data, size);
-    std::string out;
-    char buf[32768];
-    zs_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data));
-    zs_.avail_in = static_cast<uInt>(size);
-    while (zs_.avail_in > 0 && !ended_) {
-      zs_.next_out = reinterpret_cast<Bytef*>(buf);
-      zs_.avail_out = sizeof buf;
-      int rc = inflate(&zs_, Z_NO_FLUSH);
-      if (rc == Z_DATA_ERROR && deflate_ && !produced_ && zs_.total_in == 0) {
-        // "deflate" from servers that send a raw stream without the zlib header.
-        inflateEnd(&zs_);
-        zs_ = {};
-        if (inflateInit2(&zs_, -MAX_WBITS) != Z_OK) throw std::bad_alloc();
-        zs_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data));
-        zs_.avail_in = static_cast<uInt>(size);
-        deflate_ = false;
-        continue;
-      }
-      if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR)
-        throw HttpError(HttpError::Kind::protocol,
-                        std::string("the compressed body is corrupt: ") + (zs_.msg ? zs_.msg : "zlib error"));
-      std::size_t n = sizeof buf - zs_.avail_out;
-      out.append(buf, n);
-      if (n) produced_ = true;
-      if (rc == Z_STREAM_END) ended_ = true;
-      if (rc == Z_BUF_ERROR && n == 0) break;
-    }
-    return out;
-  }
-
- private:
-  z_stream zs_{};
-  bool active_ = false;
-  bool deflate_ = false;
-  bool produced_ = false;
-  bool ended_ = false;
-};
-
 // ---- the I/O side --------------------------------------------------------
+
+// Bytes of the response kept before they are parsed: the status line and
+// headers (64 KiB), one chunk-size line with its extensions, the trailer.
+// Beast 1.81 bounds none of the last three; the buffer's own limit does (a
+// read past it is error::buffer_overflow). Reads are 64 KiB at a time.
+constexpr std::size_t kHeaderLimit = 64 * 1024;
+constexpr std::size_t kBufferLimit = 256 * 1024;
+constexpr std::size_t kReadSize = 64 * 1024;
+// The most read_chunk() hands over at once (what has arrived, up to this).
+constexpr std::size_t kChunkCap = 1024 * 1024;
+// Interim (1xx) responses skipped before the final one.
+constexpr int kMaxInterim = 32;
 
 // How other threads reach the I/O thread: a post, refused once the client
 // is shutting down (the io_context may be gone after that).
@@ -259,12 +148,13 @@ struct Poster {
 
 struct Connection {
   Connection(asio::io_context& ioc, ssl::context* tls_ctx, std::atomic<std::size_t>& open)
-      : open_(open) {
+      : buffer(kBufferLimit), idle_timer(ioc), open_(open) {
     if (tls_ctx) {
       tls.emplace(ioc, *tls_ctx);
     } else {
       plain.emplace(ioc);
     }
+    buffer.reserve(2 * kReadSize);  // (Beast reads what the capacity leaves, at most 64 KiB.)
     open_.fetch_add(1, std::memory_order_relaxed);
   }
   Connection(const Connection&) = delete;
@@ -276,13 +166,22 @@ struct Connection {
     error_code ignored;
     socket().close(ignored);
   }
-  // An idle kept-alive connection is usable if nothing is waiting on it:
-  // readable data (or end of file) means the server closed or broke it.
-  bool usable() {
-    if (!socket().is_open()) return false;
+  // Nothing unread: not in our buffer, not inside TLS, not on the socket
+  // (readable data or end of file on an idle connection means the server
+  // sent more than its response, closed, or broke it).
+  bool clean() {
+    if (!socket().is_open() || buffer.size() != 0) return false;
+    if (tls && SSL_pending(tls->native_handle()) > 0) return false;
     char byte;
     ssize_t n = ::recv(socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+  // Bytes that can be read now without waiting.
+  bool more_ready() {
+    if (buffer.size() > 0) return true;
+    if (tls && SSL_pending(tls->native_handle()) > 0) return true;
+    error_code ec;
+    return socket().available(ec) > 0 && !ec;
   }
 
   template <class F>
@@ -295,6 +194,10 @@ struct Connection {
   std::optional<ssl::stream<tcp::socket>> tls;
   beast::flat_buffer buffer;
   bool reused = false;
+  // While idle: since when, and a number that tells this stay from the next.
+  Clock::time_point idle_since;
+  std::uint64_t idle_generation = 0;
+  asio::steady_timer idle_timer;
 
  private:
   std::atomic<std::size_t>& open_;
@@ -305,10 +208,15 @@ struct Connection {
 struct Op;
 
 struct Client::Impl : std::enable_shared_from_this<Impl> {
-  explicit Impl(ClientOptions opts) : options(std::move(opts)), tls_ctx(ssl::context::tls_client) {
+  explicit Impl(ClientOptions opts)
+      : options(std::move(opts)),
+        tls_ctx(ssl::context::tls_client),
+        proxies(options.proxy, options.no_proxy),
+        lookups(std::make_shared<detail::Lookups>(options.max_lookup_threads, options.resolver)) {
     if (options.max_redirects < 0) throw std::invalid_argument("ClientOptions::max_redirects is negative");
-    if (options.timeout.count() < 0 || options.idle_timeout.count() < 0)
-      throw std::invalid_argument("ClientOptions: a negative timeout");
+    if (options.timeout.count() < 0 || options.idle_timeout.count() < 0 || options.max_idle_time.count() < 0)
+      throw std::invalid_argument("ClientOptions: a negative duration");
+    if (options.max_lookup_threads == 0) throw std::invalid_argument("ClientOptions::max_lookup_threads is 0");
     tls_ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                         ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
     error_code ec;
@@ -333,10 +241,61 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     response.state_ = std::move(state);
   }
 
+  // I/O thread: keeps a clean connection for reuse, watched: it is dropped
+  // the moment the server closes it or sends anything, or when it has been
+  // idle for ClientOptions::max_idle_time.
+  void keep_idle(const std::string& key, std::unique_ptr<Connection> conn) {
+    auto& list = idle[key];
+    if (list.size() >= options.max_idle_per_host || options.max_idle_time.count() == 0) return;
+    Connection* raw = conn.get();
+    raw->reused = true;
+    raw->idle_since = Clock::now();
+    std::uint64_t generation = ++raw->idle_generation;
+    list.push_back(std::move(conn));
+    raw->socket().async_wait(tcp::socket::wait_read, [this, key, raw, generation](error_code ec) {
+      if (ec != asio::error::operation_aborted) forget_idle(key, raw, generation);
+    });
+    raw->idle_timer.expires_at(after(raw->idle_since, options.max_idle_time));
+    raw->idle_timer.async_wait([this, key, raw, generation](error_code ec) {
+      if (ec != asio::error::operation_aborted) forget_idle(key, raw, generation);
+    });
+  }
+  // Closes an idle connection, if it is still that stay's (never touches a
+  // connection it does not find: `raw` may be gone).
+  void forget_idle(const std::string& key, Connection* raw, std::uint64_t generation) {
+    auto found = idle.find(key);
+    if (found == idle.end()) return;
+    auto& list = found->second;
+    auto it = std::find_if(list.begin(), list.end(), [&](const auto& c) { return c.get() == raw; });
+    if (it == list.end() || (*it)->idle_generation != generation) return;
+    list.erase(it);
+    if (list.empty()) idle.erase(found);
+  }
+  // A kept connection for `key` that is still clean and young, or null.
+  std::unique_ptr<Connection> take_idle(const std::string& key) {
+    auto found = idle.find(key);
+    if (found == idle.end()) return nullptr;
+    auto& list = found->second;
+    std::unique_ptr<Connection> chosen;
+    while (!list.empty() && !chosen) {
+      auto conn = std::move(list.back());
+      list.pop_back();
+      error_code ignored;
+      conn->idle_timer.cancel();
+      conn->socket().cancel(ignored);  // (The watch; its handler then finds nothing.)
+      ++conn->idle_generation;
+      if (Clock::now() < after(conn->idle_since, options.max_idle_time) && conn->clean()) chosen = std::move(conn);
+    }
+    if (list.empty()) idle.erase(found);
+    return chosen;
+  }
+
   ClientOptions options;
   asio::io_context ioc{1};
   asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};
   ssl::context tls_ctx;
+  detail::ProxyConfig proxies;
+  std::shared_ptr<detail::Lookups> lookups;
   std::shared_ptr<Poster> poster = std::make_shared<Poster>();
   std::thread thread;
   std::atomic<std::size_t> open{0};
@@ -353,6 +312,63 @@ std::exception_ptr client_closed() {
   return std::make_exception_ptr(
       HttpError(HttpError::Kind::client_closed, "the http::Client was destroyed before the request finished"));
 }
+
+// A BodySource runs on a thread of its own ("cancellable-body"), one call at
+// a time, only when the I/O thread asks for the next piece: however slow it
+// is, and however many empty pieces it returns, the I/O thread stays free.
+// Once the request has ended it is not called again; a call in progress is
+// not waited for (its piece is dropped).
+struct SourcePump {
+  std::mutex mutex;
+  std::condition_variable wanted;
+  BodySource source;
+  bool want = false;
+  bool stop = false;
+  bool ready = false;
+  std::optional<std::string> piece;
+  std::exception_ptr error;
+  std::function<void()> wake;  // Posts "a piece is ready" to the I/O thread.
+
+  void run() {
+    for (;;) {
+      {
+        std::unique_lock lock(mutex);
+        wanted.wait(lock, [&] { return want || stop; });
+        if (stop) return;
+      }
+      std::optional<std::string> next;
+      std::exception_ptr failed;
+      do {
+        try {
+          next = source();
+        } catch (...) {
+          failed = std::current_exception();
+        }
+        std::lock_guard lock(mutex);
+        if (stop) return;
+      } while (!failed && next && next->empty());  // (Empty pieces never reach the I/O thread.)
+      std::function<void()> w;
+      {
+        std::lock_guard lock(mutex);
+        if (stop) return;
+        want = false;
+        ready = true;
+        piece = std::move(next);
+        error = failed;
+        w = wake;
+      }
+      w();
+      if (failed || !piece) return;
+    }
+  }
+  void halt() {
+    {
+      std::lock_guard lock(mutex);
+      stop = true;
+    }
+    wanted.notify_all();
+  }
+};
 }  // namespace
 
 // One request, from the call until its body is read (or abandoned).
@@ -363,8 +379,12 @@ struct Op : std::enable_shared_from_this<Op> {
         url(std::move(u)),
         token(std::move(t)),
         watchdog(impl->ioc),
-        resolve_wait(impl->ioc) {
-    if (impl->options.timeout.count() > 0) deadline = Clock::now() + impl->options.timeout;
+        resolve_wait(impl->ioc),
+        source_wait(impl->ioc) {
+    if (impl->options.timeout.count() > 0) deadline = after(Clock::now(), impl->options.timeout);
+  }
+  ~Op() {
+    if (pump) pump->halt();
   }
 
   // A hook for a completer: posts the abort to the I/O thread (never owns
@@ -385,13 +405,16 @@ struct Op : std::enable_shared_from_this<Op> {
     aborted = true;
     error = std::move(e);
     if (conn) conn->close();
+    if (pump) pump->halt();
     resolve_wait.cancel();
+    source_wait.cancel();
     watchdog.cancel();
   }
   [[noreturn]] void rethrow() { std::rethrow_exception(error); }
   void check() {
     if (aborted) rethrow();
   }
+  std::string context() const { return req.method + " " + url.str(); }
 
   // The deadline and the idle limit: one timer. Starting I/O only re-arms
   // it when it would fire too late; firing early, it re-arms itself for
@@ -401,14 +424,14 @@ struct Op : std::enable_shared_from_this<Op> {
     io_started = Clock::now();
     io_pending = true;
     auto idle = impl->options.idle_timeout;
-    if (idle.count() > 0 && (!armed || armed_at > io_started + idle)) arm();
+    if (idle.count() > 0 && (!armed || armed_at > after(io_started, idle))) arm();
   }
   void end_io() { io_pending = false; }
   void arm() {
     if (aborted || finished) return;
     auto idle = impl->options.idle_timeout;
     Clock::time_point next = deadline;
-    if (io_pending && idle.count() > 0) next = std::min(next, io_started + idle);
+    if (io_pending && idle.count() > 0) next = std::min(next, after(io_started, idle));
     if (next == Clock::time_point::max()) return;
     armed = true;
     armed_at = next;
@@ -425,13 +448,13 @@ struct Op : std::enable_shared_from_this<Op> {
     auto now = Clock::now();
     auto idle = impl->options.idle_timeout;
     if (now >= deadline) {
-      abort(std::make_exception_ptr(HttpError(
-          HttpError::Kind::deadline, req.method + " " + url.str() + ": no complete response within " +
-                                         format_duration(impl->options.timeout) + " (ClientOptions::timeout)")));
-    } else if (io_pending && idle.count() > 0 && now >= io_started + idle) {
-      abort(std::make_exception_ptr(HttpError(
-          HttpError::Kind::idle_timeout, req.method + " " + url.str() + ": nothing happened on the connection for " +
-                                             format_duration(idle) + " (ClientOptions::idle_timeout)")));
+      abort(std::make_exception_ptr(HttpError(HttpError::Kind::deadline,
+                                              context() + ": no complete response within " +
+                                                  describe(impl->options.timeout) + " (ClientOptions::timeout)")));
+    } else if (io_pending && idle.count() > 0 && now >= after(io_started, idle)) {
+      abort(std::make_exception_ptr(HttpError(HttpError::Kind::idle_timeout,
+                                              context() + ": nothing happened on the connection for " +
+                                                  describe(idle) + " (ClientOptions::idle_timeout)")));
     } else {
       arm();
     }
@@ -441,19 +464,19 @@ struct Op : std::enable_shared_from_this<Op> {
     finished = true;
     watchdog.cancel();
     resolve_wait.cancel();
+    source_wait.cancel();
+    if (pump) pump->halt();
     impl->ops.erase(this);
   }
-  // Back to the idle connections if the server keeps it alive.
+  // Back to the idle connections if the server keeps it alive and nothing
+  // of this exchange is left unread (bytes after the body would otherwise
+  // reach the next request as its response).
   void release_connection() {
     if (!conn) return;
-    if (parser && parser->is_done() && parser->keep_alive() && !aborted) {
-      auto& list = impl->idle[url.key()];
-      if (list.size() < impl->options.max_idle_per_host) {
-        conn->reused = true;
-        list.push_back(std::move(conn));
-      }
+    if (parser && parser->is_done() && parser->keep_alive() && !aborted && !close_after && conn->clean()) {
+      impl->keep_idle(conn_key, std::move(conn));
     }
-    conn.reset();
+    drop_connection();
   }
   void drop_connection() {
     if (conn) conn->close();
@@ -464,16 +487,19 @@ struct Op : std::enable_shared_from_this<Op> {
   Request req;
   Url url;
   CancellationToken token;
+  const Url* proxy = nullptr;  // (Points into impl->proxies.)
+  std::string conn_key;        // The idle list the connection belongs to.
   std::unique_ptr<CancellableCompleter<Response>> full;
   std::unique_ptr<CancellableCompleter<StreamedResponse>> streamed;
   std::unique_ptr<CancellableCompleter<void>> body_guard;  // The request's token while the body streams.
-  std::shared_ptr<CancellableCompleter<std::optional<std::string>>> chunk;  // The read outstanding.
   std::unique_ptr<Connection> conn;
   std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
-  Inflater inflater;
-  std::size_t body_bytes = 0;
+  detail::Inflater inflater;
+  std::unique_ptr<char[]> scratch;  // Raw body bytes, before decoding.
+  std::shared_ptr<SourcePump> pump;
   asio::steady_timer watchdog;
   asio::steady_timer resolve_wait;
+  asio::steady_timer source_wait;
   Clock::time_point deadline = Clock::time_point::max();
   Clock::time_point io_started;
   Clock::time_point armed_at;
@@ -483,11 +509,24 @@ struct Op : std::enable_shared_from_this<Op> {
   bool aborted = false;
   bool finished = false;
   bool body_done = false;
+  bool close_after = false;  // The connection may not be reused (e.g. a 1xx-confused exchange).
+  std::size_t body_bytes = 0;  // Decoded so far.
   std::exception_ptr error;
 };
 
 struct StreamedResponse::State {
   std::shared_ptr<Op> op;
+  // The read outstanding (caller side): a second one is a logic_error.
+  std::mutex mutex;
+  std::function<bool()> outstanding_done;
+
+  void begin_read(std::function<bool()> done) {
+    std::lock_guard lock(mutex);
+    if (outstanding_done && !outstanding_done())
+      throw std::logic_error("StreamedResponse: a read while another read of the same body is outstanding");
+    outstanding_done = std::move(done);
+  }
+
   ~State() {
     // The connection is the I/O thread's: it closes it (or keeps it, if the
     // body was read to its end). With the client gone, nothing runs there.
@@ -507,7 +546,7 @@ namespace {
 
 [[noreturn]] void fail(Op& op, HttpError::Kind kind, const std::string& what, const error_code& ec) {
   op.check();
-  throw HttpError(kind, op.req.method + " " + op.url.str() + ": " + what + ": " + ec.message());
+  throw HttpError(kind, op.context() + ": " + what + ": " + ec.message());
 }
 
 bool is_ip_literal(const std::string& host) {
@@ -516,105 +555,95 @@ bool is_ip_literal(const std::string& host) {
   return !ec;
 }
 
-struct Lookup {
-  std::mutex mutex;
-  bool done = false;
-  std::vector<tcp::endpoint> endpoints;
-  std::string error;
-};
-
-asio::awaitable<std::vector<tcp::endpoint>> resolve(std::shared_ptr<Op> op) {
-  const std::string& host = op->url.host;
-  if (is_ip_literal(host)) co_return std::vector<tcp::endpoint>{tcp::endpoint(asio::ip::make_address(host), op->url.port)};
-  auto lookup = std::make_shared<Lookup>();
-  std::thread lookup_thread([lookup, host, port = op->url.port, poster = op->impl->poster, w = std::weak_ptr<Op>(op),
-                             resolver = op->impl->options.resolver] {
-    std::vector<tcp::endpoint> endpoints;
-    std::string error;
-    if (resolver) {
-      try {
-        for (const auto& address : resolver(host)) endpoints.emplace_back(asio::ip::make_address(address), port);
-      } catch (const std::exception& e) {
-        error = e.what();
-      }
-    } else {
-      addrinfo hints{};
-      hints.ai_family = AF_UNSPEC;
-      hints.ai_socktype = SOCK_STREAM;
-      addrinfo* found = nullptr;
-      int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
-      if (rc != 0) {
-        error = rc == EAI_SYSTEM ? std::strerror(errno) : ::gai_strerror(rc);
-      } else {
-        for (addrinfo* a = found; a; a = a->ai_next) {
-          tcp::endpoint ep;
-          std::memcpy(ep.data(), a->ai_addr, a->ai_addrlen);
-          ep.resize(a->ai_addrlen);
-          endpoints.push_back(ep);
-        }
-        ::freeaddrinfo(found);
-      }
-    }
-    {
-      std::lock_guard lock(lookup->mutex);
-      lookup->endpoints = std::move(endpoints);
-      lookup->error = std::move(error);
-      lookup->done = true;
-    }
+asio::awaitable<std::vector<tcp::endpoint>> resolve(std::shared_ptr<Op> op, const Url& where) {
+  std::string host = where.bare_host();
+  if (is_ip_literal(host)) co_return std::vector<tcp::endpoint>{tcp::endpoint(asio::ip::make_address(host), where.port)};
+  auto entry = op->impl->lookups->start(host, [poster = op->impl->poster, w = std::weak_ptr<Op>(op)] {
     poster->post([w] {
       if (auto o = w.lock()) o->resolve_wait.cancel();
     });
   });
-  // Named here, not by the thread itself: once the client's I/O thread has
-  // moved on (or been joined), every lookup thread it started carries its name.
-  ::pthread_setname_np(lookup_thread.native_handle(), "cancellable-dns");
-  lookup_thread.detach();
-  for (;;) {
-    {
-      std::lock_guard lock(lookup->mutex);
-      if (lookup->done) break;
-    }
+  while (!entry->done()) {
     op->check();
     op->resolve_wait.expires_at(Clock::time_point::max());
     co_await op->resolve_wait.async_wait(use_tuple);
     op->check();
   }
-  std::lock_guard lock(lookup->mutex);
-  if (!lookup->error.empty() || lookup->endpoints.empty())
-    throw HttpError(HttpError::Kind::unknown_host, op->req.method + " " + op->url.str() + ": cannot resolve '" +
-                                                       host + "': " + (lookup->error.empty() ? "no address" : lookup->error));
-  co_return std::move(lookup->endpoints);
+  if (!entry->error.empty()) {
+    auto kind = op->proxy && &where == op->proxy ? HttpError::Kind::proxy : HttpError::Kind::unknown_host;
+    throw HttpError(kind, op->context() + ": cannot resolve '" + host + "'" +
+                              (kind == HttpError::Kind::proxy ? " (the proxy)" : "") + ": " + entry->error);
+  }
+  std::vector<tcp::endpoint> endpoints;
+  for (const auto& a : entry->addresses) endpoints.emplace_back(a, where.port);
+  co_return endpoints;
+}
+
+// HTTPS through a proxy: CONNECT host:port, then TLS inside the tunnel.
+asio::awaitable<void> open_tunnel(std::shared_ptr<Op> op) {
+  const Url& proxy = *op->proxy;
+  auto refused = [&](const std::string& why) {
+    op->check();
+    return HttpError(HttpError::Kind::proxy, op->context() + ": the proxy " + proxy.host_port() + " " + why);
+  };
+  bhttp::request<bhttp::empty_body> connect{bhttp::verb::connect, op->url.host_port(), 11};
+  connect.set(bhttp::field::host, op->url.host_port());
+  connect.set(bhttp::field::user_agent, op->impl->options.user_agent);
+  connect.set("Proxy-Connection", "Keep-Alive");  // (As curl sends it.)
+  if (!proxy.userinfo.empty()) connect.set(bhttp::field::proxy_authorization, "Basic " + base64(proxy.userinfo));
+  op->begin_io();
+  auto [wec, wn] = co_await bhttp::async_write(op->conn->socket(), connect, use_tuple);
+  op->end_io();
+  if (wec) throw refused("closed the connection before the tunnel was open: " + wec.message());
+  bhttp::response_parser<bhttp::empty_body> answer;
+  answer.skip(true);  // A CONNECT's answer has no body (RFC 9110 section 9.3.6).
+  answer.header_limit(kHeaderLimit);
+  op->begin_io();
+  auto [rec, rn] = co_await bhttp::async_read_header(op->conn->socket(), op->conn->buffer, answer, use_tuple);
+  op->end_io();
+  if (rec) throw refused("gave no answer to CONNECT: " + rec.message());
+  int status = answer.get().result_int();
+  if (status / 100 != 2)
+    throw refused("refused the tunnel to " + op->url.host_port() + ": " + std::to_string(status) + " " +
+                  std::string(answer.get().reason()));
+  if (op->conn->buffer.size() != 0) throw refused("sent bytes after its answer to CONNECT");
 }
 
 // A kept-alive connection to the same place, or a new one.
 asio::awaitable<void> acquire(std::shared_ptr<Op> op, bool allow_reuse) {
   auto& impl = *op->impl;
-  auto found = impl.idle.find(op->url.key());
-  while (allow_reuse && found != impl.idle.end() && !found->second.empty()) {
-    auto conn = std::move(found->second.back());
-    found->second.pop_back();
-    if (conn->usable()) {
+  op->proxy = impl.proxies.for_url(op->url);
+  op->conn_key = op->url.key() + (op->proxy ? " via " + op->proxy->key() : "");
+  if (allow_reuse) {
+    if (auto conn = impl.take_idle(op->conn_key)) {
       op->conn = std::move(conn);
       co_return;
     }
   }
-  auto endpoints = co_await resolve(op);
+  const Url& peer = op->proxy ? *op->proxy : op->url;
+  auto endpoints = co_await resolve(op, peer);
   op->conn = std::make_unique<Connection>(impl.ioc, op->url.tls ? &impl.tls_ctx : nullptr, impl.open);
   op->check();  // (An abort that came while we resolved found no connection to close.)
   op->begin_io();
   auto [ec, endpoint] = co_await asio::async_connect(op->conn->socket(), endpoints, use_tuple);
   op->end_io();
-  if (ec) fail(*op, HttpError::Kind::connect_failed, "cannot connect to " + op->url.authority(), ec);
+  if (ec) {
+    if (op->proxy) fail(*op, HttpError::Kind::proxy, "cannot connect to the proxy " + op->proxy->host_port(), ec);
+    fail(*op, HttpError::Kind::connect_failed, "cannot connect to " + op->url.authority(), ec);
+  }
   op->conn->socket().set_option(tcp::no_delay(true));
   if (op->url.tls) {
+    if (op->proxy) co_await open_tunnel(op);
     SSL* ssl = op->conn->tls->native_handle();
     X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
     X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    if (is_ip_literal(op->url.host)) {
-      X509_VERIFY_PARAM_set1_ip_asc(param, op->url.host.c_str());
+    // "a.test." is "a.test" to the certificate and in SNI (as curl does).
+    std::string host = op->url.bare_host();
+    if (is_ip_literal(host)) {
+      X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
     } else {
-      X509_VERIFY_PARAM_set1_host(param, op->url.host.c_str(), 0);
-      SSL_set_tlsext_host_name(ssl, op->url.host.c_str());  // SNI
+      X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0);
+      SSL_set_tlsext_host_name(ssl, host.c_str());  // SNI
     }
     op->begin_io();
     auto [hec] = co_await op->conn->tls->async_handshake(ssl::stream_base::client, use_tuple);
@@ -626,24 +655,85 @@ asio::awaitable<void> acquire(std::shared_ptr<Op> op, bool allow_reuse) {
                             ? std::string("certificate verification failed: ") + X509_verify_cert_error_string(verify)
                             : hec.message();
       throw HttpError(HttpError::Kind::tls,
-                      op->req.method + " " + op->url.str() + ": TLS handshake with " + op->url.authority() +
-                          " failed: " + why);
+                      op->context() + ": TLS handshake with " + op->url.authority() + " failed: " + why);
     }
   }
+}
+
+// The next piece of a BodySource, from its thread.
+asio::awaitable<std::optional<std::string>> next_piece(std::shared_ptr<Op> op) {
+  auto& pump = *op->pump;
+  {
+    std::lock_guard lock(pump.mutex);
+    pump.want = true;
+  }
+  pump.wanted.notify_one();
+  for (;;) {
+    op->check();
+    {
+      std::lock_guard lock(pump.mutex);
+      if (pump.ready) {
+        pump.ready = false;
+        if (pump.error) {
+          try {
+            std::rethrow_exception(pump.error);
+          } catch (const std::exception& e) {
+            throw HttpError(HttpError::Kind::body_source, op->context() + ": the request body's source failed: " + e.what());
+          } catch (...) {
+            throw HttpError(HttpError::Kind::body_source, op->context() + ": the request body's source failed");
+          }
+        }
+        co_return std::move(pump.piece);
+      }
+    }
+    op->begin_io();  // (Waiting for the source counts as idle: idle_timeout applies.)
+    op->source_wait.expires_at(Clock::time_point::max());
+    co_await op->source_wait.async_wait(use_tuple);
+    op->end_io();
+  }
+}
+
+void start_pump(Op& op) {
+  if (op.pump) return;
+  auto pump = std::make_shared<SourcePump>();
+  pump->source = op.req.body_source;
+  pump->wake = [poster = op.impl->poster, w = op.weak_from_this()] {
+    poster->post([w] {
+      if (auto o = w.lock()) o->source_wait.cancel();
+    });
+  };
+  try {
+    std::thread t([pump] { pump->run(); });
+    ::pthread_setname_np(t.native_handle(), "cancellable-body");
+    t.detach();
+  } catch (const std::system_error& e) {
+    throw HttpError(HttpError::Kind::body_source,
+                    op.context() + ": cannot start a thread for the request body's source: " + e.what());
+  }
+  op.pump = std::move(pump);
 }
 
 // Sends the request; returns the error (a reused connection may be stale).
 asio::awaitable<error_code> write_request(std::shared_ptr<Op> op) {
   const auto& opts = op->impl->options;
+  bool absolute_form = op->proxy && !op->url.tls;  // Plain HTTP through a proxy.
   auto set_common = [&](auto& msg) {
     msg.method_string(op->req.method);
-    msg.target(op->url.target);
+    msg.target(absolute_form ? op->url.str() : op->url.target);
     msg.version(11);
-    msg.set(bhttp::field::host, op->url.authority());
-    for (const auto& [name, value] : op->req.headers.fields()) msg.insert(name, value);
+    // A caller's Host replaces ours (checked: one, not empty).
+    auto host = op->req.headers.get("host");
+    msg.set(bhttp::field::host, host ? *host : op->url.authority());
+    for (const auto& [name, value] : op->req.headers.fields()) {
+      // (Host is set above; the body's framing below, from the body itself.)
+      if (iequals(name, "host") || iequals(name, "content-length") || iequals(name, "transfer-encoding")) continue;
+      msg.insert(name, value);
+    }
     if (!op->req.headers.contains("user-agent")) msg.set(bhttp::field::user_agent, opts.user_agent);
     if (opts.decompress && !op->req.headers.contains("accept-encoding"))
       msg.set(bhttp::field::accept_encoding, "gzip, deflate");
+    if (absolute_form && !op->proxy->userinfo.empty() && !op->req.headers.contains("proxy-authorization"))
+      msg.set(bhttp::field::proxy_authorization, "Basic " + base64(op->proxy->userinfo));
   };
   error_code ec;
   if (!op->req.body_source) {
@@ -657,6 +747,7 @@ asio::awaitable<error_code> write_request(std::shared_ptr<Op> op) {
     op->end_io();
     co_return ec;
   }
+  start_pump(*op);
   bhttp::request<bhttp::buffer_body> msg;
   set_common(msg);
   msg.chunked(true);
@@ -668,16 +759,9 @@ asio::awaitable<error_code> write_request(std::shared_ptr<Op> op) {
   op->end_io();
   if (ec) co_return ec;
   for (;;) {
-    op->check();  // Never read the source once the request is aborted.
-    std::optional<std::string> piece;
-    try {
-      piece = op->req.body_source();
-    } catch (const std::exception& e) {
-      throw HttpError(HttpError::Kind::body_source,
-                      op->req.method + " " + op->url.str() + ": the request body's source failed: " + e.what());
-    }
+    op->check();  // Never ask the source once the request is aborted.
+    std::optional<std::string> piece = co_await next_piece(op);
     op->check();
-    if (piece && piece->empty()) continue;
     msg.body().data = piece ? piece->data() : nullptr;
     msg.body().size = piece ? piece->size() : 0;
     msg.body().more = piece.has_value();
@@ -689,16 +773,29 @@ asio::awaitable<error_code> write_request(std::shared_ptr<Op> op) {
   }
 }
 
+// Reads the final response's header: interim responses (1xx) are read and
+// skipped, as RFC 9110 section 15.2 asks (curl does the same); a 101 outside
+// an upgrade is an error.
 asio::awaitable<error_code> read_header(std::shared_ptr<Op> op) {
-  op->parser.emplace();
-  op->parser->body_limit(boost::none);  // Counted after decoding (max_body_bytes).
-  op->parser->header_limit(64 * 1024);
-  if (iequals(op->req.method, "HEAD")) op->parser->skip(true);
-  op->begin_io();
-  auto [ec, n] = co_await op->conn->visit(
-      [&](auto& s) { return bhttp::async_read_header(s, op->conn->buffer, *op->parser, use_tuple); });
-  op->end_io();
-  co_return ec;
+  for (int interim = 0;; ++interim) {
+    op->parser.emplace();
+    op->parser->body_limit(boost::none);  // Counted after decoding (max_body_bytes).
+    op->parser->header_limit(kHeaderLimit);
+    if (iequals(op->req.method, "HEAD")) op->parser->skip(true);
+    op->begin_io();
+    auto [ec, n] = co_await op->conn->visit(
+        [&](auto& s) { return bhttp::async_read_header(s, op->conn->buffer, *op->parser, use_tuple); });
+    op->end_io();
+    if (ec) co_return ec;
+    int status = op->parser->get().result_int();
+    if (status >= 200) co_return ec;
+    op->check();
+    if (status == 101)
+      throw HttpError(HttpError::Kind::protocol, op->context() + ": the server switched protocols (101) unasked");
+    if (interim >= kMaxInterim)
+      throw HttpError(HttpError::Kind::protocol,
+                      op->context() + ": more than " + std::to_string(kMaxInterim) + " interim (1xx) responses");
+  }
 }
 
 bool is_redirect(int status) {
@@ -719,7 +816,7 @@ asio::awaitable<void> exchange(std::shared_ptr<Op> op) {
       op->check();
       // A kept-alive connection the server closed as we reused it: once more
       // on a new one (never with a body source, which cannot be replayed).
-      bool nothing_back = !op->parser || op->conn->buffer.size() == 0;
+      bool nothing_back = !op->parser || !op->parser->got_some();
       if (reused && attempt == 0 && !op->req.body_source && nothing_back &&
           (writing || ec == bhttp::error::end_of_stream || ec == asio::error::connection_reset)) {
         op->drop_connection();
@@ -727,6 +824,8 @@ asio::awaitable<void> exchange(std::shared_ptr<Op> op) {
       }
       if (ec == bhttp::error::end_of_stream)
         fail(*op, HttpError::Kind::protocol, "the server closed the connection without a response", ec);
+      if (ec == bhttp::error::buffer_overflow || ec == bhttp::error::header_limit)
+        fail(*op, HttpError::Kind::protocol, "the response's headers are larger than 64 KiB", ec);
       if (!writing && ec.category() == bhttp::make_error_code(bhttp::error::bad_status).category())
         fail(*op, HttpError::Kind::protocol, "the response is not HTTP/1.x", ec);
       fail(*op, HttpError::Kind::protocol,
@@ -738,9 +837,9 @@ asio::awaitable<void> exchange(std::shared_ptr<Op> op) {
     if (!is_redirect(status) || location == msg.end() || op->req.body_source) co_return;
     if (redirects >= opts.max_redirects)
       throw HttpError(HttpError::Kind::too_many_redirects,
-                      op->req.method + " " + op->url.str() + ": more than " + std::to_string(opts.max_redirects) +
+                      op->context() + ": more than " + std::to_string(opts.max_redirects) +
                           " redirects (ClientOptions::max_redirects)");
-    Url next = resolve_location(op->url, std::string(location->value()));
+    Url next = detail::resolve_location(op->url, std::string(location->value()));
     op->drop_connection();  // (Its body is not read; a new connection is cheaper than draining it.)
     if (status == 303 || ((status == 301 || status == 302) && iequals(op->req.method, "POST"))) {
       if (!iequals(op->req.method, "HEAD")) op->req.method = "GET";
@@ -748,7 +847,11 @@ asio::awaitable<void> exchange(std::shared_ptr<Op> op) {
       op->req.headers.erase("content-length");
       op->req.headers.erase("content-type");
     }
-    if (next.key() != op->url.key()) op->req.headers.erase("authorization");
+    if (!detail::same_origin(next, op->url)) {
+      // Credentials go only where the caller sent them (curl drops these
+      // too); a caller's Host named the first server only.
+      for (auto name : {"authorization", "cookie", "proxy-authorization", "host"}) op->req.headers.erase(name);
+    }
     op->url = std::move(next);
   }
 }
@@ -759,39 +862,46 @@ Headers headers_of(const bhttp::response_parser<bhttp::buffer_body>& parser) {
   return headers;
 }
 
-// The next piece of the decoded body; nullopt at its end.
-asio::awaitable<std::optional<std::string>> read_piece(std::shared_ptr<Op> op) {
+// Appends the decoded body to `out`: at least one read's worth unless the
+// body is over, then whatever has arrived already, until `out` has grown by
+// `want`. False once the body is over.
+asio::awaitable<bool> read_body(std::shared_ptr<Op> op, std::string& out, std::size_t want) {
   const auto& opts = op->impl->options;
+  const std::size_t start = out.size();
+  constexpr std::size_t kScratch = 256 * 1024;
+  if (!op->scratch) op->scratch.reset(new char[kScratch]);
+  bool waited = false;
   for (;;) {
     op->check();
-    if (op->parser->is_done()) co_return std::nullopt;
-    char buf[16384];
+    if (op->parser->is_done()) co_return false;
+    if (out.size() - start >= want) co_return true;
+    if (waited && out.size() > start && !op->conn->more_ready()) co_return true;
     auto& body = op->parser->get().body();
-    body.data = buf;
-    body.size = sizeof buf;
+    body.data = op->scratch.get();
+    body.size = kScratch;
     op->begin_io();
     auto [ec, n] = co_await op->conn->visit(
         [&](auto& s) { return bhttp::async_read_some(s, op->conn->buffer, *op->parser, use_tuple); });
     op->end_io();
     op->check();
+    waited = true;
     if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec == bhttp::error::buffer_overflow)
+      fail(*op, HttpError::Kind::protocol,
+           "a chunk-size line, its extensions or the trailer is larger than " + std::to_string(kBufferLimit / 1024) +
+               " KiB",
+           ec);
     if (ec) fail(*op, HttpError::Kind::protocol, "reading the body failed", ec);
-    std::size_t got = sizeof buf - body.size;
-    if (got == 0) continue;
-    std::string piece = opts.decompress ? op->inflater.feed(buf, got) : std::string(buf, got);
-    op->body_bytes += piece.size();
-    if (op->body_bytes > opts.max_body_bytes)
-      throw HttpError(HttpError::Kind::body_too_large,
-                      op->req.method + " " + op->url.str() + ": the body is larger than " +
-                          std::to_string(opts.max_body_bytes) + " bytes (ClientOptions::max_body_bytes)");
-    if (!piece.empty()) co_return piece;
+    std::size_t got = kScratch - body.size;
+    if (got) op->inflater.feed(op->scratch.get(), got, out, op->body_bytes, opts.max_body_bytes, op->context());
   }
 }
 
 void start_body(Op& op) {
   auto& msg = op.parser->get();
   auto encoding = msg.find(bhttp::field::content_encoding);
-  op.inflater.start(encoding == msg.end() ? std::string() : lower(encoding->value()));
+  op.inflater.start(op.impl->options.decompress && encoding != msg.end() ? std::string(encoding->value()) : std::string(),
+                    op.impl->options.max_decompression_ratio);
   op.body_bytes = 0;
 }
 
@@ -800,7 +910,15 @@ asio::awaitable<void> run_full(std::shared_ptr<Op> op) {
     co_await exchange(op);
     start_body(*op);
     std::string body;
-    while (auto piece = co_await read_piece(op)) body += *piece;
+    if (auto length = op->parser->content_length(); length && !op->inflater.active()) {
+      if (*length > op->impl->options.max_body_bytes)
+        throw HttpError(HttpError::Kind::body_too_large,
+                        op->context() + ": the body is " + std::to_string(*length) + " bytes, larger than " +
+                            std::to_string(op->impl->options.max_body_bytes) + " (ClientOptions::max_body_bytes)");
+      body.reserve(static_cast<std::size_t>(*length));
+    }
+    while (co_await read_body(op, body, std::numeric_limits<std::size_t>::max())) {
+    }
     Response response;
     response.status = op->parser->get().result_int();
     response.reason = std::string(op->parser->get().reason());
@@ -844,20 +962,35 @@ asio::awaitable<void> run_streamed(std::shared_ptr<Op> op) {
   }
 }
 
-asio::awaitable<void> run_chunk(std::shared_ptr<Op> op, std::shared_ptr<CancellableCompleter<std::optional<std::string>>> c) {
+// A read of the streamed body: one piece (read_chunk) or the rest (read_all).
+template <class T>
+asio::awaitable<void> run_read(std::shared_ptr<Op> op, std::shared_ptr<CancellableCompleter<T>> c) {
+  constexpr bool whole = std::is_same_v<T, std::string>;
   try {
-    auto piece = co_await read_piece(op);
-    if (!piece) {
-      op->body_done = true;
-      op->release_connection();
-      if (op->body_guard) op->body_guard->complete();
-      op->finish();
+    std::string got;
+    if (!op->body_done) {
+      if constexpr (whole) {
+        while (co_await read_body(op, got, std::numeric_limits<std::size_t>::max())) {
+        }
+      } else {
+        co_await read_body(op, got, kChunkCap);
+      }
+      if (op->parser->is_done()) {
+        op->body_done = true;
+        op->release_connection();
+        if (op->body_guard) op->body_guard->complete();
+        op->finish();
+      }
     }
-    if (op->chunk == c) op->chunk.reset();
-    c->complete(std::move(piece));
+    if constexpr (whole) {
+      c->complete(std::move(got));
+    } else if (got.empty()) {
+      c->complete(std::nullopt);
+    } else {
+      c->complete(std::optional<std::string>(std::move(got)));
+    }
   } catch (...) {
     if (!op->aborted) op->abort(std::current_exception());
-    if (op->chunk == c) op->chunk.reset();
     if (!c->is_completed()) c->complete_error(op->error);
   }
 }
@@ -895,6 +1028,9 @@ const char* to_string(HttpError::Kind kind) noexcept {
     case HttpError::Kind::idle_timeout: return "idle_timeout";
     case HttpError::Kind::body_source: return "body_source";
     case HttpError::Kind::client_closed: return "client_closed";
+    case HttpError::Kind::bad_request: return "bad_request";
+    case HttpError::Kind::bad_redirect: return "bad_redirect";
+    case HttpError::Kind::proxy: return "proxy";
   }
   return "unknown";
 }
@@ -930,7 +1066,8 @@ std::shared_ptr<Op> make_op(const std::shared_ptr<Client::Impl>& impl, Request& 
   }
   Url url;
   try {
-    url = parse_url(request.url);
+    url = detail::parse_url(request.url);
+    detail::check_request(request, request.method + " " + url.str());
   } catch (...) {
     future = make_failed_future<T>(std::current_exception());
     return nullptr;
@@ -1032,35 +1169,38 @@ Future<std::vector<std::uint8_t>> Client::read_bytes(std::string url, Cancellati
 
 std::size_t Client::open_connections() const { return impl_->open.load(std::memory_order_relaxed); }
 
-Future<std::optional<std::string>> StreamedResponse::read_chunk(CancellationToken token) const {
-  if (!state_) return make_failed_future<std::optional<std::string>>(
-      std::make_exception_ptr(std::logic_error("StreamedResponse::read_chunk on an empty response")));
-  auto op = state_->op;
-  auto c = std::make_shared<CancellableCompleter<std::optional<std::string>>>(token, op->abort_hook(token));
+namespace {
+
+// A read's completer: it fails inside cancel() of either token, the read's
+// own or the request's (both close the connection).
+template <class T>
+Future<T> start_read(const std::shared_ptr<StreamedResponse::State>& state, CancellationToken token) {
+  auto op = state->op;
+  CancellationToken both = token.is_none() ? op->token
+                           : op->token.is_none() ? token
+                                                 : MergedCancellationToken({token, op->token});
+  auto c = std::make_shared<CancellableCompleter<T>>(both, op->abort_hook(both));
   auto future = c->future();
   if (c->is_completed()) return future;
+  state->begin_read([c] { return c->is_completed(); });  // (Throws for a second read.)
   bool posted = op->impl->poster->post([op, c] {
     if (op->aborted) return c->complete_error(op->error);
-    if (op->body_done) return c->complete(std::nullopt);
-    if (op->chunk) {
-      return c->complete_error(std::make_exception_ptr(
-          std::logic_error("StreamedResponse::read_chunk while another read is outstanding")));
-    }
-    op->chunk = c;
-    asio::co_spawn(op->impl->ioc, run_chunk(op, c), asio::detached);
+    asio::co_spawn(op->impl->ioc, run_read<T>(op, c), asio::detached);
   });
   if (!posted) c->complete_error(client_closed());
   return future;
 }
 
-namespace {
-Future<std::string> read_all_of(StreamedResponse response, CancellationToken token) {
-  std::string out;
-  while (auto piece = co_await response.read_chunk(token)) out += *piece;
-  co_return out;
-}
 }  // namespace
 
-Future<std::string> StreamedResponse::read_all(CancellationToken token) const { return read_all_of(*this, token); }
+Future<std::optional<std::string>> StreamedResponse::read_chunk(CancellationToken token) const {
+  if (!state_) throw std::logic_error("StreamedResponse::read_chunk on an empty response");
+  return start_read<std::optional<std::string>>(state_, std::move(token));
+}
+
+Future<std::string> StreamedResponse::read_all(CancellationToken token) const {
+  if (!state_) throw std::logic_error("StreamedResponse::read_all on an empty response");
+  return start_read<std::string>(state_, std::move(token));
+}
 
 }  // namespace cancellable::http
