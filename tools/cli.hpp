@@ -72,6 +72,7 @@ struct FetchArgs {
   bool parse = false;
   std::string output;   // empty: standard output (unless --parse)
   std::string ca_file;  // extra trusted certificates (PEM)
+  std::optional<std::string> proxy;  // unset: the environment's (http_proxy, https_proxy, no_proxy)
 };
 int run_fetch(const FetchArgs& args);
 

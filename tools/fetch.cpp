@@ -76,7 +76,15 @@ int run_fetch(const FetchArgs& args) {
   try {
     http::ClientOptions options;
     options.ca_file = args.ca_file;
-    http::Client client(options);
+    options.proxy = args.proxy;
+    std::optional<http::Client> client_holder;
+    try {
+      client_holder.emplace(options);
+    } catch (const std::invalid_argument& e) {  // (A bad --proxy or --ca-file: the user's own input.)
+      std::cerr << "cancellable: " << e.what() << "\n";
+      return kExitUsage;
+    }
+    http::Client& client = *client_holder;
     auto response = client.send(http::Request("GET", args.url), token).get();
     if (response.status < 200 || response.status >= 300) {
       std::cerr << "cancellable: GET " << response.url << ": status " << response.status << " " << response.reason
@@ -138,6 +146,8 @@ int run_fetch(const FetchArgs& args) {
   } catch (const http::HttpError& e) {
     fail_cleanup();
     std::cerr << "cancellable: " << e.what() << "\n";
+    // 2 for the user's own URL only; a server's redirect to something we
+    // cannot follow (bad_redirect) is the server's failure: 1.
     return e.kind() == http::HttpError::Kind::bad_url ? kExitUsage : kExitError;
   } catch (const std::exception& e) {
     fail_cleanup();

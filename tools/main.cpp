@@ -60,6 +60,9 @@ int main(int argc, char** argv) {
                     "Write the body to this file (removed if the fetch fails); default: standard output, "
                     "or nowhere with --parse");
   fetch->add_option("--ca-file", fetch_args.ca_file, "Also trust the certificates in this PEM file");
+  fetch->add_option("--proxy", fetch_args.proxy,
+                    "Use this proxy, http://[user:password@]host[:port] (\"\" for none); default: http_proxy, "
+                    "https_proxy and no_proxy from the environment, as curl reads them");
 
   GenerateArgs generate_args;
   std::string size_text;

@@ -260,6 +260,8 @@ struct Server::Impl {
         } else {
           send(s, bhttp::status::found, "", keep, {{"Location", "/redirect/" + std::to_string(n - 1)}});
         }
+      } else if (target == "/redirect-ftp") {
+        send(s, bhttp::status::found, "", keep, {{"Location", "ftp://127.0.0.1/file"}});
       } else if (target == "/redirect-loop") {
         send(s, bhttp::status::found, "", keep, {{"Location", "/redirect-loop"}});
       } else if (target == "/hold") {

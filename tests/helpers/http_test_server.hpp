@@ -10,6 +10,7 @@
 //   /status/N              status N, body "status N"
 //   /redirect/N            302 to /redirect/N-1; /redirect/0 is 200 "arrived"
 //   /redirect-loop         302 to itself
+//   /redirect-ftp          302 to ftp://127.0.0.1/file
 //   /hold                  reads the request, never answers (until the client closes)
 //   /slow-body             headers (Content-Length 10 MB), 1,000 bytes, then nothing
 //   /endless               headers, then body bytes as fast as the client takes them

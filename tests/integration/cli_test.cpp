@@ -25,6 +25,7 @@
 
 #include "cancellable/json_generator.hpp"
 #include "helpers/http_test_server.hpp"
+#include "helpers/raw_http_server.hpp"
 #include "helpers/process_support.hpp"
 
 extern char** environ;
@@ -495,13 +496,28 @@ TEST_CASE("fetch --parse parses the JSON in a worker and prints its counts", "[c
                        Catch::Contains("booleans: 1000\n"));
 }
 
-TEST_CASE("fetch exits with 1 on a 404 or a refused connection, with 2 on a bad URL", "[cli]") {
+TEST_CASE("fetch exits with 1 on a 404, a refused connection or a server's bad redirect, with 2 on the user's bad URL or proxy", "[cli]") {
   test_http::Server server;
   OutFile out("errors");
   CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", server.url("/status/404")}, out.path)) == 1);
   CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", "ftp://127.0.0.1/"}, out.path)) == 2);
+  CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", server.url("/redirect-ftp")}, out.path)) == 1);
+  CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", server.url("/hello"), "--proxy", "socks5://127.0.0.1:1"},
+                                      out.path)) == 2);
   CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", server.url("/malformed"), "--parse"}, out.path)) ==
         1);
+}
+
+TEST_CASE("fetch --proxy sends the request through the proxy given", "[cli]") {
+  test_http::RawServer proxy([](test_http::RawConnection& c) {
+    c.read_request();
+    c.write("HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\nfrom the proxy");
+  });
+  OutFile out("proxy");
+  CHECK(exit_status(spawn_with_output({CANCELLABLE_CLI, "fetch", "http://origin.test/x", "--proxy", proxy.url("")},
+                                      out.path)) == 0);
+  CHECK(out.read() == "from the proxy");
+  CHECK(proxy.requests().at(0).starts_with("GET http://origin.test/x HTTP/1.1\r\n"));
 }
 
 TEST_CASE("fetch --timeout stops a server that never answers with status 124", "[cli]") {
