@@ -556,7 +556,8 @@ bool is_ip_literal(const std::string& host) {
 }
 
 asio::awaitable<std::vector<tcp::endpoint>> resolve(std::shared_ptr<Op> op, const Url& where) {
-  std::string host = where.bare_host();
+  // (Looked up as given: "a.test." is absolute to DNS, no search domains.)
+  const std::string& host = where.host;
   if (is_ip_literal(host)) co_return std::vector<tcp::endpoint>{tcp::endpoint(asio::ip::make_address(host), where.port)};
   auto entry = op->impl->lookups->start(host, [poster = op->impl->poster, w = std::weak_ptr<Op>(op)] {
     poster->post([w] {

@@ -22,8 +22,9 @@ struct Url {
   std::string str() const;
   // Scheme, host and port: connections are kept per key.
   std::string key() const;
-  // The host for TLS (SNI, certificate check) and for lookups: without a
-  // trailing dot, as curl does ("a.test." is "a.test" to the certificate).
+  // The host for TLS (SNI, certificate check): without a trailing dot, as
+  // curl does ("a.test." is "a.test" to the certificate). Lookups use the
+  // host as given.
   std::string bare_host() const;
 };
 
