@@ -235,7 +235,8 @@ class StreamedResponse {
   // connection, after which every read fails the same way. One read at a time:
   // a second while one is outstanding throws std::logic_error.
   Future<std::optional<std::string>> read_chunk(CancellationToken token = CancellationToken::none()) const;
-  // Reads the rest of the body.
+  // Reads the rest of the body. The read keeps the response alive until it
+  // is over: `client.send(r).get().read_all()` reads to the end.
   Future<std::string> read_all(CancellationToken token = CancellationToken::none()) const;
 
   struct State;

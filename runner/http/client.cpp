@@ -964,13 +964,18 @@ asio::awaitable<void> run_streamed(std::shared_ptr<Op> op) {
 }
 
 // A read of the streamed body: one piece (read_chunk) or the rest (read_all).
+// `keep` holds what must live while the read runs (read_all(): the response).
 template <class T>
-asio::awaitable<void> run_read(std::shared_ptr<Op> op, std::shared_ptr<CancellableCompleter<T>> c) {
+asio::awaitable<void> run_read(std::shared_ptr<Op> op, std::shared_ptr<CancellableCompleter<T>> c,
+                               [[maybe_unused]] std::shared_ptr<void> keep) {  // (Held by the frame.)
   constexpr bool whole = std::is_same_v<T, std::string>;
   try {
     std::string got;
     if (!op->body_done) {
       if constexpr (whole) {
+        if (auto length = op->parser->content_length();
+            length && !op->inflater.active() && *length <= op->impl->options.max_body_bytes)
+          got.reserve(static_cast<std::size_t>(*length));  // (One allocation, no copies as it grows.)
         while (co_await read_body(op, got, std::numeric_limits<std::size_t>::max())) {
         }
       } else {
@@ -1184,9 +1189,14 @@ Future<T> start_read(const std::shared_ptr<StreamedResponse::State>& state, Canc
   auto future = c->future();
   if (c->is_completed()) return future;
   state->begin_read([c] { return c->is_completed(); });  // (Throws for a second read.)
-  bool posted = op->impl->poster->post([op, c] {
+  // read_all() keeps the response until it is over, so that
+  // `client.send(r).get().read_all()` reads to the end; a read_chunk() of a
+  // released response fails (the release closes the connection).
+  std::shared_ptr<void> keep;
+  if constexpr (std::is_same_v<T, std::string>) keep = state;
+  bool posted = op->impl->poster->post([op, c, keep]() mutable {
     if (op->aborted) return c->complete_error(op->error);
-    asio::co_spawn(op->impl->ioc, run_read<T>(op, c), asio::detached);
+    asio::co_spawn(op->impl->ioc, run_read<T>(op, c, std::move(keep)), asio::detached);
   });
   if (!posted) c->complete_error(client_closed());
   return future;

@@ -289,6 +289,19 @@ struct Server::Impl {
         bool gzip = target == "/gzip";
         send(s, bhttp::status::ok, compress(compressed_route_text(), gzip ? 16 + MAX_WBITS : MAX_WBITS), keep,
              {{"Content-Encoding", gzip ? "gzip" : "deflate"}});
+      } else if (target.starts_with("/blob/")) {
+        // N bytes written from one block (no N-byte string): for large bodies.
+        static const std::string block(256 * 1024, 'z');
+        std::uint64_t left = std::strtoull(target.c_str() + 6, nullptr, 10);
+        bhttp::response<bhttp::empty_body> res{bhttp::status::ok, 11};
+        res.content_length(left);
+        res.keep_alive(keep);
+        write_header(s, res);
+        while (left > 0) {
+          std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, block.size()));
+          asio::write(s, asio::buffer(block.data(), n));
+          left -= n;
+        }
       } else if (target.starts_with("/bytes/")) {
         send(s, bhttp::status::ok, std::string(std::strtoull(target.c_str() + 7, nullptr, 10), 'x'), keep);
       } else if (target.starts_with("/json/")) {

@@ -16,6 +16,7 @@
 //   /endless               headers, then body bytes as fast as the client takes them
 //   /drip                  headers (Content-Length 1,000,000), then a byte every 50 ms
 //   /gzip, /deflate        a known text, compressed (Content-Encoding)
+//   /blob/N                N bytes of 'z', kept alive, written from one 256 KiB block
 //   /bytes/N               N bytes of 'x'
 //   /json/N                a JSON array of N small objects
 //   /sink                  reads the request's headers, never its body; holds
