@@ -22,43 +22,67 @@
 //     is cancelled or fails.
 //   - Name resolution never delays a cancellation or the destructor: host
 //     names are looked up by getaddrinfo (so /etc/hosts and nsswitch apply) on
-//     a short-lived thread of their own that nobody waits for. An abandoned
-//     lookup finishes in the background and its answer is dropped. IP
-//     literals are never looked up.
+//     at most ClientOptions::max_lookup_threads threads per client that
+//     nobody waits for; concurrent lookups of one host share one call. An
+//     abandoned lookup finishes in the background and its answer is dropped.
+//     IP literals are never looked up.
+//   - Requests are checked before any connection is opened: the method and
+//     header names are RFC 9110 tokens, header values hold no CR, LF or NUL,
+//     Content-Length/Transfer-Encoding agree with the body, Host appears once
+//     (a caller's Host replaces the client's). Otherwise HttpError(bad_request).
+//   - Bytes of one response never reach another request: a kept-alive
+//     connection is reused only when nothing of the last exchange is left
+//     unread, and an idle one is closed the moment its server closes it or
+//     sends anything, or after ClientOptions::max_idle_time.
+//   - Interim responses (1xx) are read and skipped; a 101 nobody asked for is
+//     HttpError(protocol).
+//   - Everything the server sends is bounded in memory: the status line and
+//     headers (64 KiB), a chunk-size line with its extensions and the trailer
+//     (256 KiB), the decoded body (ClientOptions::max_body_bytes) and the
+//     decompression ratio (ClientOptions::max_decompression_ratio).
 //   - Failures are exceptions, never a hang: HttpError (with a kind(), below)
-//     for a bad URL, an unknown host, a refused connection, TLS failures
-//     (certificate not trusted, wrong host name), a malformed response, too
-//     many redirects, a body over ClientOptions::max_body_bytes, the total
-//     deadline (ClientOptions::timeout) and the idle limit between bytes
-//     (ClientOptions::idle_timeout). A server that drips a byte a second is
-//     stopped by the total deadline.
+//     for a bad URL or request, an unknown host, a refused connection, TLS
+//     failures (certificate not trusted, wrong host name), a malformed
+//     response, too many redirects or one we cannot follow, a body over
+//     ClientOptions::max_body_bytes, the total deadline
+//     (ClientOptions::timeout), the idle limit between bytes
+//     (ClientOptions::idle_timeout) and the proxy. A server that drips a byte
+//     a second is stopped by the total deadline. Any duration up to
+//     milliseconds::max() is valid.
 //   - HTTPS verifies the peer against the system's certificate store (plus
 //     ClientOptions::ca_file), checks the host name (or IP address) against
-//     the certificate, and sends SNI.
+//     the certificate, and sends SNI; a trailing-dot host ("a.test.") is
+//     checked and sent without its dot, as curl does.
 //   - Redirects (301, 302, 303, 307, 308) are followed up to
-//     ClientOptions::max_redirects; 303, and 301/302 after a POST, become a
-//     GET without body. A request with a BodySource does not follow
-//     redirects (its body cannot be sent twice): the 3xx is its response.
-//     Bodies with Content-Encoding gzip or deflate are
-//     decoded (zlib). Connections are kept alive and reused per scheme, host
-//     and port.
+//     ClientOptions::max_redirects; the Location is resolved as RFC 3986
+//     says; 303, and 301/302 after a POST, become a GET without body;
+//     Authorization, Cookie, Proxy-Authorization (and a caller's Host) are
+//     dropped when the scheme, host or port changes. A request with a
+//     BodySource does not follow redirects (its body cannot be sent twice):
+//     the 3xx is its response. Bodies with Content-Encoding gzip or deflate
+//     (zlib-wrapped or raw, as curl reads it) are decoded (zlib).
+//     Connections are kept alive and reused per scheme, host, port and proxy.
+//   - Proxies: ClientOptions::proxy, or the environment as curl reads it;
+//     https:// through CONNECT.
 //
-// Threads and callbacks: a Client runs one I/O thread ("cancellable-io"; a
-// lookup's thread is "cancellable-dns"). Futures complete on it
-// (or on the cancelling thread); a continuation attached with then() without
-// an executor runs there too, so it must not block or wait for another
-// request of the same client. A BodySource is called on the I/O thread, with
-// no lock of the library held.
+// Threads and callbacks: a Client runs one I/O thread ("cancellable-io"),
+// lookup threads ("cancellable-dns") and a thread per BodySource
+// ("cancellable-body"). Futures complete on the I/O thread (or on the
+// cancelling thread); a continuation attached with then() without an
+// executor runs there too, so it must not block or wait for another request
+// of the same client. No lock of the library is held while a BodySource or
+// a resolver runs.
 //
 // Thread-safety: distinct objects: safe. Shared Client: every member may be
 // called concurrently from any thread. A StreamedResponse is used by one
-// thread at a time (one read_chunk() outstanding at a time).
+// thread at a time, with one read outstanding at a time (a second throws
+// std::logic_error).
 // Lifetime: the destructor fails the requests still running with
 // HttpError(kind::client_closed), closes every connection and joins the I/O
-// thread; it does not wait for lookups. It must not run on that I/O thread
-// (in a continuation of one of the client's futures). A StreamedResponse keeps what it needs
-// of its client alive, but its reads fail with client_closed once the client
-// is gone.
+// thread; it waits for no lookup and no BodySource. It must not run on that
+// I/O thread (in a continuation of one of the client's futures). A
+// StreamedResponse keeps what it needs of its client alive, but its reads
+// fail with client_closed once the client is gone.
 #pragma once
 
 #include <chrono>
@@ -231,9 +255,11 @@ class StreamedResponse {
 
   // The next piece of the (decoded) body, or std::nullopt at its end. The
   // read fails with `token`'s exception if that token is cancelled, and with
-  // the request's token's exception if that one is; either closes the
-  // connection, after which every read fails the same way. One read at a time:
-  // a second while one is outstanding throws std::logic_error.
+  // the request's token's exception if that one is (inside cancel(), either
+  // way); either closes the connection, after which every read fails the same
+  // way. It hands over what has arrived (up to 1 MiB). One read at a time: a
+  // second while one is outstanding throws std::logic_error (so does a read
+  // of an empty StreamedResponse).
   Future<std::optional<std::string>> read_chunk(CancellationToken token = CancellationToken::none()) const;
   // Reads the rest of the body. The read keeps the response alive until it
   // is over: `client.send(r).get().read_all()` reads to the end.

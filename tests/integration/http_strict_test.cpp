@@ -448,6 +448,8 @@ TEST_CASE("A BodySource that returns empty pieces or blocks starves nothing", "[
     CHECK(eventually([&] { return calls.load() > 1000; }));
     CHECK(client.get(server.url("/hello")).get().body == "hello");  // The I/O thread is free.
     CHECK(error_kind(f) == Kind::deadline);
+    // The source is not called after its request ended (`calls` may go).
+    CHECK(eventually([] { return threads_named("cancellable-body") == 0; }));
   }
   SECTION("a piece that does not come") {
     std::mutex m;
