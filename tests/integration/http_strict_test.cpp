@@ -207,6 +207,22 @@ TEST_CASE("Bytes after a response never reach the next request", "[http][strict]
   }
 }
 
+TEST_CASE("Framing a response two ways is refused, never guessed", "[http][strict]") {
+  // RFC 9112 section 6.3: Content-Length beside Transfer-Encoding, or two
+  // different Content-Lengths, is how responses are smuggled.
+  RawServer server(each([](const std::string& request) {
+    if (request.starts_with("GET /both"))
+      return std::string("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    if (request.starts_with("GET /two"))
+      return std::string("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nhello");
+    return ok("clean");
+  }));
+  Client client;
+  CHECK(error_kind(client.get(server.url("/both"))) == Kind::protocol);
+  CHECK(error_kind(client.get(server.url("/two"))) == Kind::protocol);
+  CHECK(client.get(server.url("/clean")).get().body == "clean");
+}
+
 TEST_CASE("An idle connection the server closes is dropped at once, not kept in CLOSE_WAIT", "[http][strict]") {
   RawServer server([](RawConnection& c) {
     c.read_request();
@@ -306,7 +322,8 @@ TEST_CASE("Endless chunk extensions, chunk-size lines and trailers fail at once 
     long before = rss_kib();
     auto f = client.get(server.url("/"));
     CHECK(error_kind(f) == Kind::protocol);
-    CHECK(rss_kib() - before < 32 * 1024);
+    INFO("grew by " << rss_kib() - before << " KiB");
+    CHECK(rss_kib() - before < 8 * 1024);  // (The limit is 256 KiB; the rest is threads and allocator.)
     CHECK(server.written() < (std::size_t{64} << 20));  // (The client stopped reading long before 160 MB.)
   }
 }
