@@ -52,6 +52,10 @@ class TempFile {
   std::string path_;
 };
 
+// `text` compressed by zlib: window_bits 16+15 gzip, 15 zlib-wrapped
+// deflate, -15 raw deflate.
+std::string compress(const std::string& text, int window_bits);
+
 // The text /gzip and /deflate send, before compression.
 std::string compressed_route_text();
 

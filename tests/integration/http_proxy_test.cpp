@@ -13,6 +13,7 @@
 #include <string>
 
 #include "helpers/daemon.hpp"
+#include "helpers/http_support.hpp"
 #include "helpers/http_test_server.hpp"
 #include "helpers/raw_http_server.hpp"
 
@@ -24,20 +25,10 @@ using cancellable::http::Request;
 using test_http::RawConnection;
 using test_http::RawServer;
 using Kind = cancellable::http::HttpError::Kind;
+using test_http::error_kind;
+using test_http::error_text;
 
 namespace {
-
-template <class T>
-Kind error_kind(const cancellable::Future<T>& f) {
-  try {
-    f.get();
-  } catch (const HttpError& e) {
-    INFO(e.what());
-    return e.kind();
-  }
-  FAIL("no HttpError");
-  return Kind::client_closed;
-}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);

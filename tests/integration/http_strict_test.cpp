@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cancellable/exceptions.hpp"
+#include "helpers/http_support.hpp"
 #include "helpers/http_test_server.hpp"
 #include "helpers/raw_http_server.hpp"
 
@@ -34,30 +35,10 @@ using cancellable::http::Request;
 using test_http::RawConnection;
 using test_http::RawServer;
 using Kind = cancellable::http::HttpError::Kind;
+using test_http::error_kind;
+using test_http::error_text;
 
 namespace {
-
-template <class T>
-Kind error_kind(const cancellable::Future<T>& f) {
-  try {
-    f.get();
-  } catch (const HttpError& e) {
-    INFO(e.what());
-    return e.kind();
-  }
-  FAIL("no HttpError");
-  return Kind::client_closed;
-}
-
-template <class T>
-std::string error_text(const cancellable::Future<T>& f) {
-  try {
-    f.get();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(succeeded)";
-}
 
 std::string ok(const std::string& body, const std::string& extra = "") {
   return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra + "\r\n" + body;
@@ -74,19 +55,6 @@ RawServer::Handler each(std::function<std::string(const std::string&)> reply) {
   };
 }
 
-std::string compress(const std::string& text, int window_bits) {
-  z_stream zs{};
-  deflateInit2(&zs, Z_BEST_COMPRESSION, Z_DEFLATED, window_bits, 9, Z_DEFAULT_STRATEGY);
-  std::string out(deflateBound(&zs, text.size()), '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
-  zs.avail_in = static_cast<uInt>(text.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  deflate(&zs, Z_FINISH);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
 
 long rss_kib() {
   std::ifstream status("/proc/self/status");
@@ -330,7 +298,7 @@ TEST_CASE("Endless chunk extensions, chunk-size lines and trailers fail at once 
 
 TEST_CASE("A body over max_body_bytes fails, chunked, compressed or too compressible", "[http][strict]") {
   std::string zeros(std::size_t{32} << 20, '\0');
-  std::string bomb = compress(zeros, 16 + MAX_WBITS);  // ~1000:1
+  std::string bomb = test_http::compress(zeros, 16 + MAX_WBITS);  // ~1000:1
   RawServer server(each([&](const std::string& request) {
     if (request.starts_with("GET /chunked")) {
       std::string r = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -360,10 +328,10 @@ TEST_CASE("gzip, zlib-wrapped deflate and raw deflate are all decoded, as curl d
   std::string text;
   for (int i = 0; i < 500; ++i) text += "line " + std::to_string(i) + " of a compressible body\n";
   RawServer server(each([&](const std::string& request) {
-    if (request.starts_with("GET /gzip")) return ok(compress(text, 16 + MAX_WBITS), "Content-Encoding: gzip\r\n");
-    if (request.starts_with("GET /zlib")) return ok(compress(text, MAX_WBITS), "Content-Encoding: deflate\r\n");
-    if (request.starts_with("GET /raw")) return ok(compress(text, -MAX_WBITS), "Content-Encoding: deflate\r\n");
-    return ok(compress(text, 16 + MAX_WBITS), "Content-Encoding: GZIP\r\n");
+    if (request.starts_with("GET /gzip")) return ok(test_http::compress(text, 16 + MAX_WBITS), "Content-Encoding: gzip\r\n");
+    if (request.starts_with("GET /zlib")) return ok(test_http::compress(text, MAX_WBITS), "Content-Encoding: deflate\r\n");
+    if (request.starts_with("GET /raw")) return ok(test_http::compress(text, -MAX_WBITS), "Content-Encoding: deflate\r\n");
+    return ok(test_http::compress(text, 16 + MAX_WBITS), "Content-Encoding: GZIP\r\n");
   }));
   Client client;
   CHECK(client.get(server.url("/gzip")).get().body == text);
