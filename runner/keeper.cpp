@@ -3,17 +3,20 @@
 #include "worker/protocol/keeper_messages.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/syscall.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
+#include <string>
 #include <system_error>
+
+extern char** environ;
 
 namespace cancellable::detail {
 
@@ -21,77 +24,58 @@ namespace {
 
 std::mutex keeper_mutex;
 std::atomic<int> keeper_fd{-1};
+std::filesystem::path offered_program;  // (Under keeper_mutex.)
 
-// The keeper's loop: runs in the double-forked process and never returns.
-// Only system calls: it was forked from a threaded process.
-[[noreturn]] void keeper_main(int read_fd, pid_t parent) noexcept {
-  ::setsid();
-  struct sigaction action {};
-  action.sa_handler = SIG_IGN;
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGTSTP, SIGTTIN, SIGTTOU}) {
-    ::sigaction(sig, &action, nullptr);
-  }
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  if (read_fd != 3) {
-    ::dup2(read_fd, 3);
-    read_fd = 3;
-  }
-  ::close_range(4, ~0U, 0);
-  ::close_range(0, 2, 0);
-  const int parent_fd = static_cast<int>(::syscall(SYS_pidfd_open, parent, 0));
-  // Registered groups (a worker registers once, the parent forgets it after
-  // the reap): a fixed table, no allocation.
-  static pid_t groups[65536];
-  std::size_t count = 0;
-  bool parent_gone = parent_fd < 0;
-  while (!parent_gone) {
-    pollfd fds[2] = {{read_fd, POLLIN, 0}, {parent_fd, POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) continue;
-    if (fds[1].revents != 0) parent_gone = true;
-    // Read everything pending, also after the parent's death: a worker's
-    // registration may still be in the pipe.
-    for (;;) {
-      KeeperMessage message;
-      const ssize_t n = ::read(read_fd, &message, sizeof message);
-      if (n == 0) {
-        parent_gone = true;  // the write end closed: the parent is gone
-        break;
-      }
-      if (n != static_cast<ssize_t>(sizeof message)) break;  // EAGAIN (non-blocking) or short
-      if (message > 0) {
-        if (count < sizeof groups / sizeof groups[0]) groups[count++] = message;
-      } else {
-        for (std::size_t i = 0; i < count; ++i) {
-          if (groups[i] == -message) {
-            groups[i] = groups[--count];
-            break;
-          }
-        }
-      }
-    }
-  }
-  for (std::size_t i = 0; i < count; ++i) ::kill(-groups[i], SIGKILL);
-  ::_exit(0);
+bool executable(const std::filesystem::path& p) { return !p.empty() && ::access(p.c_str(), X_OK) == 0; }
+
+// The program to start as the keeper: one a pool offered, else
+// $CANCELLABLE_WORKER_PROGRAM, else the installed cancellable-worker.
+std::filesystem::path keeper_program() {
+  if (executable(offered_program)) return offered_program;
+  if (const char* env = std::getenv("CANCELLABLE_WORKER_PROGRAM"); env && executable(env)) return env;
+#ifdef CANCELLABLE_DEFAULT_WORKER_PROGRAM
+  if (executable(CANCELLABLE_DEFAULT_WORKER_PROGRAM)) return CANCELLABLE_DEFAULT_WORKER_PROGRAM;
+#endif
+  return {};
 }
 
-}  // namespace
-
-int ensure_keeper_started() {
-  const int existing = keeper_fd.load(std::memory_order_acquire);
-  if (existing >= 0) return existing;
-  std::lock_guard lock(keeper_mutex);
-  if (keeper_fd.load(std::memory_order_relaxed) >= 0) return keeper_fd.load(std::memory_order_relaxed);
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    throw std::system_error(errno, std::generic_category(), "CancellableIsolate: the keeper's pipe");
+// `program --cancellable-keeper PID` with the pipe's read end on descriptor
+// 3: posix_spawn (clone(CLONE_VM | CLONE_VFORK) + exec: nothing of this
+// process is copied, no pthread_atfork handler runs). The program forks
+// once and exits, so the keeper is not our child; we wait for that exit.
+void spawn_keeper(const std::filesystem::path& program, int read_fd) {
+  std::string path = program.string(), flag = kKeeperFlag, parent = std::to_string(::getpid());
+  char* argv[] = {path.data(), flag.data(), parent.data(), nullptr};
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attributes;
+  ::posix_spawn_file_actions_init(&actions);
+  ::posix_spawnattr_init(&attributes);
+  ::posix_spawn_file_actions_adddup2(&actions, read_fd, kKeeperDescriptor);
+  ::posix_spawn_file_actions_addclosefrom_np(&actions, kKeeperDescriptor + 1);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  ::posix_spawnattr_setsigmask(&attributes, &none);
+  ::posix_spawnattr_setsigdefault(&attributes, &all);
+  ::posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid = 0;
+  const int error = ::posix_spawn(&pid, path.c_str(), &actions, &attributes, argv, environ);
+  ::posix_spawn_file_actions_destroy(&actions);
+  ::posix_spawnattr_destroy(&attributes);
+  if (error != 0) throw std::system_error(error, std::generic_category(), "starting the keeper " + path);
+  int status = 0;
+  pid_t waited;
+  while ((waited = ::waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
   }
-  // The read end does not block the keeper's drain; the write end never
-  // blocks a worker or the parent (a full pipe loses a message: 16,384
-  // pending ones).
-  ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
-  ::fcntl(fds[1], F_SETFL, O_NONBLOCK);
+  // (ECHILD: SIGCHLD is ignored here, and the kernel reaped it.)
+  if (waited == pid && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+    throw std::system_error(ECHILD, std::generic_category(),
+                            "the keeper " + path + " did not start (a worker program calls worker_main first)");
+}
+
+// The fallback, for isolates in a program that knows no worker program: a
+// double fork of this process (so that the keeper is not its child).
+void fork_keeper(int read_fd, int write_fd) {
   const pid_t parent = ::getpid();
   sigset_t all;
   sigset_t previous;
@@ -100,20 +84,54 @@ int ensure_keeper_started() {
   const pid_t middle = ::fork();
   if (middle == 0) {
     if (::fork() == 0) {
-      ::close(fds[1]);
-      keeper_main(fds[0], parent);
+      ::close(write_fd);
+      run_keeper(read_fd, parent);
     }
     ::_exit(0);
   }
   const int fork_error = errno;
   ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  ::close(fds[0]);
   if (middle < 0) {
-    ::close(fds[1]);
     throw std::system_error(fork_error, std::generic_category(), "CancellableIsolate: starting the keeper");
   }
   while (::waitpid(middle, nullptr, 0) < 0 && errno == EINTR) {
   }
+}
+
+}  // namespace
+
+void offer_keeper_program(const std::filesystem::path& program) {
+  std::lock_guard lock(keeper_mutex);
+  if (offered_program.empty()) offered_program = program;
+}
+
+int ensure_keeper_started() {
+  const int existing = keeper_fd.load(std::memory_order_acquire);
+  if (existing >= 0) return existing;
+  std::lock_guard lock(keeper_mutex);
+  if (keeper_fd.load(std::memory_order_relaxed) >= 0) return keeper_fd.load(std::memory_order_relaxed);
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    throw std::system_error(errno, std::generic_category(), "the keeper's pipe");
+  }
+  // The read end does not block the keeper's drain; the write end never
+  // blocks a worker or the parent (a full pipe loses a message: 16,384
+  // pending ones).
+  ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  ::fcntl(fds[1], F_SETFL, O_NONBLOCK);
+  try {
+    const auto program = keeper_program();
+    if (!program.empty()) {
+      spawn_keeper(program, fds[0]);
+    } else {
+      fork_keeper(fds[0], fds[1]);
+    }
+  } catch (...) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    throw;
+  }
+  ::close(fds[0]);
   keeper_fd.store(fds[1], std::memory_order_release);
   return fds[1];
 }

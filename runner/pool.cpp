@@ -101,6 +101,9 @@ struct SlotMemory {
       ::close(fd);
       throw std::system_error(error, std::generic_category(), "WorkerPool: mmap of the worker's memory");
     }
+    // Not inherited by this process's later forks (an isolate's): a forked
+    // child has no business with a worker's memory, and would pin it.
+    (void)::madvise(p, bytes, MADV_DONTFORK);
     slot = new (p) PoolSlot;
     // The first pages of both areas, mapped in here (not during a task).
     std::memset(args(), 0, std::min<std::uint64_t>(args_capacity, 4096));
@@ -681,6 +684,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     // itself dies by PR_SET_PDEATHSIG; what its tasks started would not).
     // Without a keeper (it could not start), that protection is missing.
     try {
+      offer_keeper_program(options_.worker_program);
       keeper_register(ensure_keeper_started(), pid);
     } catch (const std::system_error&) {
     }

@@ -28,6 +28,7 @@
 #include "cancellable/task.hpp"
 #include "worker/child_entry.hpp"
 #include "worker/protocol/futex.hpp"
+#include "worker/protocol/keeper_messages.hpp"
 #include "worker/protocol/pool_slot.hpp"
 #include "worker/protocol/result_channel.hpp"
 
@@ -170,6 +171,12 @@ bool register_pool_task(std::string_view name, TaskInvoker invoker) {
 
 void worker_main(int argc, char** argv) {
   using namespace detail;
+  if (argc == 3 && std::strcmp(argv[1], kKeeperFlag) == 0) {
+    const pid_t parent = static_cast<pid_t>(std::strtol(argv[2], nullptr, 10));
+    const pid_t keeper = ::fork();  // (Of this small program, never of the pool's process.)
+    if (keeper == 0) run_keeper(kKeeperDescriptor, parent);
+    ::_exit(keeper < 0 ? kExitSetup : 0);
+  }
   if (argc < 2 || std::strcmp(argv[1], kPoolWorkerFlag) != 0) return;
   if (argc < 3) ::_exit(kExitBadArguments);
   const pid_t parent = static_cast<pid_t>(std::strtol(argv[2], nullptr, 10));

@@ -2,9 +2,19 @@
 // worker (argv[1]) with a task that started a child and spins, writes its
 // workers' pids to the file argv[2] (the task's child's to argv[2].child),
 // and waits to be killed.
+//
+// `--fresh-process WORKER OUT`: in a process that has started nothing yet
+// (no keeper), counts this process's pthread_atfork prepare calls while a
+// pool is made and runs a task, finds the keeper, and forks once to see
+// whether the child inherited the worker's memory; writes
+// "atfork N\nkeeper EXE\ninherited 0|1\n" to OUT.
+#include <pthread.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -12,7 +22,59 @@
 #include "cancellable/builtin_tasks.hpp"
 #include "cancellable/pool.hpp"
 
+namespace {
+
+std::atomic<int> atfork_prepares{0};
+
+// The keeper of this process: the one whose command line is
+// "... --cancellable-keeper <our pid>".
+std::string keeper_exe() {
+  const std::string wanted = std::string("--cancellable-keeper") + '\0' + std::to_string(::getpid()) + '\0';
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream in(entry.path() / "cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find(wanted) == std::string::npos) continue;
+    std::error_code ec;
+    auto exe = std::filesystem::read_symlink(entry.path() / "exe", ec);
+    return ec ? "(unreadable)" : exe.string();
+  }
+  return "(none)";
+}
+
+int fresh_process(const char* worker, const char* out_path) {
+  ::pthread_atfork(+[] { ++atfork_prepares; }, nullptr, nullptr);
+  int prepares = 0;
+  std::string keeper;
+  {
+    cancellable::PoolOptions options;
+    options.worker_program = worker;
+    options.size = 1;
+    options.standby = 0;
+    cancellable::WorkerPool pool(options);
+    (void)pool.run(cancellable::builtin::pid).get();
+    prepares = atfork_prepares.load();
+    keeper = keeper_exe();
+    // A fork of ours (an isolate's, say) must not map the worker's memory.
+    const pid_t child = ::fork();
+    if (child == 0) {
+      std::ifstream maps("/proc/self/maps");
+      std::string line;
+      while (std::getline(maps, line))
+        if (line.find("cancellable-pool-worker") != std::string::npos) ::_exit(1);
+      ::_exit(0);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    std::ofstream(out_path) << "atfork " << prepares << "\nkeeper " << keeper << "\ninherited "
+                            << (WIFEXITED(status) ? WEXITSTATUS(status) : 2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  if (argc == 4 && std::strcmp(argv[1], "--fresh-process") == 0) return fresh_process(argv[2], argv[3]);
   if (argc != 3) return 2;
   cancellable::PoolOptions options;
   options.worker_program = argv[1];

@@ -571,6 +571,28 @@ TEST_CASE("no worker, nor a task's child, outlives its pool's process killed wit
   CHECK(process_support::wait_gone(grandchild));  // (the keeper's work)
 }
 
+TEST_CASE("making a pool forks nothing of its process: the keeper is the worker program, and later forks do not map worker memory", "[pool]") {
+  const TempPath out("fresh-process");
+  const std::string helper = CANCELLABLE_POOL_PARENT_HELPER;
+  const std::string worker = CANCELLABLE_WORKER_PROGRAM;
+  const std::string path = out.path.string();
+  char* argv[] = {const_cast<char*>(helper.c_str()), const_cast<char*>("--fresh-process"),
+                  const_cast<char*>(worker.c_str()), const_cast<char*>(path.c_str()), nullptr};
+  pid_t pid = 0;
+  REQUIRE(::posix_spawn(&pid, helper.c_str(), nullptr, nullptr, argv, environ) == 0);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  std::ifstream in(out.path);
+  std::string word, keeper;
+  int prepares = -1, inherited = -1;
+  in >> word >> prepares >> word >> keeper >> word >> inherited;
+  CHECK(prepares == 0);  // (The keeper was a fork of this process: 1.)
+  CHECK(std::filesystem::equivalent(keeper, worker));
+  CHECK(inherited == 0);
+}
+
 TEST_CASE("idle workers beyond the pool's size exit after the idle timeout, and come back with work", "[pool]") {
   PoolOptions options = builtin_pool(1, 1);
   options.idle_timeout = 100ms;
