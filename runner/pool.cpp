@@ -295,7 +295,9 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       std::lock_guard lock(mutex_);
       if (stopping_) throw PoolDegraded("WorkerPool: the pool is stopping");
       if (!degraded_.empty()) throw PoolDegraded(degraded_);
-      if (queue_.size() >= options_.max_queue) throw PoolQueueFull(options_.max_queue);
+      // (A task handed straight to a ready worker takes no room in the
+      // queue: with max_queue 0, run() succeeds while a worker is free.)
+      if (!has_room_locked()) throw PoolQueueFull(options_.max_queue);
       wake_spawner = !standby_wanted_;
       standby_wanted_ = true;  // (if idle workers had shrunk it away)
       if (queue_.empty() && busy_count_locked() < options_.size) {
@@ -318,7 +320,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         reserve_locked(*handed_to, entry);
         seq = handed_to->posted;
       } else {
-        queue_.push_back(entry);
+        queue_.push_back(entry);  // (has_room_locked(): there is room for it.)
       }
     }
     if (handed_to) {
@@ -343,11 +345,22 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     };
   }
 
+  // run() would take one more task now: there is room in the queue, or (the
+  // queue empty) a worker is ready for a direct hand-over.
+  bool has_room_locked() const {
+    if (queue_.size() < options_.max_queue) return true;
+    if (!queue_.empty() || busy_count_locked() >= options_.size) return false;
+    for (const auto& w : workers_) {
+      if (w->state == Worker::State::idle && !w->killed && !w->dead && !w->handed) return true;
+    }
+    return false;
+  }
+
   Future<void> room() {
     auto core = std::make_shared<CompleterCore<void>>(CancellationToken::none(), nullptr);
     {
       std::lock_guard lock(mutex_);
-      if (queue_.size() >= options_.max_queue) {
+      if (!has_room_locked() && degraded_.empty() && !stopping_) {
         room_waiters_.push_back(core);
         return core->future();
       }
@@ -504,7 +517,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         // Not destroyed here: this runs inside the cancellation hook of the
         // future's core, which the job owns. The spawner lets go of it.
         dropped_jobs_.push_back(std::move(entry->job));
-        room = queue_.size() < options_.max_queue;
+        room = !room_waiters_.empty();
       } else if (entry->state == Entry::State::running && entry->worker) {
         ++stats_.tasks_killed;
         kill_locked(*entry->worker);
@@ -519,11 +532,13 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     if (room) complete_room_waiters();
   }
 
+  // Room waiters complete whenever run() would take a task, or would
+  // answer at once (a degraded pool: PoolDegraded).
   void complete_room_waiters() {
     std::vector<std::shared_ptr<CompleterCore<void>>> waiters;
     {
       std::lock_guard lock(mutex_);
-      if (queue_.size() >= options_.max_queue) return;
+      if (!has_room_locked() && degraded_.empty()) return;
       waiters.swap(room_waiters_);
     }
     for (const auto& w : waiters) w->complete();
@@ -633,6 +648,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       job->fail(std::make_exception_ptr(PoolDegraded(why)));
       settle(*job);
     }
+    complete_room_waiters();  // (run() now answers at once: PoolDegraded.)
     lock.lock();
   }
 
@@ -827,6 +843,11 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     }
     w->state = Worker::State::idle;
     notify_all_threads();
+    if (!room_waiters_.empty()) {  // (With max_queue 0, a ready worker is room.)
+      lock.unlock();
+      complete_room_waiters();
+      lock.lock();
+    }
 
     for (;;) {
       const auto woken = [&] {
@@ -867,7 +888,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       } else {
         entry = queue_.front();
         queue_.pop_front();
-        const bool room = queue_.size() < options_.max_queue && !room_waiters_.empty();
+        const bool room = !room_waiters_.empty();
         reserve_locked(*w, entry);
         seq = w->posted;
         lock.unlock();
@@ -947,6 +968,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       if (c.retire) ++stats_.recycles;
     }
     if ((answered || refused) && !c.retire) w->state = Worker::State::idle;
+    const bool room = !room_waiters_.empty();
     if (died) {
       ++stats_.crashes;
       // (A worker that wrote something else than this task's number is
@@ -969,6 +991,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     entry.conclusion = c;
     lock.unlock();
     if (helping) changed_.notify_all();  // (the driver waits for the conclusion)
+    if (room) complete_room_waiters();
 
     if (refused) {
       job->fail(*refused);

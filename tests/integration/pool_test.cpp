@@ -641,3 +641,44 @@ TEST_CASE("a task's child dies with its worker when the worker is killed from ou
   CHECK_THROWS_AS(running.get(), IsolateCrashed);
   CHECK(process_support::wait_gone(child));
 }
+
+TEST_CASE("with max_queue 0 run() succeeds while a worker is free, and room() completes when one is free again", "[pool]") {
+  PoolOptions options = builtin_pool(1, 0);
+  options.max_queue = 0;
+  WorkerPool pool(options);
+  CancellationToken token;
+  auto running = pool.run(builtin::spin, token);  // (Refused with PoolQueueFull before: no waiting room.)
+  CHECK_THROWS_AS(pool.run(builtin::empty), PoolQueueFull);
+  auto room = pool.room();
+  CHECK_FALSE(room.is_ready());
+  token.cancel();  // The worker is killed; its replacement, once ready, is room.
+  CHECK_NOTHROW(room.get());
+  CHECK(pool.run(builtin::empty).get() == 0);
+}
+
+TEST_CASE("room() completes when a degrade empties the queue", "[pool]") {
+  // A worker program that works while a file exists, then fails to start.
+  const TempPath flag("works"), script("flaky-worker");
+  std::ofstream(flag.path) << "1";
+  {
+    std::ofstream out(script.path);
+    out << "#!/bin/sh\n[ -e '" << flag.path.string() << "' ] && exec '" << CANCELLABLE_WORKER_PROGRAM
+        << "' \"$@\"\nexit 1\n";
+  }
+  std::filesystem::permissions(script.path, std::filesystem::perms::owner_all);
+  PoolOptions options = builtin_pool(1, 0);
+  options.worker_program = script.path;
+  options.max_queue = 1;
+  options.respawn_budget = 2;
+  WorkerPool pool(options);
+  std::filesystem::remove(flag.path);
+  CancellationToken token;
+  auto running = pool.run(builtin::spin, token);
+  auto queued = pool.run(builtin::empty);
+  auto room = pool.room();
+  CHECK_FALSE(room.is_ready());
+  token.cancel();  // Its worker goes; no other can start: the pool degrades.
+  CHECK_THROWS_AS(queued.get(), PoolDegraded);
+  CHECK_NOTHROW(room.get());
+  CHECK_THROWS_AS(pool.run(builtin::empty), PoolDegraded);
+}
