@@ -1,4 +1,5 @@
-// Result types that must not cross a process boundary as raw bytes. Built
+// Result (and pool argument) types that must not cross a process boundary
+// as raw bytes. Built
 // by tests/compile_fail/run.cmake with one CASE defined at a time: every case
 // but `plain_struct` and `serializable_struct` must fail to compile with the
 // codec's message.
@@ -7,6 +8,8 @@
 #include <vector>
 
 #include "cancellable/isolate.hpp"
+#include "cancellable/pool.hpp"
+#include "cancellable/task.hpp"
 
 namespace {
 
@@ -59,6 +62,16 @@ int main() {
   auto f = CancellableIsolate::run([] { return Plain{}; });
 #elif defined(CASE_serializable_struct)
   auto f = CancellableIsolate::run([] { return Serializable{"copied"}; });
+// A pool task's arguments follow the same rules (never run: compiled only).
+#elif defined(CASE_argument_struct_with_pointer)
+  constexpr cancellable::Task<int(Named)> task{"compile_fail.named"};
+  auto f = static_cast<cancellable::WorkerPool*>(nullptr)->run(task, Named{1, "parent memory"});
+#elif defined(CASE_argument_string_view)
+  constexpr cancellable::Task<int(std::string_view)> task{"compile_fail.view"};
+  auto f = static_cast<cancellable::WorkerPool*>(nullptr)->run(task, std::string_view("parent memory"));
+#elif defined(CASE_argument_plain_struct)
+  constexpr cancellable::Task<int(Plain, std::vector<Plain>)> task{"compile_fail.plain"};
+  auto f = static_cast<cancellable::WorkerPool*>(nullptr)->run(task, Plain{}, std::vector<Plain>{});
 #else
 #error "define one CASE_..."
 #endif

@@ -2,8 +2,9 @@ cmake_policy(SET CMP0057 NEW)  # if(IN_LIST)
 # Compiles tests/compile_fail/result_types.cpp once per case: the cases that
 # must be rejected fail with the codec's message, the others compile (so a
 # failure is the check's, not a broken build line's).
-set(rejected string_view span struct_with_pointer struct_with_view raw_pointer vector_of_views)
-set(accepted plain_struct serializable_struct)
+set(rejected string_view span struct_with_pointer struct_with_view raw_pointer vector_of_views
+    argument_struct_with_pointer argument_string_view)
+set(accepted plain_struct serializable_struct argument_plain_struct)
 string(REPLACE "|" ";" include_flags "${INCLUDES}")
 set(failures "")
 foreach(case IN LISTS rejected accepted)

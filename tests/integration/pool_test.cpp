@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
@@ -62,6 +63,21 @@ std::string create_a_pool_inside() {
 }
 
 int own_pid() { return static_cast<int>(::getpid()); }
+
+// Plain data (no serialize()): a result before, now an argument too.
+struct Point {
+  int x;
+  double y;
+  std::array<int, 3> z;
+};
+Point moved(Point p, std::vector<Point> more, std::string label) {
+  for (const auto& m : more) {
+    p.x += m.x;
+    p.y += m.y;
+  }
+  p.z[0] = static_cast<int>(label.size());
+  return p;
+}
 std::string joined(std::string a, int b) { return a + ":" + std::to_string(b); }
 
 constexpr Task<int(std::string)> write_pid_and_spin_task{"test.write_pid_and_spin"};
@@ -75,6 +91,8 @@ constexpr Task<std::string()> create_a_pool_inside_task{"test.create_a_pool_insi
 CANCELLABLE_TASK(write_pid_and_spin_task, write_pid_and_spin);
 CANCELLABLE_TASK(create_file_task, create_file);
 CANCELLABLE_TASK(create_a_pool_inside_task, create_a_pool_inside);
+constexpr Task<Point(Point, std::vector<Point>, std::string)> moved_task{"test.moved"};
+CANCELLABLE_TASK(moved_task, moved);
 
 PoolOptions builtin_pool(std::size_t size = 1, std::size_t standby = 1) {
   PoolOptions options;
@@ -681,4 +699,13 @@ TEST_CASE("room() completes when a degrade empties the queue", "[pool]") {
   CHECK_THROWS_AS(queued.get(), PoolDegraded);
   CHECK_NOTHROW(room.get());
   CHECK_THROWS_AS(pool.run(builtin::empty), PoolDegraded);
+}
+
+TEST_CASE("plain data is an argument as it is a result: structs, arrays and vectors of them", "[pool]") {
+  WorkerPool pool(self_pool(1, 0));
+  const Point p = pool.run(moved_task, Point{1, 0.5, {7, 8, 9}}, std::vector<Point>{{2, 1.0, {}}, {3, 2.0, {}}},
+                           std::string("four")).get();
+  CHECK(p.x == 6);
+  CHECK(p.y == 3.5);
+  CHECK(p.z == std::array<int, 3>{4, 8, 9});
 }

@@ -19,16 +19,20 @@
 // supported"); use std::array, or give it a cereal serialize function.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <complex>
+#include <cstdint>
 #include <cstring>
 #include <istream>
 #include <span>
 #include <string_view>
 #include <ostream>
 #include <streambuf>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <boost/pfr/core.hpp>
@@ -141,8 +145,13 @@ struct is_raw_vector : std::false_type {};
 template <class T, class A>
 struct is_raw_vector<std::vector<T, A>> : std::bool_constant<raw_copyable_v<T>> {};
 
+template <class T>
+struct is_std_tuple : std::false_type {};
+template <class... A>
+struct is_std_tuple<std::tuple<A...>> : std::true_type {};
+
 template <class R>
-void encode_result(const R& value, std::ostream& out) {
+void encode_one(const R& value, std::ostream& out) {
   static_assert(!holds_addresses_v<R>,
                 "an isolate's result must be plain data (numbers, enums, std::array, structs of "
                 "these) or serializable with cereal (give your type a serialize(Archive&) "
@@ -171,6 +180,18 @@ void encode_result(const R& value, std::ostream& out) {
   }
 }
 
+// A value, or a std::tuple (a task's arguments) element by element, so that
+// whatever may be a result (plain data included, which cereal cannot take)
+// may be an argument. Each element's encoding ends where its decoder stops.
+template <class R>
+void encode_result(const R& value, std::ostream& out) {
+  if constexpr (is_std_tuple<R>::value) {
+    std::apply([&out](const auto&... element) { (encode_one(element, out), ...); }, value);
+  } else {
+    encode_one(value, out);
+  }
+}
+
 // A read-only streambuf over the result bytes.
 class ViewStreambuf : public std::streambuf {
  public:
@@ -184,9 +205,50 @@ class ViewStreambuf : public std::streambuf {
   throw IsolateError("cancellable::detail::ResultView", "the isolate's result is truncated");
 }
 
+// One element of a tuple, from where the stream stands.
+template <class T>
+T decode_part(std::istream& in) {
+  if constexpr (holds_addresses_v<T>) {
+    throw_truncated_result();  // (does not compile: see encode_result)
+  } else if constexpr (raw_copyable_v<T>) {
+    T value;
+    if (!in.read(reinterpret_cast<char*>(&value), sizeof(T))) throw_truncated_result();
+    return value;
+  } else if constexpr (is_raw_vector<T>::value) {
+    std::uint64_t count = 0;
+    if (!in.read(reinterpret_cast<char*>(&count), sizeof count)) throw_truncated_result();
+    using E = typename T::value_type;
+    const auto left = static_cast<std::uint64_t>(std::max<std::streamsize>(in.rdbuf()->in_avail(), 0));
+    if (count > left / sizeof(E)) throw_truncated_result();
+    T value(count);
+    if (!in.read(reinterpret_cast<char*>(value.data()), static_cast<std::streamsize>(count * sizeof(E))))
+      throw_truncated_result();
+    return value;
+  } else {
+    cereal::BinaryInputArchive archive(in);
+    T value{};
+    try {
+      archive(value);
+    } catch (const cereal::Exception& e) {
+      throw IsolateError("cereal::Exception", e.what());
+    }
+    return value;
+  }
+}
+
+template <class Tuple, std::size_t... I>
+Tuple decode_tuple(std::istream& in, std::index_sequence<I...>) {
+  // (Braced: the elements are decoded in order.)
+  return Tuple{decode_part<std::tuple_element_t<I, Tuple>>(in)...};
+}
+
 template <class R>
 R decode_result(ResultView view) {
-  if constexpr (holds_addresses_v<R>) {
+  if constexpr (is_std_tuple<R>::value) {
+    ViewStreambuf buffer(view);
+    std::istream in(&buffer);
+    return decode_tuple<R>(in, std::make_index_sequence<std::tuple_size_v<R>>{});
+  } else if constexpr (holds_addresses_v<R>) {
     throw_truncated_result();  // (does not compile: see encode_result)
   } else if constexpr (raw_copyable_v<R>) {
     if (view.size != sizeof(R)) throw_truncated_result();
