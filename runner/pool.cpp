@@ -510,13 +510,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       std::lock_guard lock(mutex_);
       if (entry->state == Entry::State::queued) {
         // Never started: the future has failed already.
-        const auto at = std::find(queue_.begin(), queue_.end(), entry);
-        if (at != queue_.end()) queue_.erase(at);
-        entry->state = Entry::State::done;
-        settled = std::exchange(entry->job->settled, nullptr);
-        // Not destroyed here: this runs inside the cancellation hook of the
-        // future's core, which the job owns. The spawner lets go of it.
-        dropped_jobs_.push_back(std::move(entry->job));
+        settled = drop_queued_locked(entry);
         room = !room_waiters_.empty();
       } else if (entry->state == Entry::State::running && entry->worker) {
         ++stats_.tasks_killed;
@@ -530,6 +524,19 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     if (wake) notify_all_threads();
     if (settled) settled->complete();
     if (room) complete_room_waiters();
+  }
+
+  // Takes a task that never started out of the queue (its future failed
+  // already); returns its settled() completer, to complete unlocked.
+  std::shared_ptr<CompleterCore<void>> drop_queued_locked(std::shared_ptr<Entry> entry) {
+    const auto at = std::find(queue_.begin(), queue_.end(), entry);
+    if (at != queue_.end()) queue_.erase(at);
+    entry->state = Entry::State::done;
+    auto settled = std::exchange(entry->job->settled, nullptr);
+    // Not destroyed here: this may run inside the cancellation hook of the
+    // future's core, which the job owns. The spawner lets go of it.
+    dropped_jobs_.push_back(std::move(entry->job));
+    return settled;
   }
 
   // Room waiters complete whenever run() would take a task, or would
@@ -886,12 +893,29 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         seq = w->posted;
         lock.unlock();
       } else {
+        // Tasks whose token was cancelled are dropped, not started (their
+        // futures failed inside cancel(); its hook may not have reached
+        // them yet while it notifies others).
+        std::vector<std::shared_ptr<CompleterCore<void>>> settled;
+        while (!queue_.empty() && queue_.front()->job->token.is_cancelled()) {
+          if (auto s = drop_queued_locked(queue_.front())) settled.push_back(std::move(s));
+        }
+        if (queue_.empty()) {
+          const bool room = !room_waiters_.empty();
+          notify_all_threads();  // (The spawner lets go of the dropped jobs.)
+          lock.unlock();
+          for (const auto& s : settled) s->complete();
+          if (room) complete_room_waiters();
+          lock.lock();
+          continue;
+        }
         entry = queue_.front();
         queue_.pop_front();
         const bool room = !room_waiters_.empty();
         reserve_locked(*w, entry);
         seq = w->posted;
         lock.unlock();
+        for (const auto& s : settled) s->complete();
         if (room) complete_room_waiters();
         refused = post(*w, *entry, seq);
         if (refused) {
@@ -995,6 +1019,10 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
 
     if (refused) {
       job->fail(*refused);
+    } else if (answered && job->token.is_cancelled()) {
+      // cancel() has begun: no value any more, even if its hook has not
+      // reached this task yet.
+      job->fail(job->token.exception());
     } else if (answered) {
       deliver(*job, outcome, payload);
     } else if (died && job->cpu_time_limit && exit.kind == ProcessExit::Kind::exited &&
@@ -1084,6 +1112,11 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     } catch (...) {
       return std::current_exception();
     }
+    // The last moment the task can still be kept from starting: a token is
+    // marked cancelled before its callbacks run, so a cancel() still busy
+    // notifying other tasks (or one that came while the arguments were
+    // encoded) is seen here, and the worker never sees the task.
+    if (entry.job->token.is_cancelled()) return entry.job->token.exception();
     entry.posted.store(true, std::memory_order_release);
     slot->request.store(seq, std::memory_order_release);
     futex_wake_all(slot->request);

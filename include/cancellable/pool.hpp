@@ -180,6 +180,10 @@ struct PoolJob {
   std::function<void(std::string_view)> deliver;
   std::function<void(std::exception_ptr)> fail;
   std::optional<std::chrono::seconds> cpu_time_limit;
+  // The task's token (merged with its timeout): cancelled before a worker
+  // takes the task, the task never starts; cancelled before its value is
+  // delivered, the value is dropped.
+  CancellationToken token;
   // The future's state (alive as long as the job): a thread blocked in its
   // get() takes the worker's answer itself, without a hop through the pool.
   FutureStateBase* state = nullptr;
@@ -289,6 +293,7 @@ class WorkerPool {
     auto job = std::make_shared<detail::PoolJob>();
     job->task_name = name;
     job->cpu_time_limit = options.cpu_time_limit;
+    job->token = effective;
     job->encode_args = [arguments = std::move(arguments)](char* area, std::size_t capacity) {
       detail::AreaStreambuf buffer(area, capacity);
       std::ostream out(&buffer);

@@ -709,3 +709,35 @@ TEST_CASE("plain data is an argument as it is a result: structs, arrays and vect
   CHECK(p.y == 3.5);
   CHECK(p.z == std::array<int, 3>{4, 8, 9});
 }
+
+TEST_CASE("one cancel() over many tasks kills only the workers running them, and no queued task of the token starts", "[pool]") {
+  // (Standby workers are ready the moment the running tasks are killed,
+  // while cancel() is still notifying the queued ones.)
+  WorkerPool pool(self_pool(2, 2));
+  const TempPath dir("never-started");
+  std::filesystem::create_directories(dir.path);
+  struct RemoveDir {
+    std::filesystem::path p;
+    ~RemoveDir() {
+      std::error_code ignored;
+      std::filesystem::remove_all(p, ignored);
+    }
+  } remove_dir{dir.path};
+  const TempPath a("spinner-a"), b("spinner-b");
+  CancellationToken token;
+  auto spin_a = pool.run(write_pid_and_spin_task, a.path.string(), token);
+  auto spin_b = pool.run(write_pid_and_spin_task, b.path.string(), token);
+  REQUIRE(wait_for_pid_file(a.path) > 0);
+  REQUIRE(wait_for_pid_file(b.path) > 0);  // Both workers run the token's tasks.
+  std::vector<cancellable::Future<int>> queued;
+  for (int i = 0; i < 1000; ++i)
+    queued.push_back(pool.run(create_file_task, (dir.path / std::to_string(i)).string(), token));
+  const auto killed_before = pool.stats().tasks_killed;
+  token.cancel();
+  for (auto& f : queued) CHECK_THROWS_AS(f.get(), CancelledException);
+  CHECK_THROWS_AS(spin_a.get(), CancelledException);
+  CHECK_THROWS_AS(spin_b.get(), CancelledException);
+  CHECK(pool.run(own_pid_task).get() > 0);  // (The pool works on, with its replacements.)
+  CHECK(pool.stats().tasks_killed - killed_before == 2);
+  CHECK(std::filesystem::is_empty(dir.path));  // Not one queued task started.
+}
