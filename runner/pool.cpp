@@ -896,15 +896,26 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         // Tasks whose token was cancelled are dropped, not started (their
         // futures failed inside cancel(); its hook may not have reached
         // them yet while it notifies others).
+        // Their futures are failed here too (with nothing held), in case
+        // the hook has not reached them: a job let go of unfailed would
+        // break its promise.
+        std::vector<std::shared_ptr<PoolJob>> dropped;
         std::vector<std::shared_ptr<CompleterCore<void>>> settled;
         while (!queue_.empty() && queue_.front()->job->token.is_cancelled()) {
+          dropped.push_back(queue_.front()->job);
           if (auto s = drop_queued_locked(queue_.front())) settled.push_back(std::move(s));
         }
+        const auto finish_dropped = [&] {
+          for (const auto& job : dropped) job->fail(job->token.exception());
+          for (const auto& s : settled) s->complete();
+          dropped.clear();
+          settled.clear();
+        };
         if (queue_.empty()) {
           const bool room = !room_waiters_.empty();
           notify_all_threads();  // (The spawner lets go of the dropped jobs.)
           lock.unlock();
-          for (const auto& s : settled) s->complete();
+          finish_dropped();
           if (room) complete_room_waiters();
           lock.lock();
           continue;
@@ -915,7 +926,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         reserve_locked(*w, entry);
         seq = w->posted;
         lock.unlock();
-        for (const auto& s : settled) s->complete();
+        finish_dropped();
         if (room) complete_room_waiters();
         refused = post(*w, *entry, seq);
         if (refused) {
