@@ -30,10 +30,9 @@ void IsolateRun::kill() noexcept {
 void IsolateRun::kill_locked() noexcept {
   const pid_t pid = pid_.load(std::memory_order_relaxed);
   if (pid <= 0 || phase_ >= Phase::reaped) return;
-  send_signal_to_pidfd(pidfd_, SIGKILL);  // the pidfd: never a stranger
-  // The child's group: every process it started. Only while the child is
-  // unreaped, which keeps the group id from being reused.
-  if (still_our_unreaped_child(pidfd_)) ::kill(-pid, SIGKILL);
+  // The child and its group (every process it started), whatever SIGCHLD's
+  // disposition: see kill_worker_and_group.
+  kill_worker_and_group(pidfd_, pid);
 }
 
 // Reaper thread: the process has exited.

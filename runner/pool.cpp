@@ -482,7 +482,10 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     if (w.dead) return;
     if (!w.killed) {
       w.killed = true;
-      (void)send_signal_to_pidfd(w.pidfd, SIGKILL);
+      // The worker and what its task started, at once (also when the host
+      // ignores SIGCHLD, and no zombie would be left to pin the group id
+      // for the reap's group kill).
+      kill_worker_and_group(w.pidfd, w.pid);
     }
     if (w.state == Worker::State::busy || w.state == Worker::State::starting) {
       // Nothing but the pool writes this word from now on. A thread blocked

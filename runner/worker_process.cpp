@@ -38,6 +38,11 @@ bool still_our_unreaped_child(int pidfd) noexcept {
                   WEXITED | WNOHANG | WNOWAIT) == 0;
 }
 
+void kill_worker_and_group(int pidfd, pid_t pid) noexcept {
+  if (pid > 0 && send_signal_to_pidfd(pidfd, 0) == 0) (void)::kill(-pid, SIGKILL);  // (never kill(-0))
+  (void)send_signal_to_pidfd(pidfd, SIGKILL);
+}
+
 std::optional<ProcessExit> exit_from_pidfd(int pidfd) noexcept {
   // The status is recorded when the process is released, just after its
   // pidfd became readable: a few tries.

@@ -24,6 +24,15 @@ int send_signal_to_pidfd(int pidfd, int sig) noexcept;
 // been reused, so they may be signalled.
 bool still_our_unreaped_child(int pidfd) noexcept;
 
+// Kills the worker of pidfd (pid, which leads its own process group) and
+// everything it started in its group. The group first, while the leader
+// still exists (live or a zombie: its pidfd still takes a signal), which
+// keeps the group id from being reused; then the leader through its pidfd.
+// So the descendants die at once whatever SIGCHLD's disposition: when the
+// host ignores SIGCHLD the kernel reaps the leader the moment it dies, and
+// no later group kill could tell the group from a stranger's.
+void kill_worker_and_group(int pidfd, pid_t pid) noexcept;
+
 // How the process of pidfd ended, from the kernel, once it was reaped by
 // someone else (the kernel itself, when the host ignores SIGCHLD), through
 // PIDFD_GET_INFO (Linux 6.15+); nothing if the kernel cannot tell.

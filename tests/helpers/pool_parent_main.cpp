@@ -9,6 +9,7 @@
 // whether the child inherited the worker's memory; writes
 // "atfork N\nkeeper EXE\ninherited 0|1\n" to OUT.
 #include <pthread.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -71,10 +72,30 @@ int fresh_process(const char* worker, const char* out_path) {
   return 0;
 }
 
+// With SIGCHLD ignored (the kernel reaps children at once): a task that
+// started a child (its pid in PIDFILE), cancelled; then PIDFILE.cancelled,
+// and a wait to be killed, the pool still up.
+int sigchld_ignored(const char* worker, const std::string& pid_file) {
+  ::signal(SIGCHLD, SIG_IGN);
+  cancellable::PoolOptions options;
+  options.worker_program = worker;
+  options.size = 1;
+  options.standby = 0;
+  cancellable::WorkerPool pool(options);
+  cancellable::CancellationToken token;
+  auto running = pool.run(cancellable::builtin::spawn_child_and_spin, pid_file, token);
+  while (!std::filesystem::exists(pid_file)) {
+  }
+  token.cancel();
+  std::ofstream(pid_file + ".cancelled") << "1\n";
+  for (;;) ::pause();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc == 4 && std::strcmp(argv[1], "--fresh-process") == 0) return fresh_process(argv[2], argv[3]);
+  if (argc == 4 && std::strcmp(argv[1], "--sigchld-ignored") == 0) return sigchld_ignored(argv[2], argv[3]);
   if (argc != 3) return 2;
   cancellable::PoolOptions options;
   options.worker_program = argv[1];

@@ -741,3 +741,27 @@ TEST_CASE("one cancel() over many tasks kills only the workers running them, and
   CHECK(pool.stats().tasks_killed - killed_before == 2);
   CHECK(std::filesystem::is_empty(dir.path));  // Not one queued task started.
 }
+
+TEST_CASE("a cancelled task's children die with it when its pool's process ignores SIGCHLD", "[pool]") {
+  const TempPath pid_file("sigchld-ignored");
+  const std::string helper = CANCELLABLE_POOL_PARENT_HELPER;
+  const std::string worker = CANCELLABLE_WORKER_PROGRAM;
+  const std::string path = pid_file.path.string();
+  char* argv[] = {const_cast<char*>(helper.c_str()), const_cast<char*>("--sigchld-ignored"),
+                  const_cast<char*>(worker.c_str()), const_cast<char*>(path.c_str()), nullptr};
+  pid_t parent = 0;
+  REQUIRE(::posix_spawn(&parent, helper.c_str(), nullptr, nullptr, argv, environ) == 0);
+  struct KillAtEnd {
+    pid_t pid;
+    std::string marker;
+    ~KillAtEnd() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      std::filesystem::remove(marker);
+    }
+  } kill_at_end{parent, path + ".cancelled"};
+  const pid_t grandchild = wait_for_pid_file(pid_file.path);
+  REQUIRE(grandchild > 0);
+  REQUIRE(wait_for_pid_file(path + ".cancelled") > 0);  // cancel() has returned; the pool lives on.
+  CHECK(process_support::wait_gone(grandchild));
+}
