@@ -565,6 +565,16 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     }
   }
 
+  static bool killed_from_elsewhere(const ProcessExit& exit) {
+    if (exit.kind != ProcessExit::Kind::killed) return false;
+    switch (exit.signal) {
+      case SIGSEGV: case SIGBUS: case SIGILL: case SIGFPE: case SIGABRT: case SIGSYS: case SIGTRAP:
+        return false;  // (The program's own crash.)
+      default:
+        return true;
+    }
+  }
+
   void record_start_failure_locked(const std::string& why) {
     ++stats_.start_failures;
     ++start_failures_;
@@ -575,6 +585,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       recent_failures_.pop_front();
     }
     if (recent_failures_.size() >= std::max<std::size_t>(options_.respawn_budget, 1) && degraded_.empty()) {
+      degraded_at_ = now;
       degraded_ = "WorkerPool: stopped starting workers after " + std::to_string(recent_failures_.size()) +
                   " failed to start within " + std::to_string(options_.respawn_period.count()) +
                   " ms; the last: " + why;
@@ -586,9 +597,28 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   void spawner_loop() {
     std::unique_lock lock(mutex_);
     for (;;) {
+      // Degraded: after respawn_period, the program gets another budget
+      // (whatever broke it may have been fixed: a file restored, memory
+      // freed). Until then run() answers PoolDegraded.
+      if (!degraded_.empty() && !stopping_ && dropped_jobs_.empty()) {
+        const auto retry_at = degraded_at_ + options_.respawn_period;
+        if (Clock::now() < retry_at) {
+          spawner_wake_.wait_until(lock, retry_at);
+          continue;
+        }
+        degraded_.clear();
+        recent_failures_.clear();
+      }
+      // Transient spawn errors (EAGAIN, ENOMEM): a growing pause, not the
+      // budget.
+      if (!stopping_ && dropped_jobs_.empty() && Clock::now() < backoff_until_) {
+        spawner_wake_.wait_until(lock, backoff_until_);
+        continue;
+      }
       spawner_wake_.wait(lock, [&] {
-        return stopping_ || !dropped_jobs_.empty() || (degraded_.empty() && alive_count_locked() < target_locked());
+        return stopping_ || !dropped_jobs_.empty() || !degraded_.empty() || alive_count_locked() < target_locked();
       });
+      if (!degraded_.empty() && !stopping_ && dropped_jobs_.empty()) continue;
       if (!dropped_jobs_.empty()) {
         auto dropped = std::move(dropped_jobs_);
         dropped_jobs_.clear();
@@ -598,23 +628,33 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         continue;
       }
       if (stopping_) return;
-      // A replacement for a worker that just ended waits a moment unless a
-      // task needs it now: starting a process takes milliseconds of CPU,
-      // which the standby's first task would otherwise share on a small
-      // machine.
-      if (Clock::now() < replace_after_ && !(queue_.empty() ? false : idle_count_locked() == 0)) {
-        spawner_wake_.wait_until(lock, replace_after_);
-        continue;
-      }
+      // (A replacement starts at once: back-to-back cancels used up the
+      // standby while its replacements waited, and the next tasks waited
+      // for fresh workers.)
       lock.unlock();
       std::shared_ptr<Worker> worker;
       std::string failure;
+      bool transient = false;
       try {
         worker = spawn_worker();
+      } catch (const std::system_error& e) {
+        failure = e.what();
+        transient = e.code() == std::errc::resource_unavailable_try_again || e.code() == std::errc::not_enough_memory;
       } catch (const std::exception& e) {
         failure = e.what();
       }
       lock.lock();
+      if (!worker && transient) {
+        backoff_ = std::min<std::chrono::milliseconds>(std::max(backoff_ * 2, std::chrono::milliseconds(10)),
+                                                       std::chrono::seconds(1));
+        backoff_until_ = Clock::now() + backoff_;
+        ++stats_.start_failures;
+        ++start_failures_;  // (The constructor gives up at the first: its caller hears it.)
+        last_start_failure_ = failure;
+        notify_all_threads();
+        continue;
+      }
+      if (worker) backoff_ = std::chrono::milliseconds(0);
       if (!worker) {
         record_start_failure_locked(failure);
         fail_queue_if_degraded_locked(lock);
@@ -846,7 +886,11 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
                 " before it was ready (is it a worker program? It must call cancellable::worker_main first "
                 "thing in main)";
         }
-        record_start_failure_locked(why);
+        // A kill from elsewhere (kill -9, the OOM killer, a SIGTERM to the
+        // group) says nothing about the program: it is replaced, and the
+        // respawn budget is for the program's own failures (exec, exit or
+        // crash before ready, not ready in time).
+        if (!killed_from_elsewhere(w->exit)) record_start_failure_locked(why);
       }
       finish_locked(lock, w);
       return;
@@ -1178,7 +1222,6 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   void finish_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Worker>& w) {
     kill_locked(*w);
     w->state = Worker::State::finished;
-    replace_after_ = Clock::now() + kReplacementDelay;
     if (w->reaped) erase_locked(w);
     fail_queue_if_degraded_locked(lock);
     notify_all_threads();
@@ -1217,11 +1260,12 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   std::string last_start_failure_;
   std::deque<Clock::time_point> recent_failures_;
   std::string degraded_;
+  Clock::time_point degraded_at_{};
+  // After a transient spawn error: no spawn before backoff_until_.
+  std::chrono::milliseconds backoff_{0};
+  Clock::time_point backoff_until_{};
   // Whether the standby is kept up (idle_timeout lets it shrink away).
   bool standby_wanted_ = true;
-  // Replacements start after this (see spawner_loop).
-  static constexpr std::chrono::milliseconds kReplacementDelay{5};
-  Clock::time_point replace_after_{};
   PoolStats stats_;
   Samples queue_wait_;
   Samples run_time_;

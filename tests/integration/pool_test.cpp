@@ -765,3 +765,53 @@ TEST_CASE("a cancelled task's children die with it when its pool's process ignor
   REQUIRE(wait_for_pid_file(path + ".cancelled") > 0);  // cancel() has returned; the pool lives on.
   CHECK(process_support::wait_gone(grandchild));
 }
+
+TEST_CASE("kills of starting workers from elsewhere do not degrade the pool", "[pool]") {
+  // A worker program that writes its pid, then waits for a file before it
+  // becomes the worker: while it waits, it is a starting worker.
+  const TempPath dir("outside-kills"), script("slow-worker");
+  std::filesystem::create_directories(dir.path);
+  struct RemoveDir {
+    std::filesystem::path p;
+    ~RemoveDir() {
+      std::error_code ignored;
+      std::filesystem::remove_all(p, ignored);
+    }
+  } remove_dir{dir.path};
+  const auto go = dir.path / "go";
+  {
+    std::ofstream out(script.path);
+    out << "#!/bin/sh\necho $$ > '" << dir.path.string() << "/pid.'$$\nwhile [ ! -e '" << go.string()
+        << "' ]; do sleep 0.01; done\nexec '" << CANCELLABLE_WORKER_PROGRAM << "' \"$@\"\n";
+  }
+  std::filesystem::permissions(script.path, std::filesystem::perms::owner_all);
+  std::ofstream(go) << "1";
+  PoolOptions options = builtin_pool(1, 0);
+  options.worker_program = script.path;
+  options.respawn_budget = 3;
+  WorkerPool pool(options);
+  const pid_t ready = pool.run(builtin::pid).get();  // (The script exec'd the worker: same pid.)
+  std::filesystem::remove(go);
+  std::set<std::string> seen;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path)) seen.insert(e.path().filename());
+  ::kill(ready, SIGKILL);
+  // Each replacement, while it starts, killed from elsewhere: twice the budget.
+  for (int kill = 0; kill < 6; ++kill) {
+    pid_t victim = 0;
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (victim == 0 && std::chrono::steady_clock::now() < deadline) {
+      for (const auto& e : std::filesystem::directory_iterator(dir.path)) {
+        const std::string name = e.path().filename();
+        if (name.starts_with("pid.") && !seen.count(name)) {
+          seen.insert(name);
+          victim = std::stoi(name.substr(4));
+        }
+      }
+      std::this_thread::yield();
+    }
+    REQUIRE(victim > 0);
+    ::kill(victim, SIGKILL);
+  }
+  std::ofstream(go) << "1";
+  CHECK(pool.run(builtin::empty).get() == 0);  // (PoolDegraded before: five kills used the budget up.)
+}
