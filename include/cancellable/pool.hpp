@@ -14,17 +14,28 @@
 // words, no lock a killed worker could hold. Nothing has a name in /dev/shm.
 //
 // run(task, args..., token, options) queues the task; a worker takes it
-// when one is free (at most `size` tasks run at once). Cancelled while
-// queued, it never starts. Cancelled while running, the future fails at once
-// with the token's exception, the worker's process group gets SIGKILL, a
-// standby worker takes the slot, and a replacement is started in the
-// background; the next task does not wait for the old worker's reap.
+// when one is free (at most `size` tasks run at once). A task whose token is
+// cancelled before a worker takes it never starts: the token is checked
+// right before each hand-over, so this holds while one cancel() is still
+// notifying many tasks; one cancel() kills only the workers running that
+// token's tasks at that moment, and no task of the token completes with a
+// value once cancel() has begun. Cancelled while running, the future fails
+// at once with the token's exception, the worker's process group gets
+// SIGKILL, a standby worker takes the slot, and a replacement is started at
+// once in the background; the next task does not wait for the old worker's
+// reap. Arguments follow the rules of results (task.hpp): plain data, or
+// types cereal can serialize; pointers and views do not compile.
 //
 // Workers run in their own process groups and die with the pool's process
 // (PR_SET_PDEATHSIG, and a check at start that the parent is still there).
 // What a task starts stays in its worker's group and is killed with it: on a
-// cancel, when the worker exits, and, through the keeper process isolates
-// use (runner/keeper.hpp), when the pool's process dies.
+// cancel (whatever SIGCHLD's disposition, SIG_IGN included), when the
+// worker exits, and, through the keeper, when the pool's process dies. The
+// keeper is the worker program itself, started with posix_spawn as
+// `PROGRAM --cancellable-keeper PID` (isolates share it): making a pool never
+// forks your process, runs none of your pthread_atfork handlers, and the
+// workers' shared memory is not inherited by your process's later forks
+// (MADV_DONTFORK).
 // The destructor fails what is queued or running (CancelledException), kills
 // every worker and reaps it.
 //
@@ -37,10 +48,13 @@
 // MemoryLimitExceeded (PoolOptions::memory_limit_bytes);
 // CpuTimeLimitExceeded (TaskOptions::cpu_time_limit); ResultTooLarge;
 // std::length_error (arguments over max_argument_bytes).
-// run() itself throws PoolQueueFull when max_queue tasks wait already (or
-// use room() to wait for space), and PoolDegraded once the pool stopped
-// starting workers (respawn_budget start failures within respawn_period;
-// the message says why).
+// run() itself throws PoolQueueFull when max_queue tasks wait already and
+// no worker is free for it (room() completes when run() would take a task:
+// room in the queue, a free worker, or a degraded pool's answer), and
+// PoolDegraded while the pool has stopped starting workers (respawn_budget
+// failures of the program to start within respawn_period: exit, crash or
+// not ready in time; kills from elsewhere and EAGAIN/ENOMEM at spawn do not
+// count; it tries again after respawn_period; the message says why).
 // The constructor throws WorkerStartFailed if the first workers cannot
 // start: the program is missing or not executable (with the errno), or it
 // is not a worker program (it exited, or did not become ready within
@@ -91,6 +105,7 @@ struct PoolOptions {
   // that was killed or recycled while its replacement starts.
   std::size_t standby = 1;
   // Tasks that may wait for a worker; run() beyond that throws PoolQueueFull.
+  // Zero: no waiting room; run() succeeds while a worker is free.
   std::size_t max_queue = 1024;
   // Recycle (stop and replace) a worker after this many tasks.
   std::optional<std::size_t> recycle_after_tasks;
@@ -111,8 +126,10 @@ struct PoolOptions {
   std::optional<std::chrono::milliseconds> idle_timeout;
   // How long a starting worker may take to become ready.
   std::chrono::milliseconds start_timeout{30'000};
-  // After respawn_budget workers failed to start within respawn_period, the
-  // pool stops starting workers and run() throws PoolDegraded.
+  // After respawn_budget workers failed to start within respawn_period (the
+  // program's own failures: not kills from elsewhere, not EAGAIN/ENOMEM,
+  // which back off), the pool stops starting workers and run() throws
+  // PoolDegraded; after respawn_period it tries again.
   std::size_t respawn_budget = 5;
   std::chrono::milliseconds respawn_period{60'000};
 };
