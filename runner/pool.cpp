@@ -741,8 +741,9 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     const int pidfd = open_pidfd(pid);
     if (pidfd < 0) {
       const int e = errno;
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
+      ::kill(pid, SIGKILL);  // (Our unreaped child: its pid cannot be reused yet.)
+      while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
       throw std::system_error(e, std::generic_category(), "pidfd_open");
     }
     worker->pidfd = pidfd;
@@ -754,8 +755,19 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       keeper_register(ensure_keeper_started(), pid);
     } catch (const std::system_error&) {
     }
-    // The handle owns the pidfd from here on.
-    worker->process = std::make_unique<bp2::process>(io_.get_executor(), pid, pidfd);
+    // The handle owns the pidfd from here on. (Making it may fail: Asio's
+    // reactor of io_ wants descriptors of its own the first time. The
+    // worker is then killed and reaped here: a failed spawn leaves nothing.)
+    try {
+      worker->process = std::make_unique<bp2::process>(io_.get_executor(), pid, pidfd);
+    } catch (...) {
+      keeper_forget(pid);
+      (void)send_signal_to_pidfd(pidfd, SIGKILL);
+      while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+      ::close(pidfd);
+      throw;
+    }
     return worker;
   }
 

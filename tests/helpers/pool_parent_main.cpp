@@ -9,6 +9,7 @@
 // whether the child inherited the worker's memory; writes
 // "atfork N\nkeeper EXE\ninherited 0|1\n" to OUT.
 #include <pthread.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -93,8 +94,59 @@ int sigchld_ignored(const char* worker, const std::string& pid_file) {
 
 }  // namespace
 
+int open_descriptors() {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+int children() {
+  int n = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(task.path() / "children");
+    for (long pid = 0; in >> pid;) ++n;
+  }
+  return n;
+}
+
+// Makes pools under ever higher RLIMIT_NOFILE limits, from too low to
+// enough; after each (made and destroyed, or failed) nothing may be left:
+// no descriptor, no child. Writes "failed F made M leaks L" (and each leak).
+int low_descriptors(const char* worker, const char* out_path) {
+  cancellable::PoolOptions options;
+  options.worker_program = worker;
+  options.size = 2;
+  options.standby = 1;
+  { cancellable::WorkerPool warm(options); }  // (The keeper and the libraries' own descriptors, once.)
+  std::ofstream out(out_path);
+  const int base = open_descriptors();
+  rlimit original{};
+  ::getrlimit(RLIMIT_NOFILE, &original);
+  int failed = 0, made = 0, leaks = 0;
+  for (int extra = 0; extra <= 40; ++extra) {
+    rlimit low = original;
+    low.rlim_cur = static_cast<rlim_t>(base + extra);
+    ::setrlimit(RLIMIT_NOFILE, &low);
+    try {
+      cancellable::WorkerPool pool(options);
+      ++made;
+    } catch (const std::exception&) {
+      ++failed;
+    }
+    ::setrlimit(RLIMIT_NOFILE, &original);
+    const int fds = open_descriptors(), kids = children();
+    if (fds != base || kids != 0) {
+      ++leaks;
+      out << "leak at limit base+" << extra << ": " << fds - base << " descriptors, " << kids << " children\n";
+    }
+  }
+  out << "failed " << failed << " made " << made << " leaks " << leaks << "\n";
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc == 4 && std::strcmp(argv[1], "--fresh-process") == 0) return fresh_process(argv[2], argv[3]);
+  if (argc == 4 && std::strcmp(argv[1], "--low-descriptors") == 0) return low_descriptors(argv[2], argv[3]);
   if (argc == 4 && std::strcmp(argv[1], "--sigchld-ignored") == 0) return sigchld_ignored(argv[2], argv[3]);
   if (argc != 3) return 2;
   cancellable::PoolOptions options;

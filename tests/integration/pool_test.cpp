@@ -815,3 +815,24 @@ TEST_CASE("kills of starting workers from elsewhere do not degrade the pool", "[
   std::ofstream(go) << "1";
   CHECK(pool.run(builtin::empty).get() == 0);  // (PoolDegraded before: five kills used the budget up.)
 }
+
+TEST_CASE("a pool that cannot start for want of descriptors leaves no process, zombie or descriptor behind", "[pool]") {
+  const TempPath out("low-descriptors");
+  const std::string helper = CANCELLABLE_POOL_PARENT_HELPER;
+  const std::string worker = CANCELLABLE_WORKER_PROGRAM;
+  const std::string path = out.path.string();
+  char* argv[] = {const_cast<char*>(helper.c_str()), const_cast<char*>("--low-descriptors"),
+                  const_cast<char*>(worker.c_str()), const_cast<char*>(path.c_str()), nullptr};
+  pid_t pid = 0;
+  REQUIRE(::posix_spawn(&pid, helper.c_str(), nullptr, nullptr, argv, environ) == 0);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  std::ifstream in(out.path);
+  const std::string report((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  INFO(report);
+  CHECK(report.find("leaks 0\n") != std::string::npos);
+  CHECK(report.find("failed 0 ") == std::string::npos);  // (Some limits were too low: the failure paths ran.)
+  CHECK(report.find(" made 0 ") == std::string::npos);   // (And the highest were enough.)
+}
