@@ -24,8 +24,15 @@ void usage(std::FILE* to) {
 
 }  // namespace
 
+namespace cancellable::bench {
+int pool_construct_child(bool ballast);  // (pool_construct.cpp)
+}
+
 int main(int argc, char** argv) {
   using namespace cancellable::bench;
+  if (argc >= 2 && std::strcmp(argv[1], "--pool-construct-child") == 0) {
+    return pool_construct_child(argc == 3 && std::strcmp(argv[2], "--ballast") == 0);
+  }
   Settings settings;
   bool json = false;
   std::set<std::string> only;
