@@ -244,6 +244,7 @@ std::vector<Scenario>& all_scenarios() {
       {"pool_roundtrip", pool_roundtrip},
       {"pool_cancel", pool_cancel},
       {"pool_big_parent", pool_big_parent},
+      {"slot_reuse_back_to_back", slot_reuse_back_to_back},
   };
   return all;
 }

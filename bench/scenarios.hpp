@@ -69,6 +69,7 @@ std::vector<Row> pool_cancel(const Settings&);
 // empty_roundtrip for fork and pool, and spawn_worker, from a tiny parent
 // and from one holding 1 GiB.
 std::vector<Row> pool_big_parent(const Settings&);
+std::vector<Row> slot_reuse_back_to_back(const Settings&);
 
 // Goals that compare rows of different scenarios (cancel_to_reaped against
 // raw_kill_reap, empty_roundtrip against raw_fork_roundtrip), when both ran.
