@@ -1029,7 +1029,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     // Read the outcome while nothing else may write it: only when the
     // worker answered this task and was not killed meanwhile.
     std::unique_lock lock(mutex_);
-    const bool answered = !refused && r == seq && !w->killed;
+    bool answered = !refused && r == seq && !w->killed;
     std::string payload;
     PoolSlot::Outcome outcome = PoolSlot::Outcome::none;
     if (answered) {
@@ -1039,7 +1039,15 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         if (bytes > w->memory->result_capacity || bytes > std::max<std::size_t>(options_.max_result_bytes, 65536)) {
           outcome = PoolSlot::Outcome::none;  // a size the worker could not have written
         } else {
+          // Copied with the pool's lock free (a result may be 256 MiB): the
+          // worker is still busy, so nothing hands it a task meanwhile, and
+          // it writes nothing until it gets one.
+          lock.unlock();
           payload.assign(w->memory->result(), bytes);
+          lock.lock();
+          // Killed meanwhile (a cancel that came as it answered): the
+          // cancel counted it, and its future has the token's exception.
+          if (w->killed) answered = false;
         }
       } else if (outcome == PoolSlot::Outcome::too_large) {
         payload = std::to_string(bytes);
