@@ -4,7 +4,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include "cancellable/http.hpp"
 
@@ -32,6 +36,21 @@ std::string error_text(const cancellable::Future<T>& f) {
     return e.what();
   }
   return "(succeeded)";
+}
+
+// The names of this process's threads (the client names its threads:
+// "cancellable-io", "cancellable-dns", "cancellable-body").
+inline std::vector<std::string> thread_name_list() {
+  std::vector<std::string> names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::getline(comm, names.emplace_back());
+  }
+  return names;
+}
+inline int threads_named(const std::string& wanted) {
+  auto names = thread_name_list();
+  return static_cast<int>(std::count(names.begin(), names.end(), wanted));
 }
 
 }  // namespace test_http

@@ -37,6 +37,7 @@ using test_http::RawServer;
 using Kind = cancellable::http::HttpError::Kind;
 using test_http::error_kind;
 using test_http::error_text;
+using test_http::threads_named;
 
 namespace {
 
@@ -72,17 +73,6 @@ bool eventually(Pred pred) {
     std::this_thread::yield();
   }
   return true;
-}
-
-int threads_named(const std::string& wanted) {
-  int n = 0;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream comm(task.path() / "comm");
-    std::string name;
-    std::getline(comm, name);
-    n += name == wanted;
-  }
-  return n;
 }
 
 }  // namespace

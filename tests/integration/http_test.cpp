@@ -34,6 +34,8 @@ using cancellable::http::Request;
 using Kind = cancellable::http::HttpError::Kind;
 using test_http::error_kind;
 using test_http::error_text;
+using test_http::thread_name_list;
+using test_http::threads_named;
 
 namespace {
 
@@ -43,20 +45,6 @@ int count_entries(const char* dir) {
   return n;
 }
 
-// The names of this process's threads (the client names its I/O thread and
-// its lookup threads).
-std::vector<std::string> thread_name_list() {
-  std::vector<std::string> names;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream comm(task.path() / "comm");
-    std::getline(comm, names.emplace_back());
-  }
-  return names;
-}
-int threads_named(const std::string& wanted) {
-  auto names = thread_name_list();
-  return static_cast<int>(std::count(names.begin(), names.end(), wanted));
-}
 int lookup_threads() { return threads_named("cancellable-dns"); }
 
 // Waits (up to a deadline) until pred() holds: for threads that end on their

@@ -134,6 +134,27 @@ pid_t wait_for_pid_file(const std::filesystem::path& path) {
   return 0;
 }
 
+// Starts the pool parent helper with a mode and the worker program, then
+// more arguments.
+pid_t start_pool_helper(const std::string& mode, const std::string& last) {
+  std::vector<std::string> args{CANCELLABLE_POOL_PARENT_HELPER, mode, CANCELLABLE_WORKER_PROGRAM, last};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  if (::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
+  return pid;
+}
+
+// The helper's exit code once it ends by itself (-1 if killed).
+int pool_helper_status(const std::string& mode, const std::string& last) {
+  const pid_t pid = start_pool_helper(mode, last);
+  if (pid <= 0) return -1;
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 template <class T>
 std::exception_ptr error_of(const Future<T>& f) {
   if (f.wait_for(120s) != std::future_status::ready) return nullptr;
@@ -591,17 +612,8 @@ TEST_CASE("no worker, nor a task's child, outlives its pool's process killed wit
 
 TEST_CASE("making a pool forks nothing of its process: the keeper is the worker program, and later forks do not map worker memory", "[pool]") {
   const TempPath out("fresh-process");
-  const std::string helper = CANCELLABLE_POOL_PARENT_HELPER;
   const std::string worker = CANCELLABLE_WORKER_PROGRAM;
-  const std::string path = out.path.string();
-  char* argv[] = {const_cast<char*>(helper.c_str()), const_cast<char*>("--fresh-process"),
-                  const_cast<char*>(worker.c_str()), const_cast<char*>(path.c_str()), nullptr};
-  pid_t pid = 0;
-  REQUIRE(::posix_spawn(&pid, helper.c_str(), nullptr, nullptr, argv, environ) == 0);
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
+  REQUIRE(pool_helper_status("--fresh-process", out.path.string()) == 0);
   std::ifstream in(out.path);
   std::string word, keeper;
   int prepares = -1, inherited = -1;
@@ -744,13 +756,9 @@ TEST_CASE("one cancel() over many tasks kills only the workers running them, and
 
 TEST_CASE("a cancelled task's children die with it when its pool's process ignores SIGCHLD", "[pool]") {
   const TempPath pid_file("sigchld-ignored");
-  const std::string helper = CANCELLABLE_POOL_PARENT_HELPER;
-  const std::string worker = CANCELLABLE_WORKER_PROGRAM;
   const std::string path = pid_file.path.string();
-  char* argv[] = {const_cast<char*>(helper.c_str()), const_cast<char*>("--sigchld-ignored"),
-                  const_cast<char*>(worker.c_str()), const_cast<char*>(path.c_str()), nullptr};
-  pid_t parent = 0;
-  REQUIRE(::posix_spawn(&parent, helper.c_str(), nullptr, nullptr, argv, environ) == 0);
+  const pid_t parent = start_pool_helper("--sigchld-ignored", path);
+  REQUIRE(parent > 0);
   struct KillAtEnd {
     pid_t pid;
     std::string marker;
@@ -818,17 +826,7 @@ TEST_CASE("kills of starting workers from elsewhere do not degrade the pool", "[
 
 TEST_CASE("a pool that cannot start for want of descriptors leaves no process, zombie or descriptor behind", "[pool]") {
   const TempPath out("low-descriptors");
-  const std::string helper = CANCELLABLE_POOL_PARENT_HELPER;
-  const std::string worker = CANCELLABLE_WORKER_PROGRAM;
-  const std::string path = out.path.string();
-  char* argv[] = {const_cast<char*>(helper.c_str()), const_cast<char*>("--low-descriptors"),
-                  const_cast<char*>(worker.c_str()), const_cast<char*>(path.c_str()), nullptr};
-  pid_t pid = 0;
-  REQUIRE(::posix_spawn(&pid, helper.c_str(), nullptr, nullptr, argv, environ) == 0);
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
-  REQUIRE(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(pool_helper_status("--low-descriptors", out.path.string()) == 0);
   std::ifstream in(out.path);
   const std::string report((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   INFO(report);
