@@ -33,9 +33,11 @@
 // buffers.
 //
 // What the work starts (children, a double fork) stays in the worker's
-// process group and is killed with it: on a cancel, after the worker exits,
-// and, through a keeper process started with the first isolate, when the
-// parent dies. Processes that leave the group (setsid) are not covered.
+// process group and is killed with it: on a cancel (whatever SIGCHLD's
+// disposition), after the worker exits, and, through the keeper process
+// (shared with pools: a worker program exec'd with posix_spawn when one is
+// known, see WorkerPool; otherwise a fork of this process), when the parent
+// dies. Processes that leave the group (setsid) are not covered.
 //
 // Launch: everything that can fail for want of descriptors or memory happens
 // before the fork. After it, the child waits at a start gate until the
