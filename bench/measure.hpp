@@ -5,9 +5,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <future>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,6 +21,20 @@ namespace cancellable::bench {
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+
+// 1 GiB of touched memory, held while alive (a big parent).
+struct Ballast {
+  Ballast() : bytes(std::size_t{1} << 30) {
+    memory = static_cast<char*>(::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (memory == MAP_FAILED) throw std::runtime_error("mmap of 1 GiB failed");
+    std::memset(memory, 1, bytes);
+  }
+  ~Ballast() { ::munmap(memory, bytes); }
+  Ballast(const Ballast&) = delete;
+  Ballast& operator=(const Ballast&) = delete;
+  std::size_t bytes;
+  char* memory;
+};
 
 inline double us_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double, std::micro>(to - from).count();

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -26,13 +27,8 @@ namespace cancellable::bench {
 // The child: optionally writes 1 GiB, then times its first pool's
 // constructor and prints the microseconds.
 int pool_construct_child(bool ballast) {
-  constexpr std::size_t kBytes = std::size_t{1} << 30;
-  void* memory = nullptr;
-  if (ballast) {
-    memory = ::mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (memory == MAP_FAILED) return 3;
-    std::memset(memory, 1, kBytes);
-  }
+  std::optional<Ballast> big;
+  if (ballast) big.emplace();
   PoolOptions options;
   const char* worker = std::getenv("CANCELLABLE_WORKER_PROGRAM");
   options.worker_program = worker ? worker : CANCELLABLE_BENCH_WORKER_PROGRAM;
@@ -45,7 +41,6 @@ int pool_construct_child(bool ballast) {
     us = us_between(start, Clock::now());
   }
   std::printf("%.3f\n", us);
-  if (memory) ::munmap(memory, kBytes);
   return 0;
 }
 

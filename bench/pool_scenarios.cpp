@@ -281,18 +281,6 @@ double spawn_worker_once() {
   return us;
 }
 
-// 1 GiB of touched memory, held while alive.
-struct Ballast {
-  Ballast() : bytes(std::size_t{1} << 30) {
-    memory = static_cast<char*>(::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    if (memory == MAP_FAILED) throw std::runtime_error("mmap of 1 GiB failed");
-    std::memset(memory, 1, bytes);
-  }
-  ~Ballast() { ::munmap(memory, bytes); }
-  std::size_t bytes;
-  char* memory;
-};
-
 }  // namespace
 
 std::vector<Row> pool_roundtrip(const Settings& settings) {

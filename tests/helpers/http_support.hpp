@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -36,6 +38,19 @@ std::string error_text(const cancellable::Future<T>& f) {
     return e.what();
   }
   return "(succeeded)";
+}
+
+// Waits (up to a minute) until pred() holds: for threads that end on their
+// own, and for the kernel to drop a joined thread from /proc/self/task,
+// which it may do a little after pthread_join returned.
+template <class Pred>
+bool eventually(Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
 }
 
 // The names of this process's threads (the client names its threads:

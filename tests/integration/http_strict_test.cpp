@@ -37,6 +37,7 @@ using test_http::RawServer;
 using Kind = cancellable::http::HttpError::Kind;
 using test_http::error_kind;
 using test_http::error_text;
+using test_http::eventually;
 using test_http::threads_named;
 
 namespace {
@@ -65,15 +66,6 @@ long rss_kib() {
   return 0;
 }
 
-template <class Pred>
-bool eventually(Pred pred) {
-  const auto deadline = std::chrono::steady_clock::now() + 60s;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
 
 }  // namespace
 

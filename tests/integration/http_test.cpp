@@ -34,6 +34,7 @@ using cancellable::http::Request;
 using Kind = cancellable::http::HttpError::Kind;
 using test_http::error_kind;
 using test_http::error_text;
+using test_http::eventually;
 using test_http::thread_name_list;
 using test_http::threads_named;
 
@@ -47,18 +48,6 @@ int count_entries(const char* dir) {
 
 int lookup_threads() { return threads_named("cancellable-dns"); }
 
-// Waits (up to a deadline) until pred() holds: for threads that end on their
-// own (lookups), and for the kernel to drop a joined thread from
-// /proc/self/task, which it may do a little after pthread_join returned.
-template <class Pred>
-bool eventually(Pred pred) {
-  const auto deadline = std::chrono::steady_clock::now() + 60s;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
 bool no_lookup_threads() {
   return eventually([] { return lookup_threads() == 0; });
 }

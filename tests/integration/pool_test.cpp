@@ -115,9 +115,9 @@ struct TempPath {
              ("cancellable-pool-" + name + "-" + std::to_string(::getpid()))) {
     std::filesystem::remove(path);
   }
-  ~TempPath() {
+  ~TempPath() {  // (A file, or a directory and what it holds.)
     std::error_code ignored;
-    std::filesystem::remove(path, ignored);
+    std::filesystem::remove_all(path, ignored);
   }
   std::filesystem::path path;
 };
@@ -728,13 +728,6 @@ TEST_CASE("one cancel() over many tasks kills only the workers running them, and
   WorkerPool pool(self_pool(2, 2));
   const TempPath dir("never-started");
   std::filesystem::create_directories(dir.path);
-  struct RemoveDir {
-    std::filesystem::path p;
-    ~RemoveDir() {
-      std::error_code ignored;
-      std::filesystem::remove_all(p, ignored);
-    }
-  } remove_dir{dir.path};
   const TempPath a("spinner-a"), b("spinner-b");
   CancellationToken token;
   auto spin_a = pool.run(write_pid_and_spin_task, a.path.string(), token);
@@ -779,13 +772,6 @@ TEST_CASE("kills of starting workers from elsewhere do not degrade the pool", "[
   // becomes the worker: while it waits, it is a starting worker.
   const TempPath dir("outside-kills"), script("slow-worker");
   std::filesystem::create_directories(dir.path);
-  struct RemoveDir {
-    std::filesystem::path p;
-    ~RemoveDir() {
-      std::error_code ignored;
-      std::filesystem::remove_all(p, ignored);
-    }
-  } remove_dir{dir.path};
   const auto go = dir.path / "go";
   {
     std::ofstream out(script.path);
