@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "cancellable/http.hpp"
 
@@ -18,6 +19,9 @@ namespace cancellable::http::detail {
 //    than "chunked" is refused);
 //  - Host is given twice or empty.
 void check_request(const Request& request, const std::string& context);
+
+// ASCII case-insensitive equality (header names, methods).
+bool iequals(std::string_view a, std::string_view b) noexcept;
 
 // RFC 9110 section 5.6.2.
 bool is_token(std::string_view s) noexcept;
