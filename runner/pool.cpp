@@ -188,7 +188,8 @@ struct Entry final : WaitHelper, std::enable_shared_from_this<Entry> {
   Clock::time_point taken;
   std::uint32_t seq = 0;  // its task number, once reserved
   std::weak_ptr<PoolImpl> pool;
-  // Set once the task is in the worker's memory and posted.
+  // Set once the task is in the worker's memory and posted (under the
+  // pool's lock; read by help() without it).
   std::atomic<bool> posted{false};
   // Whoever first sees the worker's answer (the driver, or a helping
   // waiter) claims the conclusion; the other waits for it.
@@ -519,7 +520,11 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         // Never started: the future has failed already.
         settled = drop_queued_locked(entry);
         room = !room_waiters_.empty();
-      } else if (entry->state == Entry::State::running && entry->worker) {
+      } else if (entry->state == Entry::State::running && entry->worker && entry->posted.load() &&
+                 !entry->worker->dead && !entry->worker->killed) {
+        // (Not posted yet: post() sees the cancelled token and never posts
+        // it, and the worker lives on. Dead already: the task is counted as
+        // crashed when concluded; killed, it is not: each task counts once.)
         ++stats_.tasks_killed;
         kill_locked(*entry->worker);
         // The slot is free now: only a queued task needs to know at once
@@ -1196,9 +1201,14 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     // The last moment the task can still be kept from starting: a token is
     // marked cancelled before its callbacks run, so a cancel() still busy
     // notifying other tasks (or one that came while the arguments were
-    // encoded) is seen here, and the worker never sees the task.
-    if (entry.job->token.is_cancelled()) return entry.job->token.exception();
-    entry.posted.store(true, std::memory_order_release);
+    // encoded) is seen here, and the worker never sees the task. Under the
+    // pool's lock, as cancel() decides under it: a cancel that finds the
+    // task not posted leaves its worker alive, as this refuses it.
+    {
+      std::lock_guard lock(mutex_);
+      if (entry.job->token.is_cancelled()) return entry.job->token.exception();
+      entry.posted.store(true, std::memory_order_release);
+    }
     slot->request.store(seq, std::memory_order_release);
     futex_wake_all(slot->request);
     return std::nullopt;

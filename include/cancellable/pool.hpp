@@ -17,13 +17,15 @@
 // when one is free (at most `size` tasks run at once). A task whose token is
 // cancelled before a worker takes it never starts: the token is checked
 // right before each hand-over, so this holds while one cancel() is still
-// notifying many tasks; one cancel() kills only the workers running that
-// token's tasks at that moment, and no task of the token completes with a
-// value once cancel() has begun. Cancelled while running, the future fails
-// at once with the token's exception, the worker's process group gets
-// SIGKILL, a standby worker takes the slot, and a replacement is started at
-// once in the background; the next task does not wait for the old worker's
-// reap. Arguments follow the rules of results (task.hpp): plain data, or
+// notifying many tasks, and a worker that was being handed the task lives
+// on; one cancel() kills only the workers running that token's tasks at
+// that moment, and no task of the token completes with a value once
+// cancel() has begun. Cancelled while running, the future fails at once
+// with the token's exception, the worker's process group gets SIGKILL, a
+// standby worker takes the slot, and a replacement starts in the
+// background as the killed worker is reaped; the next task does not wait
+// for either. stats() counts each task once: run, killed by its cancel, or
+// crashed (a worker that died before its task's cancel came). Arguments follow the rules of results (task.hpp): plain data, or
 // types cereal can serialize; pointers and views do not compile.
 //
 // Workers run in their own process groups and die with the pool's process

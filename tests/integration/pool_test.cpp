@@ -51,6 +51,7 @@ int create_file(std::string path) {
   std::ofstream out(path);
   return 1;
 }
+int create_file_with_ballast(std::string path, std::string) { return create_file(std::move(path)); }
 std::string create_a_pool_inside() {
   try {
     PoolOptions options;
@@ -87,6 +88,8 @@ constexpr Task<int()> unregistered_task{"test.registered_nowhere"};
 CANCELLABLE_TASK(own_pid_task, own_pid);
 CANCELLABLE_TASK(joined_task, joined);
 constexpr Task<int(std::string)> create_file_task{"test.create_file"};
+constexpr Task<int(std::string, std::string)> create_file_with_ballast_task{"test.create_file_with_ballast"};
+CANCELLABLE_TASK(create_file_with_ballast_task, create_file_with_ballast);
 constexpr Task<std::string()> create_a_pool_inside_task{"test.create_a_pool_inside"};
 CANCELLABLE_TASK(write_pid_and_spin_task, write_pid_and_spin);
 CANCELLABLE_TASK(create_file_task, create_file);
@@ -819,4 +822,59 @@ TEST_CASE("a pool that cannot start for want of descriptors leaves no process, z
   CHECK(report.find("leaks 0\n") != std::string::npos);
   CHECK(report.find("failed 0 ") == std::string::npos);  // (Some limits were too low: the failure paths ran.)
   CHECK(report.find(" made 0 ") == std::string::npos);   // (And the highest were enough.)
+}
+
+TEST_CASE("a task whose worker died is counted once, as a crash, when its token is cancelled after the death", "[pool]") {
+  // The cancel comes as the pool learns of the death (the pid is reaped),
+  // before or after the task is concluded: each task is counted once,
+  // whichever comes first.
+  WorkerPool pool(self_pool(1, 1));
+  const int rounds = 40;
+  for (int i = 0; i < rounds; ++i) {
+    const TempPath pid_file("died-then-cancelled");
+    CancellationToken token;
+    auto running = pool.run(write_pid_and_spin_task, pid_file.path.string(), token);
+    const pid_t worker = wait_for_pid_file(pid_file.path);
+    REQUIRE(worker > 0);
+    ::kill(worker, SIGKILL);
+    while (::kill(worker, 0) == 0) std::this_thread::yield();  // (until the pool reaped it)
+    token.cancel();
+    REQUIRE(error_of(running) != nullptr);
+  }
+  const auto stats = pool.stats();
+  CHECK(stats.crashes + stats.tasks_killed == rounds);
+  CHECK(stats.tasks_run == 0);
+}
+
+TEST_CASE("a task cancelled while run() hands it over never starts, and its worker lives on", "[pool]") {
+  // run() reserves an idle worker, then encodes the arguments (32 MiB here)
+  // with no lock held; a cancel in that window must not kill the worker,
+  // which never saw the task. The cancel comes from another thread once
+  // the worker counts as busy: most rounds land in the window, and one is
+  // enough (a round whose cancel came after the hand-over proves nothing).
+  PoolOptions options = self_pool(1, 0);
+  options.max_argument_bytes = 48u << 20;
+  WorkerPool pool(options);
+  const std::string ballast(32u << 20, 'x');
+  int spared = 0;
+  for (int i = 0; i < 20 && spared == 0; ++i) {
+    const pid_t before = static_cast<pid_t>(pool.run(own_pid_task).get());
+    const auto killed_before = pool.stats().tasks_killed;
+    const TempPath marker("handed-over");
+    CancellationToken token;
+    std::thread canceller([&] {
+      while (pool.stats().busy == 0) std::this_thread::yield();
+      token.cancel();
+    });
+    auto task = pool.run(create_file_with_ballast_task, marker.path.string(), ballast, token);
+    canceller.join();
+    REQUIRE(error_of(task) != nullptr);
+    CHECK_THROWS_AS(task.get(), CancelledException);
+    const pid_t after = static_cast<pid_t>(pool.run(own_pid_task).get());
+    if (!std::filesystem::exists(marker.path) && after == before) {
+      CHECK(pool.stats().tasks_killed == killed_before);
+      ++spared;
+    }
+  }
+  CHECK(spared == 1);
 }
