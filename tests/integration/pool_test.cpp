@@ -284,7 +284,7 @@ TEST_CASE("settled() of a killed task completes once its worker is reaped; of ot
 }
 
 TEST_CASE("CancellableIsolate::run sends a task to a pool with Backend::pool, and forks or threads it otherwise",
-          "[pool]") {
+          "[pool][fork]") {
   WorkerPool pool(self_pool(1, 0));
   const int worker = pool.run(own_pid_task).get();
   IsolateOptions in_pool;
