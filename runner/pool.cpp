@@ -831,10 +831,8 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     worker->reaped = true;
     auto settled = std::move(worker->settle_at_reap);
     worker->settle_at_reap.clear();
-    // The task it ran is over too (its driver concludes it from here).
-    if (worker->running && worker->running->job && worker->running->job->settled) {
-      settled.push_back(std::exchange(worker->running->job->settled, nullptr));
-    }
+    // (The task it ran, if any, is settled by its conclusion, which follows
+    // at once: after the statistics count it.)
     worker->dead = true;
     worker->exit = exit;
     const bool driver_waits = worker->state == Worker::State::busy || worker->state == Worker::State::starting;
@@ -936,7 +934,9 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
         bool idle_exit = false;
         while (!woken()) {
           if (changed_.wait_until(lock, Clock::now() + *options_.idle_timeout, woken)) break;
-          if (alive_count_locked() > options_.size) {
+          // (Not a worker run() has reserved and is posting a task to: it
+          // is busy, and its task would be lost with it.)
+          if (!w->running && alive_count_locked() > options_.size) {
             standby_wanted_ = false;
             ++stats_.idle_exits;
             idle_exit = true;

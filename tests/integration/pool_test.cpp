@@ -15,6 +15,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -833,13 +834,16 @@ TEST_CASE("a task whose worker died is counted once, as a crash, when its token 
   for (int i = 0; i < rounds; ++i) {
     const TempPath pid_file("died-then-cancelled");
     CancellationToken token;
-    auto running = pool.run(write_pid_and_spin_task, pid_file.path.string(), token);
+    auto running = pool.start(write_pid_and_spin_task, pid_file.path.string(), token);
     const pid_t worker = wait_for_pid_file(pid_file.path);
     REQUIRE(worker > 0);
     ::kill(worker, SIGKILL);
     while (::kill(worker, 0) == 0) std::this_thread::yield();  // (until the pool reaped it)
     token.cancel();
-    REQUIRE(error_of(running) != nullptr);
+    REQUIRE(error_of(running.future()) != nullptr);
+    // (The future may fail with the cancel before the pool has concluded
+    // the task: settled() says it has.)
+    REQUIRE(running.settled().wait_for(60s) == std::future_status::ready);
   }
   const auto stats = pool.stats();
   CHECK(stats.crashes + stats.tasks_killed == rounds);
@@ -877,4 +881,30 @@ TEST_CASE("a task cancelled while run() hands it over never starts, and its work
     }
   }
   CHECK(spared == 1);
+}
+
+TEST_CASE("a worker that run() is handing a task to never exits for being idle", "[pool]") {
+  // With a short idle timeout and arguments that take long to write, the
+  // worker's idle wait ends while run() posts the task; a second run() from
+  // another thread meanwhile brings the standby back, so that more than
+  // `size` workers are up. The worker being handed the task is busy, not
+  // idle: if it left, its task would never be answered.
+  PoolOptions options = self_pool(1, 1);
+  options.idle_timeout = 1ms;
+  options.max_argument_bytes = 160u << 20;
+  WorkerPool pool(options);
+  const std::string ballast(128u << 20, 'x');
+  for (int i = 0; i < 5; ++i) {
+    std::optional<Future<int>> other;
+    std::thread second([&] {
+      while (pool.stats().busy == 0) std::this_thread::yield();
+      other.emplace(pool.run(own_pid_task));
+    });
+    auto task = pool.run(create_file_with_ballast_task, std::string("/dev/null"), ballast);
+    second.join();
+    REQUIRE(task.wait_for(60s) == std::future_status::ready);
+    CHECK(task.get() == 1);
+    REQUIRE(other->wait_for(60s) == std::future_status::ready);
+    CHECK(other->get() > 0);
+  }
 }
