@@ -19,7 +19,10 @@
 //     them all. Nothing stays attached to a token once its request succeeded,
 //     failed or was cancelled.
 //   - A request body given as a BodySource stops being read when the request
-//     is cancelled or fails.
+//     is cancelled or fails. A call of the source in progress then returns
+//     afterwards, on the source's own thread, which holds a copy of the
+//     source: a source must own or share what it uses (capture shared_ptrs,
+//     not references to the caller's stack).
 //   - Name resolution never delays a cancellation or the destructor: host
 //     names are looked up by getaddrinfo (so /etc/hosts and nsswitch apply) on
 //     at most ClientOptions::max_lookup_threads threads per client that

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -259,34 +260,39 @@ TEST_CASE("A request body's source stops being read once its request is cancelle
   test_http::Server server;
   Client client;
   CancellationToken token;
-  std::mutex mutex;
-  std::condition_variable called;
-  int calls = 0, calls_after_cancel = 0;
+  // (Shared with the source: a call under way when the request ends
+  // returns afterwards, on the source's thread.)
+  struct Calls {
+    std::mutex mutex;
+    std::condition_variable called;
+    int calls = 0, calls_after_cancel = 0;
+  };
+  auto state = std::make_shared<Calls>();
   Request request("POST", server.url("/sink"));
-  request.body_source = [&]() -> std::optional<std::string> {
-    std::lock_guard lock(mutex);
-    ++calls;
-    if (token.is_cancelled()) ++calls_after_cancel;
-    called.notify_all();
+  request.body_source = [state, token]() -> std::optional<std::string> {
+    std::lock_guard lock(state->mutex);
+    ++state->calls;
+    if (token.is_cancelled()) ++state->calls_after_cancel;
+    state->called.notify_all();
     return std::string(64 * 1024, 's');
   };
   auto f = client.request(std::move(request), token);
   {
-    std::unique_lock lock(mutex);
-    called.wait(lock, [&] { return calls >= 4; });
+    std::unique_lock lock(state->mutex);
+    state->called.wait(lock, [&] { return state->calls >= 4; });
   }
   token.cancel();
   CHECK(f.exception() == token.exception());
   CHECK(client.get(server.url("/hello")).get().body == "hello");  // After the teardown.
   int settled;
   {
-    std::lock_guard lock(mutex);
-    settled = calls;
-    CHECK(calls_after_cancel <= 1);  // At most the one under way when cancel() came.
+    std::lock_guard lock(state->mutex);
+    settled = state->calls;
+    CHECK(state->calls_after_cancel <= 1);  // At most the one under way when cancel() came.
   }
   CHECK(client.get(server.url("/hello")).get().body == "hello");
-  std::lock_guard lock(mutex);
-  CHECK(calls == settled);
+  std::lock_guard lock(state->mutex);
+  CHECK(state->calls == settled);
 }
 
 TEST_CASE("A request body's source is sent chunked, and its failure fails the request") {
