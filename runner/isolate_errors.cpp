@@ -37,7 +37,7 @@ std::string ProcessExit::str() const {
 }
 
 IsolateCrashed::IsolateCrashed(ProcessExit exit, std::string detail)
-    : std::runtime_error(with_prefix(
+    : WorkerFailed(with_prefix(
           "IsolateCrashed",
           "the isolate's process " +
               (detail.empty() ? (exit.kind == ProcessExit::Kind::killed ? "was " : "") + exit.str()
@@ -45,19 +45,19 @@ IsolateCrashed::IsolateCrashed(ProcessExit exit, std::string detail)
       exit_(exit) {}
 
 MemoryLimitExceeded::MemoryLimitExceeded(std::size_t limit_bytes)
-    : std::runtime_error(with_prefix("MemoryLimitExceeded",
+    : WorkerFailed(with_prefix("MemoryLimitExceeded",
                                      "the isolate ran out of memory under its memory limit of " +
                                          std::to_string(limit_bytes) + " bytes")),
       limit_bytes_(limit_bytes) {}
 
 CpuTimeLimitExceeded::CpuTimeLimitExceeded(std::chrono::seconds limit)
-    : std::runtime_error(with_prefix("CpuTimeLimitExceeded",
+    : WorkerFailed(with_prefix("CpuTimeLimitExceeded",
                                      "the isolate used more than its CPU time limit of " +
                                          format_duration(limit))),
       limit_(limit) {}
 
 ResultTooLarge::ResultTooLarge(std::size_t result_bytes, std::size_t limit_bytes)
-    : std::runtime_error(with_prefix("ResultTooLarge", "the isolate's result is " +
+    : WorkerFailed(with_prefix("ResultTooLarge", "the isolate's result is " +
                                                            std::to_string(result_bytes) +
                                                            " bytes, over the limit of " +
                                                            std::to_string(limit_bytes) + " bytes")),

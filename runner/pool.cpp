@@ -73,7 +73,7 @@ extern char** environ;
 namespace cancellable {
 
 PoolQueueFull::PoolQueueFull(std::size_t max_queue)
-    : std::runtime_error("WorkerPool: the queue is full (" + std::to_string(max_queue) +
+    : PoolError("WorkerPool: the queue is full (" + std::to_string(max_queue) +
                          " tasks wait already; PoolOptions::max_queue, or wait on room())") {}
 
 namespace detail {

@@ -12,7 +12,10 @@
 //                          IsolateOptions::cpu_time_limit.
 //   ResultTooLarge         the encoded result is larger than
 //                          IsolateOptions::max_result_bytes.
-// A wall-clock IsolateOptions::timeout fails with TimeoutException.
+// The last four derive from WorkerFailed: "the worker failed" (it crashed,
+// or was stopped at one of its limits), on either backend that runs the work
+// in a process (a fork isolate, a pool worker), caught in one clause. A
+// wall-clock IsolateOptions::timeout fails with TimeoutException.
 //
 // Exceptions thrown by the work keep their type when they are CancelledException,
 // TimeoutException, one of <stdexcept> or <new>, or a type registered with
@@ -29,6 +32,13 @@
 #include <typeinfo>
 
 namespace cancellable {
+
+// Base of the errors that say the worker failed: IsolateCrashed,
+// MemoryLimitExceeded, CpuTimeLimitExceeded, ResultTooLarge.
+class WorkerFailed : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 class IsolateError : public std::runtime_error {
  public:
@@ -58,7 +68,7 @@ struct ProcessExit {
   friend bool operator==(const ProcessExit&, const ProcessExit&) = default;
 };
 
-class IsolateCrashed : public std::runtime_error {
+class IsolateCrashed : public WorkerFailed {
  public:
   // exit: how the process ended; detail: "ended without a result" or empty.
   explicit IsolateCrashed(ProcessExit exit, std::string detail = {});
@@ -68,7 +78,7 @@ class IsolateCrashed : public std::runtime_error {
   ProcessExit exit_;
 };
 
-class MemoryLimitExceeded : public std::runtime_error {
+class MemoryLimitExceeded : public WorkerFailed {
  public:
   explicit MemoryLimitExceeded(std::size_t limit_bytes);
   std::size_t limit_bytes() const noexcept { return limit_bytes_; }
@@ -77,7 +87,7 @@ class MemoryLimitExceeded : public std::runtime_error {
   std::size_t limit_bytes_;
 };
 
-class CpuTimeLimitExceeded : public std::runtime_error {
+class CpuTimeLimitExceeded : public WorkerFailed {
  public:
   explicit CpuTimeLimitExceeded(std::chrono::seconds limit);
   std::chrono::seconds limit() const noexcept { return limit_; }
@@ -86,7 +96,7 @@ class CpuTimeLimitExceeded : public std::runtime_error {
   std::chrono::seconds limit_;
 };
 
-class ResultTooLarge : public std::runtime_error {
+class ResultTooLarge : public WorkerFailed {
  public:
   ResultTooLarge(std::size_t result_bytes, std::size_t limit_bytes);
   std::size_t result_bytes() const noexcept { return result_bytes_; }

@@ -49,7 +49,10 @@
 // IsolateCrashed (the worker died during the task: signal or exit code);
 // MemoryLimitExceeded (PoolOptions::memory_limit_bytes);
 // CpuTimeLimitExceeded (TaskOptions::cpu_time_limit); ResultTooLarge;
-// std::length_error (arguments over max_argument_bytes).
+// std::length_error (arguments over max_argument_bytes). The four failures
+// of the worker (IsolateCrashed and the three limits) derive from
+// WorkerFailed, as from a fork isolate: one catch clause for all of them.
+// The pool's own errors below derive from PoolError.
 // run() itself throws PoolQueueFull when max_queue tasks wait already and
 // no worker is free for it (room() completes when run() would take a task:
 // room in the queue, a free worker, or a degraded pool's answer), and
@@ -168,22 +171,29 @@ struct PoolStats {
   double run_time_p50_us = 0, run_time_p99_us = 0;
 };
 
+// Base of the pool's own errors (not the task's, not its worker's failure,
+// which is WorkerFailed): PoolQueueFull, PoolDegraded, WorkerStartFailed.
+class PoolError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // run() with max_queue tasks already waiting.
-class PoolQueueFull : public std::runtime_error {
+class PoolQueueFull : public PoolError {
  public:
   explicit PoolQueueFull(std::size_t max_queue);
 };
 
 // The pool stopped starting workers; what() says why.
-class PoolDegraded : public std::runtime_error {
+class PoolDegraded : public PoolError {
  public:
-  using std::runtime_error::runtime_error;
+  using PoolError::PoolError;
 };
 
 // The pool's first workers could not start; what() says why.
-class WorkerStartFailed : public std::runtime_error {
+class WorkerStartFailed : public PoolError {
  public:
-  using std::runtime_error::runtime_error;
+  using PoolError::PoolError;
 };
 
 namespace detail {

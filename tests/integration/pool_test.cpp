@@ -912,3 +912,60 @@ TEST_CASE("a worker that run() is handing a task to never exits for being idle",
     CHECK(other->get() > 0);
   }
 }
+
+TEST_CASE("a worker's failures are caught as WorkerFailed on both backends, and the pool's own errors as PoolError", "[pool][fork]") {
+  // One test body for the fork isolate and the pool: each failure of the
+  // worker (crash, memory limit, result too large, CPU limit) in one clause.
+  const auto failure_of = [](auto&& future) -> std::string {
+    try {
+      (void)future.get();
+    } catch (const WorkerFailed& e) {
+      return std::string("WorkerFailed: ") + e.what();
+    } catch (const std::exception& e) {
+      return std::string("other: ") + e.what();
+    }
+    return "no failure";
+  };
+  PoolOptions limited = builtin_pool(1, 0);
+  limited.memory_limit_bytes = std::size_t{256} << 20;
+  limited.max_result_bytes = 1024;
+  WorkerPool pool(limited);
+  TaskOptions cpu;
+  cpu.cpu_time_limit = std::chrono::seconds(1);
+  IsolateOptions forked;
+  forked.backend = Backend::process;
+  forked.memory_limit_bytes = std::size_t{256} << 20;
+  forked.max_result_bytes = 1024;
+  IsolateOptions forked_cpu;
+  forked_cpu.backend = Backend::process;
+  forked_cpu.cpu_time_limit = std::chrono::seconds(1);
+  const std::vector<std::pair<std::string, std::string>> failures = {
+      {"pool crash", failure_of(pool.run(builtin::crash, SIGSEGV))},
+      {"pool memory", failure_of(pool.run(builtin::allocate, std::uint64_t{512} << 20))},
+      {"pool result", failure_of(pool.run(builtin::echo, std::string(4096, 'r')))},
+      {"pool cpu", failure_of(pool.run(builtin::spin, CancellationToken::none(), cpu))},
+      {"fork crash", failure_of(CancellableIsolate::run([]() -> int { std::abort(); }, CancellationToken::none(), forked))},
+      {"fork memory", failure_of(CancellableIsolate::run([] { return std::string(std::size_t{512} << 20, 'm').size(); },
+                                                         CancellationToken::none(), forked))},
+      {"fork result", failure_of(CancellableIsolate::run([] { return std::string(4096, 'r'); }, CancellationToken::none(), forked))},
+      {"fork cpu", failure_of(CancellableIsolate::run([] {
+                                for (;;) asm volatile("" ::: "memory");
+                                return 0;
+                              }, CancellationToken::none(), forked_cpu))},
+  };
+  for (const auto& [what, failure] : failures) {
+    INFO(what);
+    CHECK(failure.rfind("WorkerFailed: ", 0) == 0);
+  }
+  // The pool's own errors.
+  PoolOptions bad = builtin_pool(1, 0);
+  bad.worker_program = "/nonexistent/cancellable-worker";
+  CHECK_THROWS_AS(WorkerPool(bad), PoolError);
+  PoolOptions no_queue = builtin_pool(1, 0);
+  no_queue.max_queue = 0;
+  WorkerPool small(no_queue);
+  CancellationToken token;
+  auto busy = small.run(builtin::spin, token);
+  CHECK_THROWS_AS(small.run(builtin::empty), PoolError);
+  token.cancel();
+}
