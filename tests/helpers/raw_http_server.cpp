@@ -95,8 +95,11 @@ bool RawConnection::write(std::string_view bytes) {
     if (n <= 0) return false;
     bytes.remove_prefix(static_cast<std::size_t>(n));
     written_ += static_cast<std::size_t>(n);
-    std::lock_guard lock(shared_->mutex);
-    shared_->written += static_cast<std::size_t>(n);
+    {
+      std::lock_guard lock(shared_->mutex);
+      shared_->written += static_cast<std::size_t>(n);
+    }
+    shared_->changed.notify_all();
   }
   return true;
 }
@@ -180,6 +183,10 @@ void RawServer::wait_for_requests(std::size_t n) const {
 std::size_t RawServer::written() const {
   std::lock_guard lock(shared_->mutex);
   return shared_->written;
+}
+void RawServer::wait_written(std::size_t n) const {
+  std::unique_lock lock(shared_->mutex);
+  shared_->changed.wait(lock, [&] { return shared_->written >= n || shared_->stopping; });
 }
 void RawServer::release() {
   {

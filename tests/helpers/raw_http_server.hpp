@@ -60,6 +60,11 @@ class RawServer {
   void wait_for_requests(std::size_t n) const;
   // Bytes written on all connections so far.
   std::size_t written() const;
+  // Blocks until at least n bytes were written on all connections. On
+  // 127.0.0.1 a write that returned is in the peer's receive queue, so a
+  // test can order "the server sent X" before "the client does Y" without
+  // assuming how fast the server's thread runs.
+  void wait_written(std::size_t n) const;
   // Lets every handler waiting in wait_release() go on.
   void release();
 
