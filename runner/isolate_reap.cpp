@@ -196,38 +196,18 @@ void IsolateRun::wake(const FutureStateBase& state) noexcept {
 
 // The process has exited and this thread owns its reap (reaper or waiter).
 void IsolateRun::reap_and_finish() noexcept {
-  siginfo_t info{};
   bool killed;
   bool delivered_at_commit;
-  std::optional<ProcessExit> reaped_elsewhere;
+  ProcessExit exit;
   {
     std::lock_guard lock(mutex_);
     killed = killed_;
-    if (!killed && pid_.load() > 0 && still_our_unreaped_child(pidfd_)) {
-      // Whatever the child started in its group dies with it. The unreaped
-      // child keeps the group id reserved, so this cannot hit a stranger.
-      // (After a kill the group has its SIGKILL already, and no member can
-      // fork once it is pending.) A child the kernel reaped already (the
-      // host ignores SIGCHLD) no longer reserves it: no group kill then.
-      ::kill(-pid_.load(), SIGKILL);
-    }
-    int reaped;
-    rusage usage{};
-    // The system call itself, for its fifth argument: the child's resource
-    // usage (glibc's waitid() passes none; siginfo's si_utime stays 0).
-    while ((reaped = static_cast<int>(::syscall(SYS_waitid, P_PIDFD, pidfd_, &info, WEXITED, &usage))) != 0 &&
-           errno == EINTR) {
-    }
-    if (reaped != 0) {
-      // ECHILD: reaped by the kernel (SIGCHLD ignored) or by the host's
-      // waitpid(-1). Ask the pidfd how it ended.
-      reaped_elsewhere = exit_from_pidfd_or_unknown(pidfd_);
-    } else {
-      cpu_seconds_ = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
-                     (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1000000;
-    }
+    // (After a kill the group has its SIGKILL already, and no member can
+    // fork once it is pending.)
+    const ReapedWorker reaped = reap_worker(pidfd_, pid_.load(), killed);
+    exit = reaped.exit;
+    cpu_seconds_ = reaped.cpu_seconds;
     phase_ = Phase::reaped;
-    keeper_forget(pid_.load());  // its group was killed above (or by the kill)
     ::close(pidfd_);
     pidfd_ = -1;
     if (wake_fd_ >= 0) ::close(wake_fd_);  // no one polls it any more
@@ -238,7 +218,6 @@ void IsolateRun::reap_and_finish() noexcept {
     if (!delivered_at_commit && !killed) delivery_ = Delivery::after_exit;
   }
   close_commit_fd();
-  const ProcessExit exit = reaped_elsewhere ? *reaped_elsewhere : exit_of(info);
   release_worker_memory();
   if (delivered_at_commit) {
     {

@@ -3,9 +3,9 @@
 // Threads:
 //   - the spawner: starts every worker, and so lives as long as the pool
 //     (PR_SET_PDEATHSIG fires when the *thread* that started a child ends);
-//   - the monitor: an epoll over the workers' pidfds; reaps each worker as
-//     it dies (through its Boost.Process handle) and wakes the worker's
-//     driver if it was waiting on it;
+//   - the reaper (runner/reaper.hpp, shared with isolates): reaps each
+//     worker as it dies and wakes the worker's driver if it was waiting on
+//     it;
 //   - one driver per worker: waits for the worker to be ready, takes tasks
 //     from the queue, hands them over through the worker's shared memory and
 //     waits (futex) for the outcome, a kill or a death.
@@ -21,18 +21,18 @@
 // and no lock of its threads is inherited), with descriptor 3 the worker's
 // memory and every descriptor from 4 up closed in the child
 // (posix_spawn_file_actions_addclosefrom_np), so a descriptor of the
-// parent's that is not close-on-exec cannot leak in either. The spawned pid
-// is then adopted into a boost::process::v2::process (with our pidfd) for
-// waiting and the exit status.
-#define BOOST_PROCESS_USE_STD_FS 1
+// parent's that is not close-on-exec cannot leak in either. Nor is the
+// spawned pid held in a boost::process::v2::process: its 1.81 destructor
+// SIGKILLs and waits on whatever process has the pid by then, and its
+// async_wait reaps before the worker's group can be killed. The worker is
+// its pidfd, watched and reaped by the reaper isolates use too.
 
 #include "cancellable/pool.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -51,17 +51,9 @@
 #include <thread>
 #include <vector>
 
-#include <boost/asio/io_context.hpp>
-// Boost.Process 1.81 with BOOST_PROCESS_USE_STD_FS (its default needs the
-// compiled Boost.Filesystem) still names boost::optional and, unqualified,
-// is_convertible and decay, without including them.
-#include <boost/optional.hpp>
-#include <boost/type_traits/decay.hpp>
-#include <boost/type_traits/is_convertible.hpp>
-#include <boost/process/v2/process.hpp>
-
 #include "cancellable/exceptions.hpp"
 #include "runner/keeper.hpp"
+#include "runner/reaper.hpp"
 #include "runner/worker_process.hpp"
 #include "worker/protocol/keeper_messages.hpp"
 #include "worker/protocol/futex.hpp"
@@ -79,7 +71,6 @@ PoolQueueFull::PoolQueueFull(std::size_t max_queue)
 namespace detail {
 namespace {
 
-namespace bp2 = boost::process::v2;
 using Clock = std::chrono::steady_clock;
 
 // The worker's shared memory, as the parent holds it.
@@ -134,12 +125,19 @@ struct Entry;
 
 struct Worker : std::enable_shared_from_this<Worker> {
   enum class State { starting, idle, busy, finished };
+  ~Worker() { close_pidfd(); }
+  void close_pidfd() noexcept {
+    if (pidfd >= 0) ::close(pidfd);
+    pidfd = -1;
+  }
   pid_t pid = 0;
-  int pidfd = -1;  // owned by process
-  std::unique_ptr<bp2::process> process;
+  int pidfd = -1;
+  // The reaper's watch (0: none, the reaper could not take it: nothing will
+  // reap the worker before stop() does).
+  std::uint64_t watch = 0;
   std::unique_ptr<SlotMemory> memory;
   State state = State::starting;
-  bool dead = false;     // reaped by the monitor
+  bool dead = false;     // reaped
   bool killed = false;   // SIGKILL sent by the pool
   bool reaped = false;
   ProcessExit exit;
@@ -203,18 +201,6 @@ struct Entry final : WaitHelper, std::enable_shared_from_this<Entry> {
   void wake(const FutureStateBase&) noexcept override {}
 };
 
-ProcessExit exit_from_status(int status) {
-  ProcessExit exit;
-  if (WIFSIGNALED(status)) {
-    exit.kind = ProcessExit::Kind::killed;
-    exit.signal = WTERMSIG(status);
-  } else {
-    exit.kind = ProcessExit::Kind::exited;
-    exit.code = WEXITSTATUS(status);
-  }
-  return exit;
-}
-
 std::size_t resident_bytes(pid_t pid) {
   std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
   std::size_t size = 0, resident = 0;
@@ -261,15 +247,15 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   explicit PoolImpl(PoolOptions options) : options_(std::move(options)) {}
 
   void start() {
-    epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
-    wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (epoll_ < 0 || wake_ < 0) throw std::system_error(errno, std::generic_category(), "WorkerPool: epoll");
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = wake_;
-    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &ev);
-    monitor_ = std::thread([this] { monitor_loop(); });
-    spawner_ = std::thread([this] { spawner_loop(); });
+    try {
+      ensure_reaper_started();
+    } catch (const std::system_error& e) {
+      throw WorkerStartFailed(std::string("WorkerPool: ") + e.what());
+    }
+    spawner_ = std::thread([this] {
+      ::pthread_setname_np(::pthread_self(), "cancel-spawner");
+      spawner_loop();
+    });
     // Wait until every first worker is ready, or one failed.
     std::unique_lock lock(mutex_);
     changed_.wait(lock, [&] { return ready_count_locked() >= target_locked() || start_failures_ > 0; });
@@ -420,23 +406,16 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       lock.unlock();
     }
     {
-      // Every worker was killed: wait for the monitor to reap them all.
+      // Every worker was killed: wait for the reaper to reap them all, and
+      // reap here those it does not watch.
       std::unique_lock lock(mutex_);
-      changed_.wait(lock, [&] { return workers_.empty() || monitor_failed_; });
-      monitor_stop_ = true;
-    }
-    if (wake_ >= 0) {
-      const std::uint64_t one = 1;
-      (void)::write(wake_, &one, sizeof one);
-    }
-    if (monitor_.joinable()) monitor_.join();
-    {
-      // (Only if the monitor failed: reap what is left here.)
-      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] {
+        return std::all_of(workers_.begin(), workers_.end(), [](const auto& w) { return w->watch == 0; });
+      });
       std::vector<std::shared_ptr<CompleterCore<void>>> settled;
       for (const auto& w : workers_) {
-        boost::system::error_code ec;
-        w->process->wait(ec);
+        (void)reap_worker(w->pidfd, w->pid, w->killed);
+        w->close_pidfd();
         for (auto& s : w->settle_at_reap) settled.push_back(std::move(s));
         w->settle_at_reap.clear();
       }
@@ -444,8 +423,6 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       lock.unlock();
       settle_all(settled);
     }
-    if (epoll_ >= 0) ::close(epoll_);
-    if (wake_ >= 0) ::close(wake_);
   }
 
  private:
@@ -478,7 +455,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   }
 
   // SIGKILLs the worker (through its pidfd: never a stranger). Its process
-  // group follows when the monitor reaps it (reap()), before anything waits
+  // group follows when the reaper reaps it (reap()), before anything waits
   // on its end. Its driver, if it waits on the worker, learns of the kill
   // then too: neither the group's kill nor the driver's work stands between
   // a cancel and the thread it wakes, or the next task (which the standby
@@ -494,19 +471,10 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
     }
     if (w.state == Worker::State::busy || w.state == Worker::State::starting) {
       // Nothing but the pool writes this word from now on. A thread blocked
-      // in the task's get() (see help()) wakes now; without a monitor, the
+      // in the task's get() (see help()) wakes now; without a reaper, the
       // driver too (nothing else would wake it).
       w.memory->slot->response.store(PoolSlot::kKilled, std::memory_order_release);
-      futex_wake_kinds(w.memory->slot->response, monitor_failed_ ? FUTEX_BITSET_MATCH_ANY : kWaiterKind);
-    }
-  }
-
-  // Sets monitor_failed_ and wakes the drivers of killed workers, which no
-  // reap will wake now.
-  void mark_monitor_failed_locked() {
-    monitor_failed_ = true;
-    for (const auto& w : workers_) {
-      if (w->killed && !w->reaped) futex_wake_all(w->memory->slot->response);
+      futex_wake_kinds(w.memory->slot->response, w.watch == 0 ? FUTEX_BITSET_MATCH_ANY : kWaiterKind);
     }
   }
 
@@ -672,10 +640,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       workers_.push_back(worker);
       ++stats_.workers_started;
       ++live_drivers_;
-      epoll_event ev{};
-      ev.events = EPOLLIN;
-      ev.data.fd = worker->pidfd;
-      if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, worker->pidfd, &ev) != 0) mark_monitor_failed_locked();
+      watch_locked(worker);
       try {
         // (The thread's closure gives its reference to driver_loop, which
         // lets go of it before the pool may be destroyed.)
@@ -763,71 +728,42 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       keeper_register(ensure_keeper_started(), pid);
     } catch (const std::system_error&) {
     }
-    // The handle owns the pidfd from here on. (Making it may fail: Asio's
-    // reactor of io_ wants descriptors of its own the first time. The
-    // worker is then killed and reaped here: a failed spawn leaves nothing.)
-    try {
-      worker->process = std::make_unique<bp2::process>(io_.get_executor(), pid, pidfd);
-    } catch (...) {
-      keeper_forget(pid);
-      (void)send_signal_to_pidfd(pidfd, SIGKILL);
-      while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-      }
-      ::close(pidfd);
-      throw;
-    }
     return worker;
   }
 
-  // --- the monitor -------------------------------------------------------------
-
-  void monitor_loop() {
-    epoll_event events[16];
-    for (;;) {
-      const int n = ::epoll_wait(epoll_, events, 16, -1);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        std::lock_guard lock(mutex_);
-        mark_monitor_failed_locked();
-        notify_all_threads();
-        return;
+  // Has the reaper watch a new worker. If it cannot, the worker is killed
+  // (its driver then ends it) and stop() reaps it.
+  void watch_locked(const std::shared_ptr<Worker>& worker) {
+    struct Watch final : Reapable {
+      std::weak_ptr<PoolImpl> pool;
+      std::shared_ptr<Worker> worker;
+      int pidfd() const noexcept override { return worker->pidfd; }
+      void on_process_exit() noexcept override {
+        if (auto p = pool.lock()) p->reap(worker);
       }
-      for (int i = 0; i < n; ++i) {
-        if (events[i].data.fd == wake_) {
-          std::uint64_t value = 0;
-          (void)::read(wake_, &value, sizeof value);
-          continue;
-        }
-        reap(events[i].data.fd);
-      }
-      std::lock_guard lock(mutex_);
-      if (monitor_stop_) return;
+    };
+    try {
+      auto watch = std::make_shared<Watch>();
+      watch->pool = weak_from_this();
+      watch->worker = worker;
+      worker->watch = reap_when_exited(std::move(watch));
+    } catch (const std::exception&) {
+      worker->watch = 0;
+      kill_locked(*worker);
     }
   }
 
-  void reap(int pidfd) {
-    std::shared_ptr<Worker> worker;
-    {
-      std::lock_guard lock(mutex_);
-      for (const auto& w : workers_) {
-        if (w->pidfd == pidfd && !w->reaped) worker = w;
-      }
-    }
-    if (!worker) return;
-    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, pidfd, nullptr);
-    // What the task started in the worker's group dies with it: the group
-    // id cannot be reused while the leader is an unreaped zombie.
-    if (still_our_unreaped_child(pidfd)) (void)::kill(-worker->pid, SIGKILL);
-    // (Before the reap, after which the group id may be reused.)
-    keeper_forget(worker->pid);
-    boost::system::error_code ec;
-    worker->process->wait(ec);  // it has exited: returns at once
-    const ProcessExit exit = ec ? exit_from_pidfd_or_unknown(pidfd) : exit_from_status(worker->process->native_exit_code());
-    // Boost.Process 1.81's ~process() would waitpid() the pid again and
-    // SIGKILL whatever process of ours has it by then (a pid is reused once
-    // reaped): let go of the handle (closing the pidfd) now.
-    (void)worker->process->detach();
+  // --- the reap ----------------------------------------------------------------
+
+  // The reaper's thread: the worker has exited. What its task started in
+  // its group dies with it (see reap_worker). Under the lock, which
+  // kill_locked takes: no kill of its group can come after the reap has
+  // freed the group id. (The process has exited: the reap does not wait.)
+  void reap(const std::shared_ptr<Worker>& worker) {
     std::unique_lock lock(mutex_);
+    if (worker->reaped) return;
+    const ProcessExit exit = reap_worker(worker->pidfd, worker->pid, worker->killed).exit;
+    worker->close_pidfd();  // (now: the reaper's thread may hold the worker a little longer)
     worker->reaped = true;
     auto settled = std::move(worker->settle_at_reap);
     worker->settle_at_reap.clear();
@@ -878,10 +814,10 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   }
 
   void driver_loop(std::shared_ptr<Worker> worker) {
+    ::pthread_setname_np(::pthread_self(), "cancel-driver");
     drive(worker);
     // The last thing this thread does with the pool: its reference to the
-    // worker goes first (a Worker's process handle needs the pool's
-    // io_context), then the count stop() waits on.
+    // worker goes first, then the count stop() waits on.
     worker.reset();
     std::lock_guard lock(mutex_);
     --live_drivers_;
@@ -898,8 +834,8 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
           why = "it was not ready within " + std::to_string(options_.start_timeout.count()) +
                 " ms (is it a worker program? It must call cancellable::worker_main first thing in main)";
         } else {
-          // The monitor has the exit status once it reaped the worker.
-          changed_.wait(lock, [&] { return w->reaped || monitor_failed_; });
+          // The reaper has the exit status once it reaped the worker.
+          changed_.wait(lock, [&] { return w->reaped || w->watch == 0; });
           why = "it " + w->exit.str() +
                 " before it was ready (is it a worker program? It must call cancellable::worker_main first "
                 "thing in main)";
@@ -1084,11 +1020,11 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
       // (A worker that wrote something else than this task's number is
       // broken: it is killed, and its task fails as crashed.)
       if (r != PoolSlot::kDied) kill_locked(*w);
-      changed_.wait(lock, [&] { return w->reaped || monitor_failed_; });
+      changed_.wait(lock, [&] { return w->reaped || w->watch == 0; });
     }
     const ProcessExit exit = w->exit;
     // settled(): now if the worker answered (or never had the task) or is
-    // reaped already; otherwise when the monitor reaps it.
+    // reaped already; otherwise when the reaper reaps it.
     std::shared_ptr<CompleterCore<void>> settled;
     if (job->settled) {
       if (answered || refused || w->reaped) {
@@ -1251,7 +1187,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   }
 
   // The driver's end: kills the worker if it still runs, leaves it to the
-  // monitor to reap, and lets the spawner replace it.
+  // reaper to reap, and lets the spawner replace it.
   void finish_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Worker>& w) {
     kill_locked(*w);
     w->state = Worker::State::finished;
@@ -1267,7 +1203,6 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   static constexpr std::uint32_t kWaiterKind = 2;
 
   const PoolOptions options_;
-  boost::asio::io_context io_;  // the executor of the process handles; never run
 
   mutable std::mutex mutex_;
   // Every thread of the pool but the spawner waits on changed_; the spawner
@@ -1287,8 +1222,6 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   std::size_t live_drivers_ = 0;
   bool stopping_ = false;
   bool stopped_ = false;
-  bool monitor_stop_ = false;
-  bool monitor_failed_ = false;
   std::size_t start_failures_ = 0;
   std::string last_start_failure_;
   std::deque<Clock::time_point> recent_failures_;
@@ -1303,9 +1236,6 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   Samples queue_wait_;
   Samples run_time_;
 
-  int epoll_ = -1;
-  int wake_ = -1;
-  std::thread monitor_;
   std::thread spawner_;
 };
 

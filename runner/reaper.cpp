@@ -1,93 +1,157 @@
 #include "runner/reaper.hpp"
 
-#include <sys/epoll.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+
 #include "cancellable/detail/library_thread.hpp"
+#include "cancellable/executor.hpp"
 #include "worker/protocol/result_channel.hpp"
 
 namespace cancellable::detail {
 
 namespace {
 
+namespace asio = boost::asio;
+
+// One Asio io_context on one thread. Each watch is a copy of the watched
+// descriptor (its owner may close its own whenever it likes) waited on for
+// readability: a pidfd is readable once its process has exited.
+//
+// Why not boost::process::v2::process::async_wait: it reaps (waitpid) as
+// soon as the pidfd is readable, and a worker's process group must be
+// killed before the reap, while the unreaped leader still reserves the
+// group id; nor does it report the child's resource usage.
 class Reaper {
  public:
-  Reaper() : epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
-    if (epoll_ < 0) {
-      throw std::system_error(errno, std::generic_category(), "CancellableIsolate: the reaper's epoll_create1");
-    }
+  Reaper() {
     try {
-      std::thread([this] { loop(); }).detach();
-    } catch (...) {
-      ::close(epoll_);
-      throw;
+      io_ = std::make_unique<asio::io_context>(1);  // (its epoll and eventfd)
+    } catch (const boost::system::system_error& e) {
+      throw std::system_error(e.code().value(), std::generic_category(), "the process reaper's io_context");
+    }
+    work_.emplace(io_->get_executor());
+    // The default executor's threads, first: a thread inherits the name of
+    // the thread that starts it, and this one hands continuations to them.
+    (void)default_executor();
+    try {
+      std::thread([this] {
+        ::pthread_setname_np(::pthread_self(), "cancel-reaper");
+        LibraryThreadScope library_thread;
+        for (;;) {
+          try {
+            io_->run();
+            return;  // (never: the work guard keeps it running)
+          } catch (...) {
+            // A handler threw: the handlers here do not, but the thread
+            // that reaps every worker must not end.
+          }
+        }
+      }).detach();
+    } catch (const std::system_error& e) {
+      throw std::system_error(e.code(), "the process reaper's thread");
     }
     // Result objects of a previous run that crashed before removing them.
     sweep_stale_result_shm();
   }
 
   std::uint64_t watch(std::shared_ptr<Reapable> child) {
-    const int fd = child->pidfd();
-    std::lock_guard lock(mutex_);
-    const std::uint64_t id = ++last_id_;
-    // Events carry the id, not the fd: an fd number closed by a thread that
-    // reaped its own child may be reused before a stale event is handled.
-    epoll_event event{};
-    event.events = EPOLLIN;
-    event.data.u64 = id;
-    if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &event) != 0) {
-      throw std::system_error(errno, std::generic_category(), "epoll_ctl");
+    const int copy = ::fcntl(child->pidfd(), F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) throw std::system_error(errno, std::generic_category(), "the process reaper's copy of a pidfd");
+    std::shared_ptr<asio::posix::stream_descriptor> descriptor;
+    try {
+      // (Registers the descriptor with the reactor: may fail, e.g. ENOMEM.)
+      descriptor = std::make_shared<asio::posix::stream_descriptor>(*io_, copy);
+    } catch (const boost::system::system_error& e) {
+      ::close(copy);
+      throw std::system_error(e.code().value(), std::generic_category(), "the process reaper's watch");
     }
-    children_.emplace(id, std::move(child));
+    std::uint64_t id;
+    {
+      std::lock_guard lock(mutex_);
+      id = ++last_id_;
+      watches_.emplace(id, Watch{std::move(child), descriptor});
+    }
+    // Every use of a descriptor happens on the reaper's thread.
+    try {
+      asio::post(*io_, [this, id, descriptor] {
+        descriptor->async_wait(asio::posix::stream_descriptor::wait_read,
+                               [this, id](const boost::system::error_code& ec) {
+                                 if (!ec) exited(id);
+                               });
+      });
+    } catch (const std::bad_alloc&) {
+      std::lock_guard lock(mutex_);
+      watches_.erase(id);
+      throw std::system_error(ENOMEM, std::generic_category(), "the process reaper's watch");
+    }
     return id;
   }
 
   void unwatch(std::uint64_t id) noexcept {
-    std::shared_ptr<Reapable> child;
-    std::lock_guard lock(mutex_);
-    auto it = children_.find(id);
-    if (it == children_.end()) return;
-    child = std::move(it->second);
-    children_.erase(it);
-    // Under the lock, while the pidfd is still open: see loop().
-    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, child->pidfd(), nullptr);
+    Watch watch;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = watches_.find(id);
+      if (it == watches_.end()) return;
+      watch = std::move(it->second);
+      watches_.erase(it);
+    }
+    close_later(std::move(watch.descriptor));
   }
 
  private:
-  void loop() {
-    LibraryThreadScope library_thread;
-    epoll_event events[64];
-    for (;;) {
-      const int n = ::epoll_wait(epoll_, events, 64, -1);
-      if (n < 0) continue;  // EINTR
-      for (int i = 0; i < n; ++i) {
-        std::shared_ptr<Reapable> child;
-        {
-          std::lock_guard lock(mutex_);
-          auto it = children_.find(events[i].data.u64);
-          if (it == children_.end()) continue;  // unwatched meanwhile
-          child = std::move(it->second);
-          children_.erase(it);
-          // Whoever removes a child from the map removes its pidfd from the
-          // epoll set, under the lock: the owner closes the pidfd only after
-          // unwatch() returned, so the fd number cannot be someone else's yet.
-          ::epoll_ctl(epoll_, EPOLL_CTL_DEL, child->pidfd(), nullptr);
-        }
-        child->on_process_exit();
-      }
+  struct Watch {
+    std::shared_ptr<Reapable> child;
+    std::shared_ptr<asio::posix::stream_descriptor> descriptor;
+  };
+
+  // Reaper thread: the watched descriptor is readable.
+  void exited(std::uint64_t id) {
+    Watch watch;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = watches_.find(id);
+      if (it == watches_.end()) return;  // unwatched meanwhile
+      watch = std::move(it->second);
+      watches_.erase(it);
+    }
+    boost::system::error_code ignored;
+    watch.descriptor->close(ignored);
+    watch.child->on_process_exit();
+  }
+
+  // Closes a watch's copy on the reaper's thread (a pending wait then ends
+  // with operation_aborted and does nothing).
+  void close_later(std::shared_ptr<asio::posix::stream_descriptor> descriptor) noexcept {
+    try {
+      asio::post(*io_, [descriptor] {
+        boost::system::error_code ignored;
+        descriptor->close(ignored);
+      });
+    } catch (...) {
+      // (Out of memory: the copy stays open, its wait pending, harmlessly.)
     }
   }
 
-  const int epoll_;
+  std::unique_ptr<asio::io_context> io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::mutex mutex_;
   std::uint64_t last_id_ = 0;
-  std::unordered_map<std::uint64_t, std::shared_ptr<Reapable>> children_;
+  std::unordered_map<std::uint64_t, Watch> watches_;
 };
 
 Reaper& reaper() {

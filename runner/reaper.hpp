@@ -1,6 +1,8 @@
-// The reaper: one thread that watches every isolate child through its pidfd
-// (epoll) and reaps it as soon as it exits, so no zombie remains. It never runs
-// user code: what follows a reap is handed to the default executor.
+// The reaper: one thread (an Asio io_context) that watches every worker
+// process, of isolates and of pools alike, through its pidfd, and calls its
+// owner back as soon as it has exited, so no zombie remains. It never runs
+// user code: a future completed there hands its continuations to the
+// default executor (it is a library thread).
 #pragma once
 
 #include <cstdint>
@@ -29,7 +31,8 @@ void ensure_reaper_started();
 std::uint64_t reap_when_exited(std::shared_ptr<Reapable> child);
 
 // The reaper forgets the watch; on_process_exit may still run once if the
-// reaper already took the watch's event. Call before closing the pidfd.
+// reaper already took the watch's event. (The reaper waits on a copy of the
+// descriptor: its owner may close its own at any time.)
 void stop_watching(std::uint64_t id) noexcept;
 
 }  // namespace cancellable::detail

@@ -1,5 +1,6 @@
 #include "runner/worker_process.hpp"
 
+#include <sys/resource.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -8,6 +9,8 @@
 
 #include <cerrno>
 #include <cstdint>
+
+#include "runner/keeper.hpp"
 
 namespace cancellable::detail {
 
@@ -86,6 +89,33 @@ ProcessExit exit_of(const siginfo_t& info) noexcept {
     exit.signal = info.si_status;
   }
   return exit;
+}
+
+ReapedWorker reap_worker(int pidfd, pid_t pid, bool group_killed) noexcept {
+  // A child the kernel reaped already (the host ignores SIGCHLD) no longer
+  // reserves its group id: no group kill then (kill_worker_and_group killed
+  // the group first, for that case).
+  if (!group_killed && pid > 0 && still_our_unreaped_child(pidfd)) (void)::kill(-pid, SIGKILL);
+  keeper_forget(pid);  // (before the reap, after which the group id may be reused)
+  siginfo_t info{};
+  rusage usage{};
+  int reaped;
+  // The system call itself, for its fifth argument: the child's resource
+  // usage (glibc's waitid() passes none; siginfo's si_utime stays 0).
+  while ((reaped = static_cast<int>(::syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED, &usage))) != 0 &&
+         errno == EINTR) {
+  }
+  ReapedWorker result;
+  if (reaped != 0) {
+    // ECHILD: reaped by the kernel (SIGCHLD ignored) or by the host's
+    // waitpid(-1). Ask the pidfd how it ended.
+    result.exit = exit_from_pidfd_or_unknown(pidfd);
+  } else {
+    result.exit = exit_of(info);
+    result.cpu_seconds = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+                         (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1000000;
+  }
+  return result;
 }
 
 }  // namespace cancellable::detail

@@ -43,4 +43,20 @@ ProcessExit exit_from_pidfd_or_unknown(int pidfd) noexcept;
 // How a reaped child ended, from waitid's siginfo.
 ProcessExit exit_of(const siginfo_t& info) noexcept;
 
+// What reaping a worker tells.
+struct ReapedWorker {
+  ProcessExit exit;
+  // Its CPU time (user and system), whole seconds; 0 if someone else (the
+  // kernel, the host's waitpid(-1)) reaped it.
+  long long cpu_seconds = 0;
+};
+
+// Reaps the worker of pidfd (pid, the leader of its own process group),
+// which has exited (its pidfd is readable; otherwise this waits for it):
+// first kills what it left running in its group (unless group_killed: the
+// group has its SIGKILL already), while the unreaped leader still reserves
+// the group id, and forgets the group at the keeper; then reaps it. Used by
+// every backend, so a worker's end means the same to all of them.
+ReapedWorker reap_worker(int pidfd, pid_t pid, bool group_killed) noexcept;
+
 }  // namespace cancellable::detail

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cancellable/http.hpp"
+#include "helpers/process_support.hpp"
 
 namespace test_http {
 
@@ -40,32 +41,11 @@ std::string error_text(const cancellable::Future<T>& f) {
   return "(succeeded)";
 }
 
-// Waits (up to a minute) until pred() holds: for threads that end on their
-// own, and for the kernel to drop a joined thread from /proc/self/task,
-// which it may do a little after pthread_join returned.
-template <class Pred>
-bool eventually(Pred pred) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using process_support::eventually;
 
-// The names of this process's threads (the client names its threads:
-// "cancellable-io", "cancellable-dns", "cancellable-body").
-inline std::vector<std::string> thread_name_list() {
-  std::vector<std::string> names;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream comm(task.path() / "comm");
-    std::getline(comm, names.emplace_back());
-  }
-  return names;
-}
-inline int threads_named(const std::string& wanted) {
-  auto names = thread_name_list();
-  return static_cast<int>(std::count(names.begin(), names.end(), wanted));
-}
+// (The client names its threads: "cancellable-io", "cancellable-dns",
+// "cancellable-body".)
+using process_support::thread_name_list;
+using process_support::threads_named;
 
 }  // namespace test_http

@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -18,6 +19,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <new>
@@ -30,6 +32,35 @@
 #include "cancellable/future.hpp"
 
 namespace process_support {
+
+// Waits (up to a minute) until pred() holds: for threads that end on their
+// own, and for the kernel to drop a joined thread from /proc/self/task,
+// which it may do a little after pthread_join returned.
+template <class Pred>
+bool eventually(Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+// The names of this process's threads (the library names its own:
+// "cancel-reaper", "cancel-spawner", "cancel-driver",
+// "cancellable-io", ...).
+inline std::vector<std::string> thread_name_list() {
+  std::vector<std::string> names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::getline(comm, names.emplace_back());
+  }
+  return names;
+}
+inline int threads_named(const std::string& wanted) {
+  auto names = thread_name_list();
+  return static_cast<int>(std::count(names.begin(), names.end(), wanted));
+}
 
 // The fields of /proc/<pid>/stat after the command name.
 struct ProcStat {

@@ -969,3 +969,26 @@ TEST_CASE("a worker's failures are caught as WorkerFailed on both backends, and 
   CHECK_THROWS_AS(small.run(builtin::empty), PoolError);
   token.cancel();
 }
+
+TEST_CASE("isolates and every pool share one reaper thread: a pool adds its spawner and one driver per worker, no more", "[pool][fork]") {
+  // (A fork isolate's run starts the reaper if no earlier test did.)
+  IsolateOptions forked;
+  forked.backend = Backend::process;
+  CHECK(CancellableIsolate::run([] { return 1; }, CancellationToken::none(), forked).get() == 1);
+  // The drivers of earlier tests' pools end a little after those pools.
+  REQUIRE(process_support::eventually([] { return process_support::threads_named("cancel-driver") == 0; }));
+  const std::string unnamed = process_support::thread_name_list().front();  // (the main thread's: the program's)
+  const int unnamed_before = process_support::threads_named(unnamed);
+  {
+    WorkerPool a(builtin_pool(1, 1));
+    WorkerPool b(builtin_pool(2, 0));
+    CHECK(a.run(builtin::empty).get() == 0);
+    CHECK(b.run(builtin::empty).get() == 0);
+    CHECK(CancellableIsolate::run([] { return 2; }, CancellationToken::none(), forked).get() == 2);
+    CHECK(process_support::threads_named("cancel-reaper") == 1);
+    CHECK(process_support::threads_named("cancel-spawner") == 2);
+    CHECK(process_support::threads_named("cancel-driver") == 4);
+    CHECK(process_support::threads_named(unnamed) == unnamed_before);
+  }
+  CHECK(process_support::threads_named("cancel-reaper") == 1);
+}
