@@ -23,7 +23,7 @@ struct ChildSetup {
   std::optional<std::size_t> memory_limit_bytes;
   std::optional<std::chrono::seconds> cpu_time_limit;
   const std::function<void(ChildChannel&)>* body = nullptr;
-  // The keeper's pipe (runner/keeper.hpp): the child registers its process
+  // The keeper's pipe (runner/process/keeper.hpp): the child registers its process
   // group there before it runs the work, so that what the work starts dies
   // with the parent too. -1: none.
   int keeper_fd = -1;

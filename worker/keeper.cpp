@@ -1,4 +1,4 @@
-// The keeper's loop (runner/keeper.hpp): what runs in the keeper process,
+// The keeper's loop (runner/process/keeper.hpp): what runs in the keeper process,
 // whether it was spawned as `<worker program> --cancellable-keeper PID` or,
 // as a fallback for isolates alone, forked.
 #include <fcntl.h>

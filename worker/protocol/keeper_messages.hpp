@@ -1,4 +1,4 @@
-// The messages on the keeper's pipe (runner/keeper.hpp): a worker registers
+// The messages on the keeper's pipe (runner/process/keeper.hpp): a worker registers
 // its process group before it runs the work, the parent forgets it once it
 // has reaped the worker and killed the group. One 4-byte message each, so a
 // write is atomic (under PIPE_BUF) and needs no lock.

@@ -15,9 +15,9 @@
 
 #include "cancellable/detail/library_thread.hpp"
 #include "cancellable/executor.hpp"
-#include "runner/isolate_run.hpp"
-#include "runner/keeper.hpp"
-#include "runner/worker_process.hpp"
+#include "runner/isolate/isolate_run.hpp"
+#include "runner/process/keeper.hpp"
+#include "runner/process/worker_process.hpp"
 
 namespace cancellable::detail {
 

@@ -3,7 +3,7 @@
 // Threads:
 //   - the spawner: starts every worker, and so lives as long as the pool
 //     (PR_SET_PDEATHSIG fires when the *thread* that started a child ends);
-//   - the reaper (runner/reaper.hpp, shared with isolates): reaps each
+//   - the reaper (runner/process/reaper.hpp, shared with isolates): reaps each
 //     worker as it dies and wakes the worker's driver if it was waiting on
 //     it;
 //   - one driver per worker: waits for the worker to be ready, takes tasks
@@ -52,9 +52,9 @@
 #include <vector>
 
 #include "cancellable/exceptions.hpp"
-#include "runner/keeper.hpp"
-#include "runner/reaper.hpp"
-#include "runner/worker_process.hpp"
+#include "runner/process/keeper.hpp"
+#include "runner/process/reaper.hpp"
+#include "runner/process/worker_process.hpp"
 #include "worker/protocol/keeper_messages.hpp"
 #include "worker/protocol/futex.hpp"
 #include "worker/protocol/pool_slot.hpp"

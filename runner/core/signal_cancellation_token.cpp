@@ -16,7 +16,7 @@
 #include <thread>
 
 #include "cancellable/exceptions.hpp"
-#include "runner/token_state.hpp"
+#include "runner/core/token_state.hpp"
 
 namespace cancellable {
 

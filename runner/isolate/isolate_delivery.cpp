@@ -10,7 +10,7 @@
 
 #include "cancellable/detail/library_thread.hpp"
 #include "cancellable/executor.hpp"
-#include "runner/isolate_run.hpp"
+#include "runner/isolate/isolate_run.hpp"
 #include "worker/protocol/result_channel.hpp"
 
 namespace cancellable::detail {

@@ -1,4 +1,4 @@
-#include "runner/control_block_pool.hpp"
+#include "runner/isolate/control_block_pool.hpp"
 
 #include <mutex>
 #include <utility>

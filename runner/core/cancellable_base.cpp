@@ -2,7 +2,7 @@
 
 #include <stdexcept>
 
-#include "runner/token_state.hpp"
+#include "runner/core/token_state.hpp"
 
 namespace cancellable {
 

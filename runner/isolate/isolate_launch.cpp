@@ -19,9 +19,9 @@
 #include <thread>
 #include <utility>
 
-#include "runner/isolate_run.hpp"
-#include "runner/keeper.hpp"
-#include "runner/worker_process.hpp"
+#include "runner/isolate/isolate_run.hpp"
+#include "runner/process/keeper.hpp"
+#include "runner/process/worker_process.hpp"
 #include "worker/child_entry.hpp"
 #include "worker/protocol/result_channel.hpp"
 #include "worker/test_seams.hpp"

@@ -3,7 +3,7 @@
 #include "cancellable/cancellable_base.hpp"
 #include "cancellable/exceptions.hpp"
 #include "cancellable/merged_cancellation_token.hpp"
-#include "runner/token_state.hpp"
+#include "runner/core/token_state.hpp"
 
 namespace cancellable {
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "cancellable/cancellable_base.hpp"
-#include "runner/token_state.hpp"
+#include "runner/core/token_state.hpp"
 
 namespace cancellable {
 

@@ -6,7 +6,7 @@
 
 #include "cancellable/detail/timer.hpp"
 #include "cancellable/exceptions.hpp"
-#include "runner/token_state.hpp"
+#include "runner/core/token_state.hpp"
 
 namespace cancellable {
 

@@ -1,4 +1,4 @@
-#include "runner/reaper.hpp"
+#include "runner/process/reaper.hpp"
 
 #include <fcntl.h>
 #include <pthread.h>

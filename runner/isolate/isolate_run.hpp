@@ -62,8 +62,8 @@
 
 #include "cancellable/detail/isolate_runtime.hpp"
 #include "cancellable/detail/timer.hpp"
-#include "runner/control_block_pool.hpp"
-#include "runner/reaper.hpp"
+#include "runner/isolate/control_block_pool.hpp"
+#include "runner/process/reaper.hpp"
 #include "worker/protocol/control_block.hpp"
 
 namespace cancellable::detail {

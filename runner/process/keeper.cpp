@@ -1,4 +1,4 @@
-#include "runner/keeper.hpp"
+#include "runner/process/keeper.hpp"
 
 #include "worker/protocol/keeper_messages.hpp"
 

@@ -1,4 +1,4 @@
-#include "runner/token_state.hpp"
+#include "runner/core/token_state.hpp"
 
 #include <stdexcept>
 

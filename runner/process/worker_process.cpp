@@ -1,4 +1,4 @@
-#include "runner/worker_process.hpp"
+#include "runner/process/worker_process.hpp"
 
 #include <sys/resource.h>
 #include <sched.h>
@@ -10,7 +10,7 @@
 #include <cerrno>
 #include <cstdint>
 
-#include "runner/keeper.hpp"
+#include "runner/process/keeper.hpp"
 
 namespace cancellable::detail {
 
