@@ -1,0 +1,308 @@
+// The parent side of the worker pool (see include/cancellable/pool.hpp): its
+// types and the one class behind WorkerPool. Its functions live by
+// responsibility: pool.cpp (the facade: run, cancel, room, stop),
+// spawner.cpp (starting workers and reaping them), driver.cpp (handing
+// tasks over and concluding them), pool_stats.cpp (statistics);
+// slot_memory.hpp is the worker's shared memory.
+//
+// Threads:
+//   - the spawner: starts every worker, and so lives as long as the pool
+//     (PR_SET_PDEATHSIG fires when the *thread* that started a child ends);
+//   - the reaper (runner/process/reaper.hpp, shared with isolates): reaps each
+//     worker as it dies and wakes the worker's driver if it was waiting on
+//     it;
+//   - one driver per worker: waits for the worker to be ready, takes tasks
+//     from the queue, hands them over through the worker's shared memory and
+//     waits (futex) for the outcome, a kill or a death.
+// Every state change happens under mutex_; futures complete, and
+// continuations run, on a driver with nothing held.
+//
+// Why not Boost.Process v2's launcher (1.81): its default launcher forks the
+// whole parent before exec and runs Asio's fork hooks in the child
+// (boostorg/process#430); its vfork_launcher is broken (#314); and its
+// step that closes descriptors leaks the parent's descriptors into the
+// child (fixed in 1.85). Workers are started with posix_spawn (glibc's is
+// clone(CLONE_VM | CLONE_VFORK) + exec: nothing of the parent is copied,
+// and no lock of its threads is inherited), with descriptor 3 the worker's
+// memory and every descriptor from 4 up closed in the child
+// (posix_spawn_file_actions_addclosefrom_np), so a descriptor of the
+// parent's that is not close-on-exec cannot leak in either. Nor is the
+// spawned pid held in a boost::process::v2::process: its 1.81 destructor
+// SIGKILLs and waits on whatever process has the pid by then, and its
+// async_wait reaps before the worker's group can be killed. The worker is
+// its pidfd, watched and reaped by the reaper isolates use too.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cancellable/isolate_errors.hpp"
+#include "cancellable/pool.hpp"
+#include "runner/pool/pool_stats.hpp"
+#include "runner/pool/slot_memory.hpp"
+#include "worker/protocol/pool_slot.hpp"
+
+namespace cancellable::detail {
+
+using Clock = std::chrono::steady_clock;
+
+struct Entry;
+
+struct Worker : std::enable_shared_from_this<Worker> {
+  enum class State { starting, idle, busy, finished };
+  ~Worker() { close_pidfd(); }
+  void close_pidfd() noexcept {
+    if (pidfd >= 0) ::close(pidfd);
+    pidfd = -1;
+  }
+  pid_t pid = 0;
+  int pidfd = -1;
+  // The reaper's watch (0: none, the reaper could not take it: nothing will
+  // reap the worker before stop() does).
+  std::uint64_t watch = 0;
+  std::unique_ptr<SlotMemory> memory;
+  State state = State::starting;
+  bool dead = false;     // reaped
+  bool killed = false;   // SIGKILL sent by the pool
+  bool reaped = false;
+  ProcessExit exit;
+  std::shared_ptr<Entry> running;  // the task it runs, if any
+  std::size_t tasks = 0;
+  std::optional<std::size_t> baseline_rss;
+  // The last task number posted (kReady: none); changed under the pool's
+  // lock, only by whoever holds the worker (its driver, or run() handing a
+  // task over).
+  std::uint32_t posted = PoolSlot::kReady;
+  // A task run() handed over (posted, or refused with the error), until
+  // the driver takes it up. (It may have been concluded meanwhile by a
+  // thread waiting for its future.)
+  std::shared_ptr<Entry> handed;
+  std::optional<std::exception_ptr> refused;
+  // settled() of tasks killed (or dead) with this worker: completed once it
+  // is reaped.
+  std::vector<std::shared_ptr<CompleterCore<void>>> settle_at_reap;
+};
+
+// Completes the job's settled() (if anyone asked) now.
+inline void settle(PoolJob& job) {
+  if (auto settled = std::exchange(job.settled, nullptr)) settled->complete();
+}
+
+inline void settle_all(std::vector<std::shared_ptr<CompleterCore<void>>>& list) {
+  for (auto& settled : list) settled->complete();
+  list.clear();
+}
+
+// How a task's hand-over ended, as its driver needs to know.
+struct Conclusion {
+  bool answered = false;  // the worker answered (the worker is reusable)
+  bool refused = false;   // never posted (the worker is reusable)
+  bool retire = false;    // a recycle rule retires the worker
+};
+
+// A queued or running task. As the WaitHelper of its future, it lets a
+// thread blocked in get() wait on the worker's answer itself.
+struct Entry final : WaitHelper, std::enable_shared_from_this<Entry> {
+  enum class State { queued, running, done };
+  std::shared_ptr<PoolJob> job;
+  State state = State::queued;
+  std::shared_ptr<Worker> worker;
+  Clock::time_point queued_at = Clock::now();
+  Clock::time_point taken;
+  std::uint32_t seq = 0;  // its task number, once reserved
+  std::weak_ptr<PoolImpl> pool;
+  // Set once the task is in the worker's memory and posted (under the
+  // pool's lock; read by help() without it).
+  std::atomic<bool> posted{false};
+  // Whoever first sees the worker's answer (the driver, or a helping
+  // waiter) claims the conclusion; the other waits for it.
+  std::atomic<bool> claimed{false};
+  bool concluded = false;  // under the pool's lock
+  Conclusion conclusion;
+
+  void help_wait(const FutureStateBase& state) noexcept override;
+  // (Nothing to do: every end of a posted task changes the worker's
+  // response word and wakes help()'s wait; see kill_locked and reap.)
+  void wake(const FutureStateBase&) noexcept override {}
+};
+
+class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
+ public:
+  explicit PoolImpl(PoolOptions options) : options_(std::move(options)) {}
+
+  void start();
+
+  ~PoolImpl() { stop(); }
+
+  std::function<void()> submit(std::shared_ptr<PoolJob> job);
+
+  // run() would take one more task now: there is room in the queue, or (the
+  // queue empty) a worker is ready for a direct hand-over.
+  bool has_room_locked() const;
+
+  Future<void> room();
+
+  PoolStats stats() const;
+
+  void stop() noexcept;
+
+ private:
+  std::size_t target_locked() const { return options_.size + (standby_wanted_ ? options_.standby : 0); }
+  std::size_t ready_count_locked() const;
+  // Workers that are or will be of use. A killed one counts until it is
+  // reaped: its replacement starts at the reap, which follows the kill by a
+  // few hundred microseconds. (Started at the kill, the spawn took the CPU
+  // from the threads the cancel wakes: the cancel's p99 rose 3.3x.)
+  std::size_t alive_count_locked() const;
+  std::size_t idle_count_locked() const;
+  // Slots taken: a worker being killed gives its slot back at once (to the
+  // standby), before its driver has even woken up.
+  std::size_t busy_count_locked() const;
+
+  // SIGKILLs the worker (through its pidfd: never a stranger). Its process
+  // group follows when the reaper reaps it (reap()), before anything waits
+  // on its end. Its driver, if it waits on the worker, learns of the kill
+  // then too: neither the group's kill nor the driver's work stands between
+  // a cancel and the thread it wakes, or the next task (which the standby
+  // takes at once).
+  void kill_locked(Worker& w);
+
+  void cancel(const std::shared_ptr<Entry>& entry);
+
+  // Takes a task that never started out of the queue (its future failed
+  // already); returns its settled() completer, to complete unlocked.
+  std::shared_ptr<CompleterCore<void>> drop_queued_locked(std::shared_ptr<Entry> entry);
+
+  // Room waiters complete whenever run() would take a task, or would
+  // answer at once (a degraded pool: PoolDegraded).
+  void complete_room_waiters();
+
+  void fail_room_waiters();
+
+  static bool killed_from_elsewhere(const ProcessExit& exit);
+
+  void record_start_failure_locked(const std::string& why);
+
+  // --- the spawner -------------------------------------------------------------
+
+  void spawner_loop();
+
+  // Fails every queued task once the pool has given up starting workers and
+  // none is left to run them. Called with lock held; unlocks around fail().
+  void fail_queue_if_degraded_locked(std::unique_lock<std::mutex>& lock);
+
+  std::shared_ptr<Worker> spawn_worker();
+
+  // Has the reaper watch a new worker. If it cannot, the worker is killed
+  // (its driver then ends it) and stop() reaps it.
+  void watch_locked(const std::shared_ptr<Worker>& worker);
+
+  // --- the reap ----------------------------------------------------------------
+
+  // The reaper's thread: the worker has exited. What its task started in
+  // its group dies with it (see reap_worker). Under the lock, which
+  // kill_locked takes: no kill of its group can come after the reap has
+  // freed the group id. (The process has exited: the reap does not wait.)
+  void reap(const std::shared_ptr<Worker>& worker);
+
+  // Drops a finished, reaped worker.
+  void erase_locked(const std::shared_ptr<Worker>& worker);
+
+  // --- a driver ----------------------------------------------------------------
+
+  // Waits until the worker's response word leaves `from`, or the deadline.
+  std::uint32_t wait_response(const Worker& w, std::uint32_t from, std::optional<Clock::time_point> deadline);
+
+  void driver_loop(std::shared_ptr<Worker> worker);
+
+  void drive(const std::shared_ptr<Worker>& w);
+
+  // Concludes task entry.seq on worker w, whose response word read r (or
+  // which refused it): reads the outcome, updates the worker and the
+  // statistics, and completes the future (with nothing held). Called once
+  // per task, by whoever claimed it: its driver, or (helping) a thread
+  // blocked in the future's get().
+  Conclusion conclude(const std::shared_ptr<Worker>& w, Entry& entry, std::uint32_t r,
+                      std::optional<std::exception_ptr> refused, bool helping);
+
+ public:
+  // A thread about to block on entry's future (see Entry): while the task
+  // is posted to a worker, waits on the worker's response word itself and,
+  // if it sees the answer first, concludes the task on this thread. Returns
+  // early (the caller then waits as usual) in every other case.
+  void help(Entry& entry, const FutureStateBase& state) noexcept;
+
+ private:
+
+  // Gives entry to the idle worker w (under the lock).
+  void reserve_locked(Worker& w, const std::shared_ptr<Entry>& entry);
+
+  // Writes the task into the worker's memory and posts it as task seq (no
+  // lock held: the arguments' encoding is the caller's code). The error
+  // that kept it from being posted, if any.
+  std::optional<std::exception_ptr> post(Worker& w, Entry& entry, std::uint32_t seq);
+
+  void deliver(PoolJob& job, PoolSlot::Outcome outcome, const std::string& payload);
+
+  bool recycle_due_locked(Worker& w);
+
+  // The driver's end: kills the worker if it still runs, leaves it to the
+  // reaper to reap, and lets the spawner replace it.
+  void finish_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Worker>& w);
+
+  // The two kinds of waiter on a worker's response word (futex bitsets):
+  // its driver, and a thread blocked in the task's get().
+  static constexpr std::uint32_t kDriverKind = 1;
+  static constexpr std::uint32_t kWaiterKind = 2;
+
+  const PoolOptions options_;
+
+  mutable std::mutex mutex_;
+  // Every thread of the pool but the spawner waits on changed_; the spawner
+  // on spawner_wake_ (notify_all_threads() wakes both), so that handing a
+  // task to a worker wakes its driver and not the spawner.
+  std::condition_variable changed_;
+  std::condition_variable spawner_wake_;
+  void notify_all_threads() {
+    changed_.notify_all();
+    spawner_wake_.notify_all();
+  }
+  std::deque<std::shared_ptr<Entry>> queue_;
+  std::vector<std::shared_ptr<Worker>> workers_;
+  std::vector<std::shared_ptr<CompleterCore<void>>> room_waiters_;
+  // Jobs cancelled while queued, released by the spawner thread.
+  std::vector<std::shared_ptr<PoolJob>> dropped_jobs_;
+  std::size_t live_drivers_ = 0;
+  bool stopping_ = false;
+  bool stopped_ = false;
+  std::size_t start_failures_ = 0;
+  std::string last_start_failure_;
+  std::deque<Clock::time_point> recent_failures_;
+  std::string degraded_;
+  Clock::time_point degraded_at_{};
+  // After a transient spawn error: no spawn before backoff_until_.
+  std::chrono::milliseconds backoff_{0};
+  Clock::time_point backoff_until_{};
+  // Whether the standby is kept up (idle_timeout lets it shrink away).
+  bool standby_wanted_ = true;
+  PoolStats stats_;
+  Samples queue_wait_;
+  Samples run_time_;
+
+  std::thread spawner_;
+};
+
+}  // namespace cancellable::detail
