@@ -57,15 +57,15 @@ void PoolImpl::driver_loop(std::shared_ptr<Worker> worker) {
 void PoolImpl::drive(const std::shared_ptr<Worker>& w) {
   const std::uint32_t ready = wait_response(*w, PoolSlot::kStarting, Clock::now() + options_.start_timeout);
   std::unique_lock lock(mutex_);
-  if (ready != PoolSlot::kReady || w->dead || w->killed) {
-    if (!stopping_) {
+  if (ready != PoolSlot::kReady || w->reaped() || w->killed()) {
+    if (phase_ != Phase::stopping) {
       std::string why;
       if (ready == PoolSlot::kStarting) {
         why = "it was not ready within " + std::to_string(options_.start_timeout.count()) +
               " ms (is it a worker program? It must call cancellable::worker_main first thing in main)";
       } else {
         // The reaper has the exit status once it reaped the worker.
-        changed_.wait(lock, [&] { return w->reaped || w->watch == 0; });
+        changed_.wait(lock, [&] { return w->reaped() || w->watch == 0; });
         why = "it " + w->exit.str() +
               " before it was ready (is it a worker program? It must call cancellable::worker_main first "
               "thing in main)";
@@ -92,7 +92,7 @@ void PoolImpl::drive(const std::shared_ptr<Worker>& w) {
       // A task reserved by run(): wait until it is posted (or refused).
       if (w->handed) return true;
       if (w->running) return false;
-      return stopping_ || w->dead || w->killed ||
+      return phase_ == Phase::stopping || w->reaped() || w->killed() ||
              (w->state == Worker::State::idle && !queue_.empty() && busy_count_locked() < options_.size);
     };
     if (options_.idle_timeout) {
@@ -103,7 +103,7 @@ void PoolImpl::drive(const std::shared_ptr<Worker>& w) {
         // (Not a worker run() has reserved and is posting a task to: it
         // is busy, and its task would be lost with it.)
         if (!w->running && alive_count_locked() > options_.size) {
-          standby_wanted_ = false;
+          standby_ = Standby::shrunk;
           ++stats_.idle_exits;
           idle_exit = true;
           break;
@@ -115,7 +115,7 @@ void PoolImpl::drive(const std::shared_ptr<Worker>& w) {
     }
     // (A handed-over task goes on even now: its outcome, a kill or a
     // death, is reported below.)
-    if (!w->handed && (stopping_ || w->dead || w->killed)) break;
+    if (!w->handed && (phase_ == Phase::stopping || w->reaped() || w->killed())) break;
     std::shared_ptr<Entry> entry;
     std::optional<std::exception_ptr> refused;
     std::uint32_t seq = 0;
@@ -176,7 +176,7 @@ void PoolImpl::drive(const std::shared_ptr<Worker>& w) {
     } else {
       // A thread blocked in the future's get() took the answer.
       lock.lock();
-      changed_.wait(lock, [&] { return entry->concluded; });
+      changed_.wait(lock, [&] { return entry->state == Entry::State::done; });
       c = entry->conclusion;
       lock.unlock();
     }
@@ -195,7 +195,7 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
   // Read the outcome while nothing else may write it: only when the
   // worker answered this task and was not killed meanwhile.
   std::unique_lock lock(mutex_);
-  bool answered = !refused && r == seq && !w->killed;
+  bool answered = !refused && r == seq && !w->killed();
   std::string payload;
   PoolSlot::Outcome outcome = PoolSlot::Outcome::none;
   if (answered) {
@@ -213,16 +213,15 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
         lock.lock();
         // Killed meanwhile (a cancel that came as it answered): the
         // cancel counted it, and its future has the token's exception.
-        if (w->killed) answered = false;
+        if (w->killed()) answered = false;
       }
     } else if (outcome == PoolSlot::Outcome::too_large) {
       payload = std::to_string(bytes);
     }
   }
-  const bool died = !refused && !answered && !w->killed;
+  const bool died = !refused && !answered && !w->killed();
   w->running.reset();
-  entry.state = Entry::State::done;
-  entry.worker.reset();
+  entry.worker.reset();  // (cancel() and help() leave it alone from here; it is done below)
   // The job holds the future's core, whose cancellation hook holds the
   // entry: the entry lets go of the job once done, breaking the cycle.
   const std::shared_ptr<PoolJob> job = std::move(entry.job);
@@ -245,20 +244,20 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
     // (A worker that wrote something else than this task's number is
     // broken: it is killed, and its task fails as crashed.)
     if (r != PoolSlot::kDied) kill_locked(*w);
-    changed_.wait(lock, [&] { return w->reaped || w->watch == 0; });
+    changed_.wait(lock, [&] { return w->reaped() || w->watch == 0; });
   }
   const ProcessExit exit = w->exit;
   // settled(): now if the worker answered (or never had the task) or is
   // reaped already; otherwise when the reaper reaps it.
   std::shared_ptr<CompleterCore<void>> settled;
   if (job->settled) {
-    if (answered || refused || w->reaped) {
+    if (answered || refused || w->reaped()) {
       settled = std::exchange(job->settled, nullptr);
     } else {
       w->settle_at_reap.push_back(std::exchange(job->settled, nullptr));
     }
   }
-  entry.concluded = true;
+  entry.state = Entry::State::done;
   entry.conclusion = c;
   lock.unlock();
   if (helping) changed_.notify_all();  // (the driver waits for the conclusion)
@@ -291,7 +290,7 @@ void PoolImpl::help(Entry& entry, const FutureStateBase& state) noexcept {
   std::uint32_t seq = 0;
   {
     std::lock_guard lock(mutex_);
-    if (entry.state != Entry::State::running || !entry.worker || !entry.posted.load(std::memory_order_acquire)) {
+    if (entry.state != Entry::State::posted || !entry.worker) {
       return;
     }
     w = entry.worker;
@@ -317,7 +316,7 @@ void PoolImpl::help(Entry& entry, const FutureStateBase& state) noexcept {
 }
 
 void PoolImpl::reserve_locked(Worker& w, const std::shared_ptr<Entry>& entry) {
-  entry->state = Entry::State::running;
+  entry->state = Entry::State::reserved;
   entry->worker = w.shared_from_this();
   w.state = Worker::State::busy;
   w.running = entry;
@@ -357,7 +356,7 @@ std::optional<std::exception_ptr> PoolImpl::post(Worker& w, Entry& entry, std::u
   {
     std::lock_guard lock(mutex_);
     if (entry.job->token.is_cancelled()) return entry.job->token.exception();
-    entry.posted.store(true, std::memory_order_release);
+    entry.state = Entry::State::posted;
   }
   slot->request.store(seq, std::memory_order_release);
   futex_wake_all(slot->request);
@@ -403,7 +402,7 @@ bool PoolImpl::recycle_due_locked(Worker& w) {
 void PoolImpl::finish_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Worker>& w) {
   kill_locked(*w);
   w->state = Worker::State::finished;
-  if (w->reaped) erase_locked(w);
+  if (w->reaped()) erase_locked(w);
   fail_queue_if_degraded_locked(lock);
   notify_all_threads();
   lock.unlock();

@@ -53,13 +53,13 @@ std::function<void()> PoolImpl::submit(std::shared_ptr<PoolJob> job) {
   bool wake_spawner = false;
   {
     std::lock_guard lock(mutex_);
-    if (stopping_) throw PoolDegraded("WorkerPool: the pool is stopping");
-    if (!degraded_.empty()) throw PoolDegraded(degraded_);
+    if (phase_ == Phase::stopping) throw PoolDegraded("WorkerPool: the pool is stopping");
+    if (phase_ == Phase::degraded) throw PoolDegraded(degraded_);
     // (A task handed straight to a ready worker takes no room in the
     // queue: with max_queue 0, run() succeeds while a worker is free.)
     if (!has_room_locked()) throw PoolQueueFull(options_.max_queue);
-    wake_spawner = !standby_wanted_;
-    standby_wanted_ = true;  // (if idle workers had shrunk it away)
+    wake_spawner = standby_ == Standby::shrunk;
+    standby_ = Standby::kept;  // (if idle workers had shrunk it away)
     if (queue_.empty() && busy_count_locked() < options_.size) {
       // A slot is free: is a worker ready for it?
       bool idle = false;
@@ -70,7 +70,7 @@ std::function<void()> PoolImpl::submit(std::shared_ptr<PoolJob> job) {
     // waking the worker's driver first.
     if (queue_.empty() && busy_count_locked() < options_.size) {
       for (const auto& w : workers_) {
-        if (w->state == Worker::State::idle && !w->killed && !w->dead && !w->handed) {
+        if (w->state == Worker::State::idle && !w->killed() && !w->reaped() && !w->handed) {
           handed_to = w;
           break;
         }
@@ -109,7 +109,7 @@ bool PoolImpl::has_room_locked() const {
   if (queue_.size() < options_.max_queue) return true;
   if (!queue_.empty() || busy_count_locked() >= options_.size) return false;
   for (const auto& w : workers_) {
-    if (w->state == Worker::State::idle && !w->killed && !w->dead && !w->handed) return true;
+    if (w->state == Worker::State::idle && !w->killed() && !w->reaped() && !w->handed) return true;
   }
   return false;
 }
@@ -118,7 +118,7 @@ Future<void> PoolImpl::room() {
   auto core = std::make_shared<CompleterCore<void>>(CancellationToken::none(), nullptr);
   {
     std::lock_guard lock(mutex_);
-    if (!has_room_locked() && degraded_.empty() && !stopping_) {
+    if (!has_room_locked() && phase_ == Phase::running) {
       room_waiters_.push_back(core);
       return core->future();
     }
@@ -131,9 +131,8 @@ void PoolImpl::stop() noexcept {
   std::vector<std::shared_ptr<PoolJob>> abandoned;
   {
     std::lock_guard lock(mutex_);
-    if (stopped_) return;
-    stopped_ = true;
-    stopping_ = true;
+    if (phase_ == Phase::stopping) return;
+    phase_ = Phase::stopping;
     for (const auto& e : queue_) {
       e->state = Entry::State::done;
       abandoned.push_back(std::move(e->job));
@@ -171,7 +170,7 @@ void PoolImpl::stop() noexcept {
     });
     std::vector<std::shared_ptr<CompleterCore<void>>> settled;
     for (const auto& w : workers_) {
-      (void)reap_worker(w->pidfd, w->pid, w->killed);
+      (void)reap_worker(w->pidfd, w->pid, w->killed());
       w->close_pidfd();
       for (auto& s : w->settle_at_reap) settled.push_back(std::move(s));
       w->settle_at_reap.clear();
@@ -190,7 +189,7 @@ std::size_t PoolImpl::ready_count_locked() const {
 
 std::size_t PoolImpl::alive_count_locked() const {
   std::size_t n = 0;
-  for (const auto& w : workers_) n += w->state != Worker::State::finished && !w->reaped;
+  for (const auto& w : workers_) n += w->state != Worker::State::finished && !w->reaped();
   return n;
 }
 
@@ -202,14 +201,14 @@ std::size_t PoolImpl::idle_count_locked() const {
 
 std::size_t PoolImpl::busy_count_locked() const {
   std::size_t n = 0;
-  for (const auto& w : workers_) n += w->state == Worker::State::busy && !w->killed;
+  for (const auto& w : workers_) n += w->state == Worker::State::busy && !w->killed();
   return n;
 }
 
 void PoolImpl::kill_locked(Worker& w) {
-  if (w.dead) return;
-  if (!w.killed) {
-    w.killed = true;
+  if (w.reaped()) return;
+  if (!w.killed()) {
+    w.process = Worker::Process::killed;
     // The worker and what its task started, at once (also when the host
     // ignores SIGCHLD, and no zombie would be left to pin the group id
     // for the reap's group kill).
@@ -234,8 +233,8 @@ void PoolImpl::cancel(const std::shared_ptr<Entry>& entry) {
       // Never started: the future has failed already.
       settled = drop_queued_locked(entry);
       room = !room_waiters_.empty();
-    } else if (entry->state == Entry::State::running && entry->worker && entry->posted.load() &&
-               !entry->worker->dead && !entry->worker->killed) {
+    } else if (entry->state == Entry::State::posted && entry->worker &&
+               !entry->worker->reaped() && !entry->worker->killed()) {
       // (Not posted yet: post() sees the cancelled token and never posts
       // it, and the worker lives on. Dead already: the task is counted as
       // crashed when concluded; killed, it is not: each task counts once.)
@@ -266,7 +265,7 @@ void PoolImpl::complete_room_waiters() {
   std::vector<std::shared_ptr<CompleterCore<void>>> waiters;
   {
     std::lock_guard lock(mutex_);
-    if (!has_room_locked() && degraded_.empty()) return;
+    if (!has_room_locked() && phase_ != Phase::degraded) return;
     waiters.swap(room_waiters_);
   }
   for (const auto& w : waiters) w->complete();

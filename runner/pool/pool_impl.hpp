@@ -5,6 +5,10 @@
 // tasks over and concluding them), pool_stats.cpp (statistics);
 // slot_memory.hpp is the worker's shared memory.
 //
+// Every lifecycle is an enum with its transitions written beside it:
+// Worker::State (its role) and Worker::Process (its process), Entry::State
+// (a task's), PoolImpl::Phase (the pool's) and PoolImpl::Standby.
+//
 // Threads:
 //   - the spawner: starts every worker, and so lives as long as the pool
 //     (PR_SET_PDEATHSIG fires when the *thread* that started a child ends);
@@ -14,8 +18,9 @@
 //   - one driver per worker: waits for the worker to be ready, takes tasks
 //     from the queue, hands them over through the worker's shared memory and
 //     waits (futex) for the outcome, a kill or a death.
-// Every state change happens under mutex_; futures complete, and
-// continuations run, on a driver with nothing held.
+// Every state change happens under mutex_; futures complete with nothing
+// held, on a driver, on a thread blocked in get(), or on the reaper (whose
+// continuations go to the default executor).
 //
 // Why not Boost.Process v2's launcher (1.81): its default launcher forks the
 // whole parent before exec and runs Asio's fork hooks in the child
@@ -62,7 +67,21 @@ using Clock = std::chrono::steady_clock;
 struct Entry;
 
 struct Worker : std::enable_shared_from_this<Worker> {
+  // Its role, as its driver sees it (under the pool's lock):
+  //   starting -> idle       it answered kReady
+  //   idle     -> busy       a task was reserved for it (run()'s hand-over,
+  //                          or its driver took one from the queue)
+  //   busy     -> idle       the task concluded, and the worker is reusable
+  //   any      -> finished   its driver ended it: it died, was killed or
+  //                          retired, was idle too long, or the pool stops
   enum class State { starting, idle, busy, finished };
+  // Its process (under the pool's lock):
+  //   running -> killed          the pool sent it SIGKILL (kill_locked)
+  //   running -> died            reaped, never killed by the pool
+  //   killed  -> killed_reaped   reaped after the pool's kill
+  enum class Process { running, killed, died, killed_reaped };
+  bool killed() const noexcept { return process == Process::killed || process == Process::killed_reaped; }
+  bool reaped() const noexcept { return process == Process::died || process == Process::killed_reaped; }
   ~Worker() { close_pidfd(); }
   void close_pidfd() noexcept {
     if (pidfd >= 0) ::close(pidfd);
@@ -75,9 +94,7 @@ struct Worker : std::enable_shared_from_this<Worker> {
   std::uint64_t watch = 0;
   std::unique_ptr<SlotMemory> memory;
   State state = State::starting;
-  bool dead = false;     // reaped
-  bool killed = false;   // SIGKILL sent by the pool
-  bool reaped = false;
+  Process process = Process::running;
   ProcessExit exit;
   std::shared_ptr<Entry> running;  // the task it runs, if any
   std::size_t tasks = 0;
@@ -116,7 +133,15 @@ struct Conclusion {
 // A queued or running task. As the WaitHelper of its future, it lets a
 // thread blocked in get() wait on the worker's answer itself.
 struct Entry final : WaitHelper, std::enable_shared_from_this<Entry> {
-  enum class State { queued, running, done };
+  // Its life (under the pool's lock):
+  //   queued   -> reserved   a worker was chosen for it (reserve_locked)
+  //   queued   -> done       dropped: cancelled while queued, or the pool
+  //                          stops or has degraded
+  //   reserved -> posted     in the worker's memory, the worker told (post)
+  //   reserved -> done       refused: its token was cancelled first, or its
+  //                          arguments could not be written
+  //   posted   -> done       concluded: answered, killed or died (conclude)
+  enum class State { queued, reserved, posted, done };
   std::shared_ptr<PoolJob> job;
   State state = State::queued;
   std::shared_ptr<Worker> worker;
@@ -124,14 +149,10 @@ struct Entry final : WaitHelper, std::enable_shared_from_this<Entry> {
   Clock::time_point taken;
   std::uint32_t seq = 0;  // its task number, once reserved
   std::weak_ptr<PoolImpl> pool;
-  // Set once the task is in the worker's memory and posted (under the
-  // pool's lock; read by help() without it).
-  std::atomic<bool> posted{false};
   // Whoever first sees the worker's answer (the driver, or a helping
   // waiter) claims the conclusion; the other waits for it.
   std::atomic<bool> claimed{false};
-  bool concluded = false;  // under the pool's lock
-  Conclusion conclusion;
+  Conclusion conclusion;  // once done (under the pool's lock)
 
   void help_wait(const FutureStateBase& state) noexcept override;
   // (Nothing to do: every end of a posted task changes the worker's
@@ -160,7 +181,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   void stop() noexcept;
 
  private:
-  std::size_t target_locked() const { return options_.size + (standby_wanted_ ? options_.standby : 0); }
+  std::size_t target_locked() const { return options_.size + (standby_ == Standby::kept ? options_.standby : 0); }
   std::size_t ready_count_locked() const;
   // Workers that are or will be of use. A killed one counts until it is
   // reaped: its replacement starts at the reap, which follows the kill by a
@@ -286,18 +307,26 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   // Jobs cancelled while queued, released by the spawner thread.
   std::vector<std::shared_ptr<PoolJob>> dropped_jobs_;
   std::size_t live_drivers_ = 0;
-  bool stopping_ = false;
-  bool stopped_ = false;
+  // The pool's phase:
+  //   running  -> degraded   the respawn budget is used up: run() answers
+  //                          PoolDegraded (record_start_failure_locked)
+  //   degraded -> running    respawn_period later: the spawner tries again
+  //   running, degraded -> stopping   stop() (the destructor)
+  enum class Phase { running, degraded, stopping };
+  Phase phase_ = Phase::running;
   std::size_t start_failures_ = 0;
   std::string last_start_failure_;
   std::deque<Clock::time_point> recent_failures_;
-  std::string degraded_;
+  std::string degraded_;  // why (while degraded)
   Clock::time_point degraded_at_{};
   // After a transient spawn error: no spawn before backoff_until_.
   std::chrono::milliseconds backoff_{0};
   Clock::time_point backoff_until_{};
   // Whether the standby is kept up (idle_timeout lets it shrink away).
-  bool standby_wanted_ = true;
+  //   kept -> shrunk   idle workers beyond the size exited (idle_timeout)
+  //   shrunk -> kept   run() was called again
+  enum class Standby { kept, shrunk };
+  Standby standby_ = Standby::kept;
   PoolStats stats_;
   Samples queue_wait_;
   Samples run_time_;

@@ -42,7 +42,9 @@ void PoolImpl::record_start_failure_locked(const std::string& why) {
   while (!recent_failures_.empty() && now - recent_failures_.front() > options_.respawn_period) {
     recent_failures_.pop_front();
   }
-  if (recent_failures_.size() >= std::max<std::size_t>(options_.respawn_budget, 1) && degraded_.empty()) {
+  if (recent_failures_.size() >= std::max<std::size_t>(options_.respawn_budget, 1) &&
+      phase_ == Phase::running) {
+    phase_ = Phase::degraded;
     degraded_at_ = now;
     degraded_ = "WorkerPool: stopped starting workers after " + std::to_string(recent_failures_.size()) +
                 " failed to start within " + std::to_string(options_.respawn_period.count()) +
@@ -56,25 +58,26 @@ void PoolImpl::spawner_loop() {
     // Degraded: after respawn_period, the program gets another budget
     // (whatever broke it may have been fixed: a file restored, memory
     // freed). Until then run() answers PoolDegraded.
-    if (!degraded_.empty() && !stopping_ && dropped_jobs_.empty()) {
+    if (phase_ == Phase::degraded && dropped_jobs_.empty()) {
       const auto retry_at = degraded_at_ + options_.respawn_period;
       if (Clock::now() < retry_at) {
         spawner_wake_.wait_until(lock, retry_at);
         continue;
       }
+      phase_ = Phase::running;
       degraded_.clear();
       recent_failures_.clear();
     }
     // Transient spawn errors (EAGAIN, ENOMEM): a growing pause, not the
     // budget.
-    if (!stopping_ && dropped_jobs_.empty() && Clock::now() < backoff_until_) {
+    if (phase_ != Phase::stopping && dropped_jobs_.empty() && Clock::now() < backoff_until_) {
       spawner_wake_.wait_until(lock, backoff_until_);
       continue;
     }
     spawner_wake_.wait(lock, [&] {
-      return stopping_ || !dropped_jobs_.empty() || !degraded_.empty() || alive_count_locked() < target_locked();
+      return phase_ != Phase::running || !dropped_jobs_.empty() || alive_count_locked() < target_locked();
     });
-    if (!degraded_.empty() && !stopping_ && dropped_jobs_.empty()) continue;
+    if (phase_ == Phase::degraded && dropped_jobs_.empty()) continue;
     if (!dropped_jobs_.empty()) {
       auto dropped = std::move(dropped_jobs_);
       dropped_jobs_.clear();
@@ -83,7 +86,7 @@ void PoolImpl::spawner_loop() {
       lock.lock();
       continue;
     }
-    if (stopping_) return;
+    if (phase_ == Phase::stopping) return;
     // (A replacement starts at once: back-to-back cancels used up the
     // standby while its replacements waited, and the next tasks waited
     // for fresh workers.)
@@ -136,7 +139,7 @@ void PoolImpl::spawner_loop() {
 }
 
 void PoolImpl::fail_queue_if_degraded_locked(std::unique_lock<std::mutex>& lock) {
-  if (degraded_.empty() || alive_count_locked() > 0) return;
+  if (phase_ != Phase::degraded || alive_count_locked() > 0) return;
   std::vector<std::shared_ptr<PoolJob>> failed;
   for (const auto& e : queue_) {
     e->state = Entry::State::done;
@@ -231,15 +234,14 @@ void PoolImpl::watch_locked(const std::shared_ptr<Worker>& worker) {
 
 void PoolImpl::reap(const std::shared_ptr<Worker>& worker) {
   std::unique_lock lock(mutex_);
-  if (worker->reaped) return;
-  const ProcessExit exit = reap_worker(worker->pidfd, worker->pid, worker->killed).exit;
+  if (worker->reaped()) return;
+  const ProcessExit exit = reap_worker(worker->pidfd, worker->pid, worker->killed()).exit;
   worker->close_pidfd();  // (now: the reaper's thread may hold the worker a little longer)
-  worker->reaped = true;
+  worker->process = worker->killed() ? Worker::Process::killed_reaped : Worker::Process::died;
   auto settled = std::move(worker->settle_at_reap);
   worker->settle_at_reap.clear();
   // (The task it ran, if any, is settled by its conclusion, which follows
   // at once: after the statistics count it.)
-  worker->dead = true;
   worker->exit = exit;
   const bool driver_waits = worker->state == Worker::State::busy || worker->state == Worker::State::starting;
   if (driver_waits) {
