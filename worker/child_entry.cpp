@@ -53,8 +53,7 @@ int keep_commit_descriptor(int fd) noexcept {
 std::atomic<bool> worker_process{false};
 
 [[noreturn]] void setup_failed(ControlBlock* block, SetupStep step, int error) noexcept {
-  block->setup_errno.store(error, std::memory_order_relaxed);
-  block->setup_failed_step.store(static_cast<std::uint32_t>(step), std::memory_order_release);
+  report_setup_failure(block, step, error);
   ::_exit(kExitSetupFailed);
 }
 
@@ -140,12 +139,23 @@ void apply_limits(const ChildSetup& setup) noexcept {
 
 }  // namespace
 
+void report_setup_failure(WorkerHeader* header, SetupStep step, int error) noexcept {
+  header->setup_errno.store(error, std::memory_order_relaxed);
+  header->setup_failed_step.store(static_cast<std::uint32_t>(step), std::memory_order_release);
+}
+
 bool in_isolate_worker() noexcept { return worker_process.load(std::memory_order_relaxed); }
 
-ControlBlock*& progress_block_of_this_thread() noexcept {
-  thread_local ControlBlock* block = nullptr;
+WorkerHeader*& progress_block_of_this_thread() noexcept {
+  thread_local WorkerHeader* block = nullptr;
   return block;
 }
+
+namespace {
+std::atomic<WorkerHeader*> process_header{nullptr};
+}  // namespace
+
+void set_worker_process_header(WorkerHeader* header) noexcept { process_header.store(header, std::memory_order_release); }
 
 void run_child(const ChildSetup& setup) noexcept {
   worker_process.store(true, std::memory_order_relaxed);
@@ -163,6 +173,7 @@ void run_child(const ChildSetup& setup) noexcept {
   wait_at_start_gate(setup.block, setup.parent_pid);
   apply_limits(setup);
   progress_block_of_this_thread() = setup.block;
+  set_worker_process_header(setup.block);  // (for the work's own threads)
   ChildChannelImpl& channel = *setup.channel;
   try {
     (*setup.body)(channel);
@@ -180,9 +191,9 @@ void set_child_exit_hook(ExitHook hook) noexcept { exit_hook.store(hook, std::me
 
 void report_progress_impl(std::uint64_t done, std::uint64_t total, const char* stage,
                           std::size_t stage_size) noexcept {
-  if (ControlBlock* block = progress_block_of_this_thread()) {
-    block->write_progress(done, total, stage, stage_size);
-  }
+  WorkerHeader* header = progress_block_of_this_thread();
+  if (!header) header = process_header.load(std::memory_order_acquire);
+  if (header) header->write_progress(done, total, stage, stage_size);
 }
 
 }  // namespace cancellable::detail

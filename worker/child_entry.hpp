@@ -58,7 +58,15 @@ inline constexpr int kExitSetupFailed = 126;
 // isolate may start in it.
 bool in_isolate_worker() noexcept;
 
-// The control block that report_progress() writes to on this thread.
-ControlBlock*& progress_block_of_this_thread() noexcept;
+// The worker header that report_progress() writes to on this thread (an
+// isolate's control block), or null.
+WorkerHeader*& progress_block_of_this_thread() noexcept;
+// Writes the step that failed, and its errno, for the parent (before the
+// worker exits).
+void report_setup_failure(WorkerHeader* header, SetupStep step, int error) noexcept;
+// The header of this worker process (a forked isolate's, a pool worker's):
+// report_progress() writes to it from any thread of the work (a worker
+// process runs one piece of work at a time).
+void set_worker_process_header(WorkerHeader* header) noexcept;
 
 }  // namespace cancellable::detail

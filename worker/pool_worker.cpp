@@ -111,6 +111,7 @@ void set_cpu_limit(std::uint64_t limit_seconds) {
 [[noreturn]] void serve(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t result_capacity,
                         std::optional<std::size_t> memory_limit) {
   ::signal(SIGXCPU, on_cpu_limit);
+  set_worker_process_header(slot);  // (report_progress, from any thread of a task)
   warm_up_once(slot, args_capacity, result_capacity);
   slot->response.store(PoolSlot::kReady, std::memory_order_release);
   futex_wake_all(slot->response);
@@ -183,13 +184,8 @@ void worker_main(int argc, char** argv) {
   std::optional<std::size_t> memory_limit;
   if (argc > 3) memory_limit = static_cast<std::size_t>(std::strtoull(argv[3], nullptr, 10));
 
-  // Die with the pool's process: the signal at its death, and a check that
-  // it has not died already (before the prctl).
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) ::_exit(kExitSetup);
-  if (::getppid() != parent) ::_exit(kPoolExitParentGone);
-  ::setenv(kPoolWorkerEnvironment, "1", 1);
-
-  // The shared memory: descriptor 3, as large as its header says.
+  // The shared memory: descriptor 3, as large as its header says. (First:
+  // a later step that fails is reported there, with its errno.)
   struct stat st {};
   if (::fstat(kPoolSlotDescriptor, &st) != 0 || static_cast<std::size_t>(st.st_size) < PoolSlot::kHeaderBytes) {
     ::_exit(kExitBadSlot);
@@ -208,10 +204,25 @@ void worker_main(int argc, char** argv) {
                         kPoolSlotDescriptor, 0);
   if (memory == MAP_FAILED) ::_exit(kExitBadSlot);
   ::close(kPoolSlotDescriptor);
+  auto* slot = static_cast<PoolSlot*>(memory);
+
+  // Die with the pool's process: the signal at its death, and a check that
+  // it has not died already (before the prctl).
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+    report_setup_failure(slot, SetupStep::death_signal, errno);
+    ::_exit(kExitSetup);
+  }
+  if (::getppid() != parent) ::_exit(kPoolExitParentGone);
+  ::setenv(kPoolWorkerEnvironment, "1", 1);
 
   // As for a process isolate: the data size now plus the limit.
-  if (memory_limit && limit_data_growth(*memory_limit) != 0) ::_exit(kExitSetup);
-  serve(static_cast<PoolSlot*>(memory), args_capacity, result_capacity, memory_limit);
+  if (memory_limit) {
+    if (const int error = limit_data_growth(*memory_limit)) {
+      report_setup_failure(slot, SetupStep::memory_limit, error);
+      ::_exit(kExitSetup);
+    }
+  }
+  serve(slot, args_capacity, result_capacity, memory_limit);
 }
 
 }  // namespace cancellable

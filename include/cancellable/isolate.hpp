@@ -117,9 +117,12 @@
 
 namespace cancellable {
 
-// Called from inside the work of an isolate (either backend): records how far
-// it got. No system call: the parent reads it from shared memory. Does
-// nothing outside an isolate.
+// Called from inside the work of an isolate (any backend) or of a pool task:
+// records how far it got. No system call: the parent reads it from the
+// worker's memory (Isolate::progress, PoolRun::progress, on_progress). In a
+// worker process (Backend::process, a pool worker) any thread of the work
+// may call it; with Backend::thread, the work's own thread. Does nothing
+// outside an isolate or a pool task.
 inline void report_progress(std::uint64_t done, std::uint64_t total, std::string_view stage = {}) {
   detail::report_progress_impl(done, total, stage.data(), stage.size());
 }
@@ -251,12 +254,12 @@ struct CancellableIsolate {
 
   // run(task, args..., [token, [options]]): runs a registered task (see
   // task.hpp) with the same semantics as a closure. With Backend::pool it
-  // runs in a worker of options.pool (WorkerPool::run with options.timeout
-  // and cpu_time_limit); with the other backends, the function registered
+  // runs in a worker of options.pool (WorkerPool::run with options.timeout,
+  // cpu_time_limit, on_progress and progress_interval); with the other backends, the function registered
   // for the task in this program runs in a forked worker or a thread, as a
   // closure would. Throws std::invalid_argument: Backend::pool without a
-  // pool, or with memory_limit_bytes, max_result_bytes or on_progress set
-  // (the pool's options rule those); another backend and no function of
+  // pool, or with memory_limit_bytes or max_result_bytes set (the pool's
+  // options rule those); another backend and no function of
   // that name registered in this program.
   template <class R, class... A, class... Rest>
   static Future<R> run(const Task<R(A...)>& task, Rest&&... rest) {
@@ -278,6 +281,8 @@ struct CancellableIsolate {
       TaskOptions task_options;
       task_options.timeout = options.timeout;
       task_options.cpu_time_limit = options.cpu_time_limit;
+      task_options.on_progress = std::move(options.on_progress);
+      task_options.progress_interval = options.progress_interval;
       return options.pool->run(task, std::move(std::get<I>(arguments))..., token, task_options);
     }
     const detail::TaskInvoker invoker = detail::find_pool_task(task.name);

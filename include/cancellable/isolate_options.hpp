@@ -59,8 +59,8 @@ struct IsolateOptions {
   // The pool that runs the work with Backend::pool (not owned: it must
   // outlive the call to run(); a run it still holds when destroyed fails
   // with CancelledException). Its PoolOptions set the memory limit and the
-  // largest result: with Backend::pool, memory_limit_bytes,
-  // max_result_bytes and on_progress must keep their defaults.
+  // largest result: with Backend::pool, memory_limit_bytes and
+  // max_result_bytes must keep their defaults.
   WorkerPool* pool = nullptr;
 };
 

@@ -94,6 +94,7 @@
 #include "cancellable/detail/isolate_codec.hpp"
 #include "cancellable/future.hpp"
 #include "cancellable/isolate_errors.hpp"
+#include "cancellable/isolate_options.hpp"
 #include "cancellable/merged_cancellation_token.hpp"
 #include "cancellable/task.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
@@ -146,6 +147,12 @@ struct TaskOptions {
   // CPU time the task may use (whole seconds, at least 1): past it the
   // worker ends and the task fails with CpuTimeLimitExceeded.
   std::optional<std::chrono::seconds> cpu_time_limit;
+  // Called on the default executor when the progress the task reports
+  // (report_progress, from any thread of the task) changes, checked every
+  // progress_interval while it runs, and once more as it ends if it changed
+  // since: as IsolateOptions::on_progress.
+  std::function<void(const Progress&)> on_progress;
+  std::chrono::milliseconds progress_interval{20};
 };
 
 struct PoolStats {
@@ -199,6 +206,15 @@ class WorkerStartFailed : public PoolError {
 namespace detail {
 
 // One queued or running task, type-erased (see pool.cpp).
+// A pool task's progress as its caller sees it (runner/pool/progress.cpp).
+struct PoolProgress;
+std::shared_ptr<PoolProgress> make_pool_progress();
+// Calls on_progress (on the default executor) when the progress changes,
+// checked every interval while the task runs. Before the task is submitted.
+void watch_pool_progress(PoolProgress& progress, std::function<void(const Progress&)> on_progress,
+                         std::chrono::milliseconds interval);
+std::optional<Progress> read_pool_progress(const PoolProgress& progress);
+
 struct PoolJob {
   std::string task_name;
   // Encodes the arguments into [area, area + capacity); returns the size,
@@ -219,6 +235,9 @@ struct PoolJob {
   // Completed once nothing of the task runs any more (PoolRun::settled);
   // null when nobody asked.
   std::shared_ptr<CompleterCore<void>> settled;
+  // The task's progress (PoolRun::progress, TaskOptions::on_progress); null
+  // when nobody asked.
+  std::shared_ptr<PoolProgress> progress;
 };
 
 class PoolImpl;
@@ -237,7 +256,8 @@ void stop_pool(PoolImpl& pool) noexcept;
 template <class R>
 class PoolRun {
  public:
-  PoolRun(Future<R> future, Future<void> settled) : future_(std::move(future)), settled_(std::move(settled)) {}
+  PoolRun(Future<R> future, Future<void> settled, std::shared_ptr<detail::PoolProgress> progress)
+      : future_(std::move(future)), settled_(std::move(settled)), progress_(std::move(progress)) {}
 
   // The task's outcome (as WorkerPool::run returns it).
   const Future<R>& future() const noexcept { return future_; }
@@ -248,10 +268,15 @@ class PoolRun {
   // future failed before that, at once); at once for a task that never
   // started.
   const Future<void>& settled() const noexcept { return settled_; }
+  // The latest progress the task reported (report_progress), read from its
+  // worker's memory while it runs and kept once it ended; nothing before
+  // it reported any (or before it started).
+  std::optional<Progress> progress() const { return progress_ ? detail::read_pool_progress(*progress_) : std::nullopt; }
 
  private:
   Future<R> future_;
   Future<void> settled_;
+  std::shared_ptr<detail::PoolProgress> progress_;
 };
 
 class WorkerPool {
@@ -274,7 +299,7 @@ class WorkerPool {
                   "WorkerPool::run(task, args..., [token, [options]]): the task's arguments, then optionally "
                   "a CancellationToken and TaskOptions");
     auto all = std::forward_as_tuple(std::forward<Rest>(rest)...);
-    return run_with<R, A...>(task, all, std::make_index_sequence<n>{}, nullptr);
+    return run_with<R, A...>(task, all, std::make_index_sequence<n>{}, nullptr, nullptr);
   }
 
   // As run(), and also tells when the task is over (PoolRun::settled): a
@@ -288,8 +313,9 @@ class WorkerPool {
                   "a CancellationToken and TaskOptions");
     auto all = std::forward_as_tuple(std::forward<Rest>(rest)...);
     auto settled = std::make_shared<detail::CompleterCore<void>>(CancellationToken::none(), nullptr);
-    auto future = run_with<R, A...>(task, all, std::make_index_sequence<n>{}, settled);
-    return PoolRun<R>(std::move(future), settled->future());
+    auto progress = detail::make_pool_progress();
+    auto future = run_with<R, A...>(task, all, std::make_index_sequence<n>{}, settled, progress);
+    return PoolRun<R>(std::move(future), settled->future(), std::move(progress));
   }
 
   // Completes when the queue has room for one more task (at once if it has).
@@ -300,15 +326,17 @@ class WorkerPool {
  private:
   template <class R, class... A, class All, std::size_t... I>
   Future<R> run_with(const Task<R(A...)>& task, All& all, std::index_sequence<I...> indices,
-                     std::shared_ptr<detail::CompleterCore<void>> settled) {
+                     std::shared_ptr<detail::CompleterCore<void>> settled,
+                     std::shared_ptr<detail::PoolProgress> progress) {
     auto call = detail::split_task_call<TaskOptions, A...>(all, indices);
     return submit<R>(task.name, std::move(call.arguments), std::move(call.token), std::move(call.options),
-                     std::move(settled));
+                     std::move(settled), std::move(progress));
   }
 
   template <class R, class Arguments>
   Future<R> submit(const char* name, Arguments arguments, CancellationToken token, TaskOptions options,
-                   std::shared_ptr<detail::CompleterCore<void>> settled) {
+                   std::shared_ptr<detail::CompleterCore<void>> settled,
+                   std::shared_ptr<detail::PoolProgress> progress) {
     CancellationToken effective = token;
     if (options.timeout) effective = MergedCancellationToken{token, TimeoutCancellationToken(*options.timeout)};
     if (effective.is_cancelled()) {
@@ -318,6 +346,13 @@ class WorkerPool {
 
     if (options.cpu_time_limit && options.cpu_time_limit->count() < 1) {
       throw std::invalid_argument("WorkerPool::run: TaskOptions::cpu_time_limit must be at least one second");
+    }
+    if (options.on_progress && options.progress_interval.count() <= 0) {
+      throw std::invalid_argument("WorkerPool::run: TaskOptions::progress_interval must be positive");
+    }
+    if (options.on_progress) {
+      if (!progress) progress = detail::make_pool_progress();
+      detail::watch_pool_progress(*progress, std::move(options.on_progress), options.progress_interval);
     }
     auto job = std::make_shared<detail::PoolJob>();
     job->task_name = name;
@@ -346,6 +381,7 @@ class WorkerPool {
     job->fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
     job->state = core->state().get();
     job->settled = std::move(settled);
+    job->progress = std::move(progress);
     auto future = core->future();
     *cancel = detail::submit_pool_job(impl_, job);
     hook_ready->store(true, std::memory_order_release);

@@ -132,6 +132,7 @@ void IsolateRun::deliver_outcome(const ProcessExit& exit) noexcept {
         fail(decode_exception(reader.view()));
         break;
       case Outcome::none:
+      case Outcome::too_large:  // (a fork isolate's worker never writes it)
         fail(crash_error(exit));
         break;
     }
@@ -152,12 +153,11 @@ void IsolateRun::remove_result_shm_if_claimed() noexcept {
 
 // A setup step the worker reported as failed, as the error to fail with.
 std::exception_ptr IsolateRun::worker_setup_error() const {
-  const auto step = block_->setup_failed_step.load(std::memory_order_acquire);
-  if (step == 0 || step > static_cast<std::uint32_t>(SetupStep::descriptors)) return nullptr;
-  const int error = block_->setup_errno.load(std::memory_order_relaxed);
+  const auto failure = block_->setup_failure();
+  if (!failure) return nullptr;
   return std::make_exception_ptr(std::system_error(
-      error, std::generic_category(),
-      std::string("CancellableIsolate: the worker could not ") + describe(static_cast<SetupStep>(step))));
+      failure->second, std::generic_category(),
+      std::string("CancellableIsolate: the worker could not ") + describe(failure->first)));
 }
 
 std::exception_ptr IsolateRun::crash_error(const ProcessExit& exit) const {

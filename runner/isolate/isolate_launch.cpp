@@ -314,12 +314,10 @@ void validate_isolate_options(const IsolateOptions& options, bool for_pool_task)
     if (options.pool == nullptr) {
       throw std::invalid_argument("CancellableIsolate::run: Backend::pool needs IsolateOptions::pool");
     }
-    if (options.memory_limit_bytes || options.on_progress ||
-        options.max_result_bytes != IsolateOptions{}.max_result_bytes) {
+    if (options.memory_limit_bytes || options.max_result_bytes != IsolateOptions{}.max_result_bytes) {
       throw std::invalid_argument(
           "CancellableIsolate::run: with Backend::pool, the pool's PoolOptions set the memory limit and the "
-          "largest result, and no progress is reported: leave memory_limit_bytes, max_result_bytes and "
-          "on_progress unset");
+          "largest result: leave memory_limit_bytes and max_result_bytes unset");
     }
   } else if (options.backend == Backend::pool) {
     throw std::invalid_argument(

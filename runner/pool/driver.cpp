@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "cancellable/exceptions.hpp"
+#include "cancellable/executor.hpp"
 #include "runner/pool/pool_impl.hpp"
 #include "worker/protocol/futex.hpp"
 #include "worker/protocol/result_channel.hpp"
@@ -199,8 +200,8 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
   std::string payload;
   PoolSlot::Outcome outcome = PoolSlot::Outcome::none;
   if (answered) {
-    outcome = static_cast<PoolSlot::Outcome>(slot->outcome);
-    const std::uint64_t bytes = slot->payload_bytes;
+    outcome = static_cast<PoolSlot::Outcome>(slot->outcome.load(std::memory_order_acquire));
+    const std::uint64_t bytes = slot->payload_bytes.load(std::memory_order_acquire);
     if (outcome == PoolSlot::Outcome::value || outcome == PoolSlot::Outcome::exception) {
       if (bytes > w->memory->result_capacity || bytes > std::max<std::size_t>(options_.max_result_bytes, 65536)) {
         outcome = PoolSlot::Outcome::none;  // a size the worker could not have written
@@ -225,6 +226,9 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
   // The job holds the future's core, whose cancellation hook holds the
   // entry: the entry lets go of the job once done, breaking the cycle.
   const std::shared_ptr<PoolJob> job = std::move(entry.job);
+  // Its progress, read before the worker can take another task.
+  std::function<void()> last_progress_report;
+  if (job->progress) last_progress_report = job->progress->detach();
   // Decided before the worker is idle again: an idle worker may be
   // handed a task by run() at any moment.
   Conclusion c;
@@ -262,6 +266,13 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
   lock.unlock();
   if (helping) changed_.notify_all();  // (the driver waits for the conclusion)
   if (room) complete_room_waiters();
+  if (last_progress_report) {
+    try {
+      default_executor().post(std::move(last_progress_report));
+    } catch (...) {
+      // (Out of memory: the last report is lost, the outcome is not.)
+    }
+  }
 
   if (refused) {
     job->fail(*refused);
@@ -353,10 +364,12 @@ std::optional<std::exception_ptr> PoolImpl::post(Worker& w, Entry& entry, std::u
   // encoded) is seen here, and the worker never sees the task. Under the
   // pool's lock, as cancel() decides under it: a cancel that finds the
   // task not posted leaves its worker alive, as this refuses it.
+  slot->clear_progress();  // (the previous task's; the worker writes none while idle)
   {
     std::lock_guard lock(mutex_);
     if (entry.job->token.is_cancelled()) return entry.job->token.exception();
     entry.state = Entry::State::posted;
+    if (entry.job->progress) entry.job->progress->attach(w.shared_from_this());
   }
   slot->request.store(seq, std::memory_order_release);
   futex_wake_all(slot->request);

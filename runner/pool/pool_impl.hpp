@@ -56,6 +56,7 @@
 
 #include "cancellable/isolate_errors.hpp"
 #include "cancellable/pool.hpp"
+#include "cancellable/detail/timer.hpp"
 #include "runner/pool/pool_stats.hpp"
 #include "runner/pool/slot_memory.hpp"
 #include "worker/protocol/pool_slot.hpp"
@@ -122,6 +123,29 @@ inline void settle_all(std::vector<std::shared_ptr<CompleterCore<void>>>& list) 
   for (auto& settled : list) settled->complete();
   list.clear();
 }
+
+// A task's progress (PoolRun::progress, TaskOptions::on_progress): its
+// worker's while the task is posted there (attach, under the pool's lock,
+// as it is posted), then the last value read from it (detach, under the
+// pool's lock, as the task is concluded and before the worker can take
+// another). Lock order: the pool's lock, then this mutex.
+struct PoolProgress : std::enable_shared_from_this<PoolProgress> {
+  void attach(const std::shared_ptr<Worker>& on);
+  // The last report to make (changed since the previous), if any: to run
+  // with nothing held.
+  std::function<void()> detach();
+  std::optional<Progress> current_locked() const;
+  void start_tick_locked();
+  void tick();
+
+  mutable std::mutex mutex;
+  std::function<void(const Progress&)> on_progress;
+  std::chrono::milliseconds interval{20};
+  std::shared_ptr<Worker> worker;
+  std::optional<Progress> last;
+  std::optional<Progress> reported;
+  std::shared_ptr<Timer> timer;
+};
 
 // How a task's hand-over ended, as its driver needs to know.
 struct Conclusion {

@@ -29,7 +29,8 @@ namespace asio = boost::asio;
 
 // One Asio io_context on one thread. Each watch is a copy of the watched
 // descriptor (its owner may close its own whenever it likes) waited on for
-// readability: a pidfd is readable once its process has exited.
+// readability: a pidfd is readable once its process has exited. The copy is
+// closed as the watch ends (exit or stop_watching), on whichever thread.
 //
 // Why not boost::process::v2::process::async_wait: it reaps (waitpid) as
 // soon as the pidfd is readable, and a worker's process group must be
@@ -71,13 +72,16 @@ class Reaper {
   std::uint64_t watch(std::shared_ptr<Reapable> child) {
     const int copy = ::fcntl(child->pidfd(), F_DUPFD_CLOEXEC, 0);
     if (copy < 0) throw std::system_error(errno, std::generic_category(), "the process reaper's copy of a pidfd");
-    std::shared_ptr<asio::posix::stream_descriptor> descriptor;
+    std::shared_ptr<Copy> descriptor;
     try {
       // (Registers the descriptor with the reactor: may fail, e.g. ENOMEM.)
-      descriptor = std::make_shared<asio::posix::stream_descriptor>(*io_, copy);
+      descriptor = std::make_shared<Copy>(*io_, copy);
     } catch (const boost::system::system_error& e) {
       ::close(copy);
       throw std::system_error(e.code().value(), std::generic_category(), "the process reaper's watch");
+    } catch (const std::bad_alloc&) {
+      ::close(copy);
+      throw std::system_error(ENOMEM, std::generic_category(), "the process reaper's watch");
     }
     std::uint64_t id;
     {
@@ -85,13 +89,15 @@ class Reaper {
       id = ++last_id_;
       watches_.emplace(id, Watch{std::move(child), descriptor});
     }
-    // Every use of a descriptor happens on the reaper's thread.
+    // The wait starts on the reaper's thread.
     try {
       asio::post(*io_, [this, id, descriptor] {
-        descriptor->async_wait(asio::posix::stream_descriptor::wait_read,
-                               [this, id](const boost::system::error_code& ec) {
-                                 if (!ec) exited(id);
-                               });
+        std::lock_guard lock(descriptor->mutex);
+        if (descriptor->closed) return;
+        descriptor->fd.async_wait(asio::posix::stream_descriptor::wait_read,
+                                  [this, id](const boost::system::error_code& ec) {
+                                    if (!ec) exited(id);
+                                  });
       });
     } catch (const std::bad_alloc&) {
       std::lock_guard lock(mutex_);
@@ -110,13 +116,29 @@ class Reaper {
       watch = std::move(it->second);
       watches_.erase(it);
     }
-    close_later(std::move(watch.descriptor));
+    // Closed now: the watch holds nothing once this returns (a pending
+    // wait ends with operation_aborted, and does nothing).
+    watch.descriptor->close();
   }
 
  private:
+  // The reaper's copy of a watched descriptor. Its mutex orders the start
+  // of the wait (reaper thread) and the close (any thread).
+  struct Copy {
+    Copy(asio::io_context& io, int fd) : fd(io, fd) {}
+    void close() noexcept {
+      std::lock_guard lock(mutex);
+      closed = true;
+      boost::system::error_code ignored;
+      fd.close(ignored);
+    }
+    std::mutex mutex;
+    bool closed = false;
+    asio::posix::stream_descriptor fd;
+  };
   struct Watch {
     std::shared_ptr<Reapable> child;
-    std::shared_ptr<asio::posix::stream_descriptor> descriptor;
+    std::shared_ptr<Copy> descriptor;
   };
 
   // Reaper thread: the watched descriptor is readable.
@@ -129,22 +151,8 @@ class Reaper {
       watch = std::move(it->second);
       watches_.erase(it);
     }
-    boost::system::error_code ignored;
-    watch.descriptor->close(ignored);
+    watch.descriptor->close();
     watch.child->on_process_exit();
-  }
-
-  // Closes a watch's copy on the reaper's thread (a pending wait then ends
-  // with operation_aborted and does nothing).
-  void close_later(std::shared_ptr<asio::posix::stream_descriptor> descriptor) noexcept {
-    try {
-      asio::post(*io_, [descriptor] {
-        boost::system::error_code ignored;
-        descriptor->close(ignored);
-      });
-    } catch (...) {
-      // (Out of memory: the copy stays open, its wait pending, harmlessly.)
-    }
   }
 
   std::unique_ptr<asio::io_context> io_;

@@ -29,6 +29,7 @@
 #include "cancellable/isolate_errors.hpp"
 #include "cancellable/pool.hpp"
 #include "helpers/process_support.hpp"
+#include "helpers/test_support.hpp"
 
 extern char** environ;
 
@@ -95,6 +96,22 @@ constexpr Task<std::string()> create_a_pool_inside_task{"test.create_a_pool_insi
 CANCELLABLE_TASK(write_pid_and_spin_task, write_pid_and_spin);
 CANCELLABLE_TASK(create_file_task, create_file);
 CANCELLABLE_TASK(create_a_pool_inside_task, create_a_pool_inside);
+// Reports half way from a thread of its own (report_progress works from any
+// thread of a pool task), then spins until it is killed.
+int report_half_way_then_spin() {
+  std::thread([] { report_progress(5, 10, "half way"); }).join();
+  for (;;) {
+    asm volatile("" ::: "memory");
+  }
+}
+constexpr Task<int()> report_half_way_then_spin_task{"test.report_half_way_then_spin"};
+CANCELLABLE_TASK(report_half_way_then_spin_task, report_half_way_then_spin);
+int report_once(int done) {
+  report_progress(static_cast<std::uint64_t>(done), 100, "once");
+  return done;
+}
+constexpr Task<int(int)> report_once_task{"test.report_once"};
+CANCELLABLE_TASK(report_once_task, report_once);
 constexpr Task<Point(Point, std::vector<Point>, std::string)> moved_task{"test.moved"};
 CANCELLABLE_TASK(moved_task, moved);
 
@@ -991,4 +1008,67 @@ TEST_CASE("isolates and every pool share one reaper thread: a pool adds its spaw
     CHECK(process_support::threads_named(unnamed) == unnamed_before);
   }
   CHECK(process_support::threads_named("cancel-reaper") == 1);
+}
+
+TEST_CASE("report_progress in a task reaches the caller from a pool worker as from a fork isolate", "[pool][fork]") {
+  WorkerPool pool(self_pool(1, 0));
+  // One body for both backends: the callback sees half way, and the run is
+  // cancelled once it did.
+  const auto run_half_way = [&](Backend backend) {
+    auto seen = std::make_shared<std::vector<Progress>>();
+    auto mutex = std::make_shared<std::mutex>();
+    auto reached = std::make_shared<test_support::Event>();
+    IsolateOptions options;
+    options.backend = backend;
+    if (backend == Backend::pool) options.pool = &pool;
+    options.progress_interval = 1ms;
+    options.on_progress = [seen, mutex, reached](const Progress& p) {
+      std::lock_guard lock(*mutex);
+      seen->push_back(p);
+      if (p.done == 5) reached->set();
+    };
+    CancellationToken token;
+    auto future = CancellableIsolate::run(report_half_way_then_spin_task, token, options);
+    const bool reached_half = reached->wait(120s);
+    token.cancel();
+    CHECK_THROWS_AS(future.get(), CancelledException);
+    std::lock_guard lock(*mutex);
+    return std::make_pair(reached_half, *seen);
+  };
+  for (const Backend backend : {Backend::process, Backend::pool}) {
+    INFO(to_string(backend));
+    const auto [reached_half, seen] = run_half_way(backend);
+    CHECK(reached_half);
+    REQUIRE_FALSE(seen.empty());
+    CHECK(seen.front() == Progress{5, 10, "half way"});
+  }
+
+  // The pool's handle reads it while the task runs, and keeps the last
+  // value once the task is over.
+  CancellationToken token;
+  auto run = pool.start(report_half_way_then_spin_task, token);
+  CHECK(process_support::eventually([&] { return run.progress().has_value(); }));
+  CHECK(run.progress() == Progress{5, 10, "half way"});
+  token.cancel();
+  CHECK(run.settled().wait_for(120s) == std::future_status::ready);
+  CHECK(run.progress() == Progress{5, 10, "half way"});
+  // Each task's own: a task that reports nothing shows nothing of the one
+  // before it on the same worker, and a task's last report is kept.
+  auto first = pool.start(report_once_task, 7);
+  CHECK(first.future().get() == 7);
+  CHECK(first.progress() == Progress{7, 100, "once"});
+  auto quiet = pool.start(own_pid_task);
+  const int worker = quiet.future().get();
+  CHECK(quiet.settled().wait_for(120s) == std::future_status::ready);
+  CHECK_FALSE(quiet.progress().has_value());
+  auto second = pool.start(report_once_task, 9);
+  CHECK(second.future().get() == 9);
+  CHECK(pool.run(own_pid_task).get() == worker);  // (all on the same worker)
+  CHECK(second.progress() == Progress{9, 100, "once"});
+  CHECK(first.progress() == Progress{7, 100, "once"});
+  // A task's on_progress with a non-positive interval is refused up front.
+  TaskOptions bad;
+  bad.on_progress = [](const Progress&) {};
+  bad.progress_interval = 0ms;
+  CHECK_THROWS_AS(pool.run(own_pid_task, CancellationToken::none(), bad), std::invalid_argument);
 }

@@ -3,7 +3,8 @@
 // mapped by both. Nothing has a name: when both sides are gone, so is the
 // memory, whatever killed them.
 //
-// Layout: this header (kHeaderBytes), then the argument area
+// Layout: this header (kHeaderBytes: the header every worker's memory
+// starts with, worker_header.hpp, then the pool's), then the argument area
 // (args_capacity), then the result area (result_capacity). The parent
 // writes the capacities before the spawn and keeps its own copies: it never
 // trusts a size the worker wrote (the worker may be killed, or be broken,
@@ -25,11 +26,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "worker/protocol/worker_header.hpp"
+
 namespace cancellable::detail {
 
-struct PoolSlot {
+struct PoolSlot : WorkerHeader {
   static constexpr std::uint32_t kMagic = 0x4c4f4f50;  // "POOL"
-  static constexpr std::uint32_t kVersion = 1;
+  static constexpr std::uint32_t kVersion = 2;
   static constexpr std::size_t kHeaderBytes = 4096;
   static constexpr std::size_t kMaxTaskName = 200;
 
@@ -39,7 +42,7 @@ struct PoolSlot {
   static constexpr std::uint32_t kKilled = 0xfffffffe;
   static constexpr std::uint32_t kDied = 0xffffffff;
 
-  enum class Outcome : std::uint32_t { none = 0, value = 1, exception = 2, too_large = 3 };
+  using Outcome = detail::Outcome;
 
   // Written by the parent before the spawn.
   std::uint32_t magic = 0;
@@ -57,11 +60,9 @@ struct PoolSlot {
   std::uint64_t max_result_bytes = 0;
   // CPU seconds the task may use (0: no limit).
   std::uint64_t cpu_limit_seconds = 0;
-
-  // Its outcome: written by the worker before `response`. For too_large,
-  // payload_bytes is the size the result would have had.
-  std::uint32_t outcome = 0;
-  std::uint64_t payload_bytes = 0;
+  // Its outcome: WorkerHeader::outcome and payload_bytes, written by the
+  // worker before `response`; its progress: WorkerHeader's, cleared by the
+  // parent before `request`.
 
   static std::size_t total_bytes(std::uint64_t args_capacity, std::uint64_t result_capacity) noexcept {
     return kHeaderBytes + args_capacity + result_capacity;

@@ -1,4 +1,4 @@
-#include "worker/protocol/control_block.hpp"
+#include "worker/protocol/worker_header.hpp"
 
 #include <algorithm>
 #include <string>
@@ -13,6 +13,7 @@ const char* describe(SetupStep step) noexcept {
     case SetupStep::memory_limit: return "apply its memory limit (setrlimit RLIMIT_DATA)";
     case SetupStep::cpu_limit: return "apply its CPU time limit (setrlimit RLIMIT_CPU)";
     case SetupStep::descriptors: return "keep its commit descriptor (dup3)";
+    case SetupStep::shared_memory: return "map the pool's shared memory (descriptor 3)";
   }
   return "set itself up";
 }
@@ -21,7 +22,7 @@ const char* describe(SetupStep step) noexcept {
 // load an acquire load, so the odd sequence number is ordered before the data
 // and the data before the even one.
 
-void ControlBlock::write_progress(std::uint64_t done, std::uint64_t total, const char* stage,
+void WorkerHeader::write_progress(std::uint64_t done, std::uint64_t total, const char* stage,
                                   std::size_t stage_size) noexcept {
   const auto seq = progress_seq.load(std::memory_order_relaxed);
   progress_seq.store(seq + 1, std::memory_order_relaxed);
@@ -35,7 +36,7 @@ void ControlBlock::write_progress(std::uint64_t done, std::uint64_t total, const
   progress_seq.store(seq + 2, std::memory_order_release);
 }
 
-std::optional<Progress> ControlBlock::read_progress() const {
+std::optional<Progress> WorkerHeader::read_progress() const {
   // A worker killed in the middle of a write leaves the sequence odd for
   // ever: give up after a bounded number of tries instead of waiting.
   for (int attempt = 0; attempt < 1000; ++attempt) {
@@ -55,6 +56,12 @@ std::optional<Progress> ControlBlock::read_progress() const {
     if (progress_seq.load(std::memory_order_acquire) == before) return p;
   }
   return std::nullopt;
+}
+
+std::optional<std::pair<SetupStep, int>> WorkerHeader::setup_failure() const noexcept {
+  const std::uint32_t step = setup_failed_step.load(std::memory_order_acquire);
+  if (step == 0 || step > kLastSetupStep) return std::nullopt;  // (none, or not a step we know)
+  return std::make_pair(static_cast<SetupStep>(step), static_cast<int>(setup_errno.load(std::memory_order_relaxed)));
 }
 
 }  // namespace cancellable::detail
