@@ -67,9 +67,16 @@ void PoolImpl::drive(const std::shared_ptr<Worker>& w) {
       } else {
         // The reaper has the exit status once it reaped the worker.
         changed_.wait(lock, [&] { return w->reaped() || w->watch == 0; });
-        why = "it " + w->exit.str() +
-              " before it was ready (is it a worker program? It must call cancellable::worker_main first "
-              "thing in main)";
+        const auto setup = w->memory->slot->setup_failure();
+        if (setup && w->exit.kind == ProcessExit::Kind::exited) {
+          // (The step and errno the worker wrote: checked, and only text.)
+          why = std::string("it could not ") + describe(setup->first) + ": " +
+                std::generic_category().message(setup->second) + " (it " + w->exit.str() + ")";
+        } else {
+          why = "it " + w->exit.str() +
+                " before it was ready (is it a worker program? It must call cancellable::worker_main first "
+                "thing in main)";
+        }
       }
       // A kill from elsewhere (kill -9, the OOM killer, a SIGTERM to the
       // group) says nothing about the program: it is replaced, and the

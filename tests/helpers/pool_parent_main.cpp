@@ -8,7 +8,14 @@
 // pool is made and runs a task, finds the keeper, and forks once to see
 // whether the child inherited the worker's memory; writes
 // "atfork N\nkeeper EXE\ninherited 0|1\n" to OUT.
+//
+// `--setup-failure WORKER OUT`: gives up CAP_SYS_RESOURCE and lowers the
+// hard RLIMIT_DATA, then asks a fork isolate and a pool for a memory limit
+// above it: each worker's setrlimit fails. Writes "isolate <error>\n" and
+// "pool <error>\n" to OUT (or "... succeeded").
+#include <linux/capability.h>
 #include <pthread.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -22,6 +29,7 @@
 #include <string>
 
 #include "cancellable/builtin_tasks.hpp"
+#include "cancellable/isolate.hpp"
 #include "cancellable/pool.hpp"
 
 namespace {
@@ -144,7 +152,47 @@ int low_descriptors(const char* worker, const char* out_path) {
   return 0;
 }
 
+int setup_failure(const char* worker, const char* out_path) {
+  // Without CAP_SYS_RESOURCE a process cannot raise a hard limit.
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (::syscall(SYS_capget, &header, data) != 0) return 2;
+  data[CAP_SYS_RESOURCE / 32].effective &= ~(1u << (CAP_SYS_RESOURCE % 32));
+  data[CAP_SYS_RESOURCE / 32].permitted &= ~(1u << (CAP_SYS_RESOURCE % 32));
+  data[CAP_SYS_RESOURCE / 32].inheritable &= ~(1u << (CAP_SYS_RESOURCE % 32));
+  if (::syscall(SYS_capset, &header, data) != 0) return 2;
+  rlimit data_limit{};
+  ::getrlimit(RLIMIT_DATA, &data_limit);
+  data_limit.rlim_cur = data_limit.rlim_max = rlim_t{1} << 40;  // 1 TiB: room for this process
+  if (::setrlimit(RLIMIT_DATA, &data_limit) != 0) return 2;
+  const std::size_t too_much = std::size_t{1} << 41;  // more than the hard limit allows
+  std::ofstream out(out_path);
+  cancellable::IsolateOptions isolate;
+  isolate.backend = cancellable::Backend::process;
+  isolate.memory_limit_bytes = too_much;
+  try {
+    (void)cancellable::CancellableIsolate::run([] { return 1; }, cancellable::CancellationToken::none(), isolate)
+        .get();
+    out << "isolate succeeded\n";
+  } catch (const std::exception& e) {
+    out << "isolate " << e.what() << "\n";
+  }
+  cancellable::PoolOptions pool;
+  pool.worker_program = worker;
+  pool.size = 1;
+  pool.standby = 0;
+  pool.memory_limit_bytes = too_much;
+  try {
+    cancellable::WorkerPool failing(pool);
+    out << "pool succeeded\n";
+  } catch (const std::exception& e) {
+    out << "pool " << e.what() << "\n";
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 4 && std::strcmp(argv[1], "--setup-failure") == 0) return setup_failure(argv[2], argv[3]);
   if (argc == 4 && std::strcmp(argv[1], "--fresh-process") == 0) return fresh_process(argv[2], argv[3]);
   if (argc == 4 && std::strcmp(argv[1], "--low-descriptors") == 0) return low_descriptors(argv[2], argv[3]);
   if (argc == 4 && std::strcmp(argv[1], "--sigchld-ignored") == 0) return sigchld_ignored(argv[2], argv[3]);

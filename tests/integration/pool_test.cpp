@@ -846,6 +846,24 @@ TEST_CASE("a pool that cannot start for want of descriptors leaves no process, z
   CHECK(report.find(" made 0 ") == std::string::npos);   // (And the highest were enough.)
 }
 
+TEST_CASE("a worker whose setup fails names the step and its errno, from a pool as from a fork isolate", "[pool]") {
+  // (In a helper process: it gives up CAP_SYS_RESOURCE and lowers its hard
+  // RLIMIT_DATA, so both workers' setrlimit for the memory limit fails.)
+  const TempPath out("setup-failure");
+  REQUIRE(pool_helper_status("--setup-failure", out.path.string()) == 0);
+  std::ifstream in(out.path);
+  std::string isolate_line, pool_line;
+  std::getline(in, isolate_line);
+  std::getline(in, pool_line);
+  for (const auto& line : {isolate_line, pool_line}) {
+    INFO(line);
+    CHECK(line.find("could not apply its memory limit (setrlimit RLIMIT_DATA)") != std::string::npos);
+    CHECK(line.find("Operation not permitted") != std::string::npos);
+  }
+  CHECK(isolate_line.rfind("isolate ", 0) == 0);
+  CHECK(pool_line.rfind("pool ", 0) == 0);
+}
+
 TEST_CASE("a task whose worker died is counted once, as a crash, when its token is cancelled after the death", "[pool]") {
   // The cancel comes as the pool learns of the death (the pid is reaped),
   // before or after the task is concluded: each task is counted once,
