@@ -87,30 +87,29 @@ void warm_up_once(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t res
   }
 }
 
-// SIGXCPU: the task reached its CPU time limit (RLIMIT_CPU's soft limit).
-// The worker ends with an exit status that says so (async-signal-safe).
-void on_cpu_limit(int) { ::_exit(kPoolExitCpuLimit); }
-
-// The task's CPU limit as RLIMIT_CPU's soft limit, over the CPU time the
-// worker has used so far (the hard limit is left alone: a process cannot
-// raise it again). limit_seconds 0 lifts it.
+// The task's CPU limit, enforced by the kernel as for a fork isolate:
+// RLIMIT_CPU over the CPU time the worker has used so far, SIGXCPU (its
+// default action ends the worker) at the limit, and SIGKILL at the hard
+// limit one second later if the task ignores or catches SIGXCPU. A hard
+// limit cannot be raised again: the pool replaces a worker after a task
+// with a CPU limit.
 void set_cpu_limit(std::uint64_t limit_seconds) {
   rlimit limit{};
   if (::getrlimit(RLIMIT_CPU, &limit) != 0) return;
-  if (limit_seconds == 0) {
-    limit.rlim_cur = limit.rlim_max;
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  const auto used = static_cast<rlim_t>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + 1);
+  if (limit.rlim_max != RLIM_INFINITY && used + limit_seconds + 1 > limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;  // (the inherited hard limit comes first)
   } else {
-    rusage usage{};
-    ::getrusage(RUSAGE_SELF, &usage);
-    const auto used = static_cast<rlim_t>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + 1);
-    limit.rlim_cur = std::min<rlim_t>(used + limit_seconds, limit.rlim_max);
+    limit.rlim_cur = used + limit_seconds;
+    limit.rlim_max = limit.rlim_cur + 1;
   }
   (void)::setrlimit(RLIMIT_CPU, &limit);
 }
 
 [[noreturn]] void serve(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t result_capacity,
                         std::optional<std::size_t> memory_limit) {
-  ::signal(SIGXCPU, on_cpu_limit);
   set_worker_process_header(slot);  // (report_progress, from any thread of a task)
   warm_up_once(slot, args_capacity, result_capacity);
   slot->response.store(PoolSlot::kReady, std::memory_order_release);
@@ -150,7 +149,6 @@ void set_cpu_limit(std::uint64_t limit_seconds) {
       std::memcpy(slot->result(), bytes.data(), payload);
       outcome = PoolSlot::Outcome::exception;
     }
-    if (cpu_limit != 0) set_cpu_limit(0);
     slot->outcome = static_cast<std::uint32_t>(outcome);
     slot->payload_bytes = payload;
     slot->response.store(next, std::memory_order_release);

@@ -144,8 +144,12 @@ struct TaskOptions {
   // Wall-clock limit: the task fails with TimeoutException and its worker is
   // killed. Merged with the caller's token.
   std::optional<std::chrono::nanoseconds> timeout;
-  // CPU time the task may use (whole seconds, at least 1): past it the
-  // worker ends and the task fails with CpuTimeLimitExceeded.
+  // CPU time the task may use (whole seconds, at least 1): enforced by the
+  // kernel as for a fork isolate (RLIMIT_CPU: SIGXCPU at the limit, SIGKILL
+  // one second later if the task ignores or catches SIGXCPU); the task fails
+  // with CpuTimeLimitExceeded. The worker's hard limit cannot be raised
+  // again, so a worker that ran such a task is replaced after it (counted
+  // in PoolStats::recycles).
   std::optional<std::chrono::seconds> cpu_time_limit;
   // Called on the default executor when the progress the task reports
   // (report_progress, from any thread of the task) changes, checked every
@@ -163,7 +167,7 @@ struct PoolStats {
   std::uint64_t tasks_run = 0;        // tasks that ran to an outcome
   std::uint64_t tasks_killed = 0;     // running tasks cancelled (worker killed)
   std::uint64_t crashes = 0;          // workers that died during a task
-  std::uint64_t recycles = 0;         // workers stopped by a recycle rule
+  std::uint64_t recycles = 0;         // workers stopped by a recycle rule (or after a CPU-limited task)
   std::uint64_t start_failures = 0;   // workers that died before they were ready
   std::uint64_t workers_started = 0;  // worker processes spawned
   std::uint64_t idle_exits = 0;       // workers stopped by idle_timeout

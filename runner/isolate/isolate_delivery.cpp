@@ -11,6 +11,7 @@
 #include "cancellable/detail/library_thread.hpp"
 #include "cancellable/executor.hpp"
 #include "runner/isolate/isolate_run.hpp"
+#include "runner/process/worker_failure.hpp"
 #include "worker/protocol/result_channel.hpp"
 
 namespace cancellable::detail {
@@ -161,24 +162,12 @@ std::exception_ptr IsolateRun::worker_setup_error() const {
 }
 
 std::exception_ptr IsolateRun::crash_error(const ProcessExit& exit) const {
-  if (exit.kind == ProcessExit::Kind::killed && spec_.options.cpu_time_limit) {
-    // SIGXCPU at the limit, or SIGKILL at the hard limit one second later
-    // when the work ignores SIGXCPU (the kernel's, not ours: the run was not
-    // killed, and the CPU time the reap reported reaches the limit).
-    if (exit.signal == SIGXCPU ||
-        (exit.signal == SIGKILL && cpu_seconds_ >= spec_.options.cpu_time_limit->count())) {
-      return std::make_exception_ptr(CpuTimeLimitExceeded(*spec_.options.cpu_time_limit));
-    }
-  }
-  if (exit.kind == ProcessExit::Kind::unknown) {
-    return std::make_exception_ptr(IsolateCrashed(
-        exit, "ended without a result; the kernel reaped it before its status could be read "
-              "(SIGCHLD is ignored in this process)"));
-  }
-  if (exit.kind == ProcessExit::Kind::exited) {
-    return std::make_exception_ptr(IsolateCrashed(exit, "ended without a result"));
-  }
-  if (exit.signal == SIGKILL && forking_thread_ > 0 && !thread_exists(forking_thread_)) {
+  // (The worker's whole CPU time is this work's: a fork runs one.)
+  const bool cpu_limit = spec_.options.cpu_time_limit && exit.kind == ProcessExit::Kind::killed &&
+                         (exit.signal == SIGXCPU || (exit.signal == SIGKILL &&
+                                                     cpu_seconds_ >= spec_.options.cpu_time_limit->count()));
+  if (!cpu_limit && exit.kind == ProcessExit::Kind::killed && exit.signal == SIGKILL && forking_thread_ > 0 &&
+      !thread_exists(forking_thread_)) {
     // PR_SET_PDEATHSIG fires when the thread that forked exits, not the
     // process: the likeliest killer (see isolate.hpp).
     return std::make_exception_ptr(IsolateCrashed(
@@ -186,7 +175,7 @@ std::exception_ptr IsolateRun::crash_error(const ProcessExit& exit) const {
                   ") exited: PR_SET_PDEATHSIG follows that thread; start isolates from threads "
                   "that outlive them"));
   }
-  return std::make_exception_ptr(IsolateCrashed(exit));
+  return worker_end_error(exit, spec_.options.cpu_time_limit, cpu_seconds_);
 }
 
 void IsolateRun::fail(std::exception_ptr error) noexcept {

@@ -12,6 +12,8 @@
 #include "cancellable/exceptions.hpp"
 #include "cancellable/executor.hpp"
 #include "runner/pool/pool_impl.hpp"
+#include "runner/process/worker_failure.hpp"
+#include "runner/process/worker_process.hpp"
 #include "worker/protocol/futex.hpp"
 #include "worker/protocol/result_channel.hpp"
 
@@ -245,7 +247,9 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
     ++stats_.tasks_run;
     ++w->tasks;
     run_time_.add(us_since(entry.taken, finished));
-    c.retire = recycle_due_locked(*w);
+    // (A task with a CPU limit lowered the worker's hard RLIMIT_CPU, which
+    // cannot be raised again: the worker is replaced.)
+    c.retire = recycle_due_locked(*w) || job->cpu_time_limit.has_value();
     if (c.retire) ++stats_.recycles;
   }
   if ((answered || refused) && !c.retire) w->state = Worker::State::idle;
@@ -258,6 +262,7 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
     changed_.wait(lock, [&] { return w->reaped() || w->watch == 0; });
   }
   const ProcessExit exit = w->exit;
+  const long long task_cpu_seconds = w->cpu_seconds - w->cpu_seconds_at_post;
   // settled(): now if the worker answered (or never had the task) or is
   // reaped already; otherwise when the reaper reaps it.
   std::shared_ptr<CompleterCore<void>> settled;
@@ -289,11 +294,8 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
     job->fail(job->token.exception());
   } else if (answered) {
     deliver(*job, outcome, payload);
-  } else if (died && job->cpu_time_limit && exit.kind == ProcessExit::Kind::exited &&
-             exit.code == kPoolExitCpuLimit) {
-    job->fail(std::make_exception_ptr(CpuTimeLimitExceeded(*job->cpu_time_limit)));
   } else if (died) {
-    job->fail(std::make_exception_ptr(IsolateCrashed(exit, "the worker died during the task")));
+    job->fail(worker_end_error(exit, job->cpu_time_limit, task_cpu_seconds, "the worker died during the task"));
   } else {
     // Killed: by a cancellation (the future failed with the token's
     // exception already, and this is ignored) or by the pool's end.
@@ -362,6 +364,8 @@ std::optional<std::exception_ptr> PoolImpl::post(Worker& w, Entry& entry, std::u
     slot->args_bytes = bytes;
     slot->max_result_bytes = options_.max_result_bytes;
     slot->cpu_limit_seconds = entry.job->cpu_time_limit ? static_cast<std::uint64_t>(entry.job->cpu_time_limit->count()) : 0;
+    // (The kernel's count, for telling the limit's SIGKILL from others.)
+    if (entry.job->cpu_time_limit) w.cpu_seconds_at_post = cpu_seconds_used(w.pid);
   } catch (...) {
     return std::current_exception();
   }

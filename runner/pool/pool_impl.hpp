@@ -100,6 +100,10 @@ struct Worker : std::enable_shared_from_this<Worker> {
   std::shared_ptr<Entry> running;  // the task it runs, if any
   std::size_t tasks = 0;
   std::optional<std::size_t> baseline_rss;
+  // CPU seconds: when its task with a CPU limit was posted, and in all (the
+  // reap's count).
+  long long cpu_seconds_at_post = 0;
+  long long cpu_seconds = 0;
   // The last task number posted (kReady: none); changed under the pool's
   // lock, only by whoever holds the worker (its driver, or run() handing a
   // task over).

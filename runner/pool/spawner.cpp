@@ -235,7 +235,9 @@ void PoolImpl::watch_locked(const std::shared_ptr<Worker>& worker) {
 void PoolImpl::reap(const std::shared_ptr<Worker>& worker) {
   std::unique_lock lock(mutex_);
   if (worker->reaped()) return;
-  const ProcessExit exit = reap_worker(worker->pidfd, worker->pid, worker->killed()).exit;
+  const ReapedWorker reaped = reap_worker(worker->pidfd, worker->pid, worker->killed());
+  const ProcessExit exit = reaped.exit;
+  worker->cpu_seconds = reaped.cpu_seconds;
   worker->close_pidfd();  // (now: the reaper's thread may hold the worker a little longer)
   worker->process = worker->killed() ? Worker::Process::killed_reaped : Worker::Process::died;
   auto settled = std::move(worker->settle_at_reap);

@@ -1,6 +1,7 @@
 #include "runner/process/worker_process.hpp"
 
 #include <sys/resource.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -8,6 +9,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <cstdint>
 
 #include "runner/process/keeper.hpp"
@@ -89,6 +92,26 @@ ProcessExit exit_of(const siginfo_t& info) noexcept {
     exit.signal = info.si_status;
   }
   return exit;
+}
+
+long long cpu_seconds_used(pid_t pid) noexcept {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buffer[1024];
+  const ssize_t n = ::read(fd, buffer, sizeof buffer - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buffer[n] = '\0';
+  // The fields after the command name (which may hold spaces and parens):
+  // state is the 3rd field, utime the 14th, stime the 15th.
+  const char* p = std::strrchr(buffer, ')');
+  if (p == nullptr) return 0;
+  unsigned long long utime = 0, stime = 0;
+  if (std::sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2) return 0;
+  const long ticks = ::sysconf(_SC_CLK_TCK);
+  return ticks > 0 ? static_cast<long long>((utime + stime) / static_cast<unsigned long long>(ticks)) : 0;
 }
 
 ReapedWorker reap_worker(int pidfd, pid_t pid, bool group_killed) noexcept {

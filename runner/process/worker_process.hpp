@@ -43,6 +43,10 @@ ProcessExit exit_from_pidfd_or_unknown(int pidfd) noexcept;
 // How a reaped child ended, from waitid's siginfo.
 ProcessExit exit_of(const siginfo_t& info) noexcept;
 
+// The CPU time (user and system, whole seconds) the live process pid has
+// used so far, from /proc/<pid>/stat; 0 if it cannot be read.
+long long cpu_seconds_used(pid_t pid) noexcept;
+
 // What reaping a worker tells.
 struct ReapedWorker {
   ProcessExit exit;

@@ -112,6 +112,15 @@ int report_once(int done) {
 }
 constexpr Task<int(int)> report_once_task{"test.report_once"};
 CANCELLABLE_TASK(report_once_task, report_once);
+// Ignores SIGXCPU, then spins: only the hard CPU limit stops it.
+int ignore_sigxcpu_and_spin() {
+  ::signal(SIGXCPU, SIG_IGN);
+  for (;;) {
+    asm volatile("" ::: "memory");
+  }
+}
+constexpr Task<int()> ignore_sigxcpu_and_spin_task{"test.ignore_sigxcpu_and_spin"};
+CANCELLABLE_TASK(ignore_sigxcpu_and_spin_task, ignore_sigxcpu_and_spin);
 constexpr Task<Point(Point, std::vector<Point>, std::string)> moved_task{"test.moved"};
 CANCELLABLE_TASK(moved_task, moved);
 
@@ -1089,4 +1098,23 @@ TEST_CASE("report_progress in a task reaches the caller from a pool worker as fr
   bad.on_progress = [](const Progress&) {};
   bad.progress_interval = 0ms;
   CHECK_THROWS_AS(pool.run(own_pid_task, CancellationToken::none(), bad), std::invalid_argument);
+}
+
+TEST_CASE("a task that ignores SIGXCPU still ends at its CPU time limit, in a pool worker as in a fork isolate", "[pool][fork]") {
+  // One enforcement for both: SIGXCPU at the limit, SIGKILL from the kernel
+  // one second later; both fail the task with CpuTimeLimitExceeded.
+  WorkerPool pool(self_pool(1, 0));
+  for (const Backend backend : {Backend::process, Backend::pool}) {
+    INFO(to_string(backend));
+    IsolateOptions options;
+    options.backend = backend;
+    if (backend == Backend::pool) options.pool = &pool;
+    options.cpu_time_limit = std::chrono::seconds(1);
+    auto future = CancellableIsolate::run(ignore_sigxcpu_and_spin_task, CancellationToken::none(), options);
+    REQUIRE(future.wait_for(120s) == std::future_status::ready);
+    CHECK_THROWS_AS(future.get(), CpuTimeLimitExceeded);
+  }
+  // The pool goes on, with a fresh worker (the limit stays with the old one).
+  CHECK(pool.run(own_pid_task).get() > 0);
+  CHECK(pool.stats().crashes == 1);
 }

@@ -78,8 +78,6 @@ static_assert(sizeof(PoolSlot) <= PoolSlot::kHeaderBytes);
 //   <program> --cancellable-pool-worker <parent pid> [<memory limit bytes>]
 constexpr int kPoolSlotDescriptor = 3;
 constexpr const char* kPoolWorkerFlag = "--cancellable-pool-worker";
-// The exit status of a worker that reached its task's CPU time limit.
-constexpr int kPoolExitCpuLimit = 152;  // 128 + SIGXCPU
 // Environment variable a pool worker runs with: a pool created inside one
 // refuses to start (pools do not nest by accident).
 constexpr const char* kPoolWorkerEnvironment = "CANCELLABLE_POOL_WORKER";
