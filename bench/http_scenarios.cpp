@@ -44,7 +44,7 @@
 
 #include "bench/measure.hpp"
 #include "cancellable/http.hpp"
-#include "helpers/http_test_server.hpp"
+#include "support/http_test_server.hpp"
 
 namespace cancellable::bench {
 namespace {

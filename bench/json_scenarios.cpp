@@ -20,12 +20,13 @@
 #include "bench/measure.hpp"
 #include "bench/scenarios.hpp"
 #include "cancellable/builtin_tasks.hpp"
+#include "cancellable/json_tasks.hpp"
 #include "cancellable/cancellable.hpp"
 #include "cancellable/json.hpp"
 #include "cancellable/json_document.hpp"
 #include "cancellable/json_generator.hpp"
 #include "cancellable/pool.hpp"
-#include "tests/helpers/process_support.hpp"
+#include "tests/support/process_support.hpp"
 
 namespace cancellable::bench {
 

@@ -37,7 +37,7 @@ int main() {
   auto crash = CancellableIsolate::run([]() -> int { std::abort(); });
   try {
     crash.get();
-  } catch (const cancellable::IsolateCrashed& e) {
+  } catch (const cancellable::WorkerCrashed& e) {
     std::cout << e.what() << "\n";
   }
 

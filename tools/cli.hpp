@@ -54,7 +54,7 @@ int run_demo(const std::string& backend);
 struct ParseArgs {
   std::string file;  // "-": standard input
   std::optional<std::chrono::nanoseconds> timeout;
-  std::string backend = "fork";  // fork | thread | pool
+  std::string backend = "process";  // process | thread | pool
   std::optional<std::string> pointer;
   bool json = false;
 };

@@ -42,7 +42,7 @@ long runaway() {
 }  // namespace
 
 int run_demo(const std::string& backend_name) {
-  // The backend that runs: --backend, else CANCELLABLE_BACKEND, else fork.
+  // The backend that runs: --backend, else CANCELLABLE_BACKEND, else process.
   IsolateOptions on;
   on.backend = backend_name == "thread" ? Backend::thread : Backend::automatic;
   bool thread_backend = on.backend == Backend::thread;
@@ -60,7 +60,7 @@ int run_demo(const std::string& backend_name) {
                  "cancellation fails the caller's future at once, but a thread cannot be killed: "
                  "the work goes on until it returns by itself.\n\n";
   } else {
-    std::cout << "cancellable demo, fork backend: everything below runs in worker processes that "
+    std::cout << "cancellable demo, process backend: everything below runs in worker processes that "
                  "are killed on cancellation.\n\n";
   }
 
@@ -87,7 +87,7 @@ int run_demo(const std::string& backend_name) {
         std::cout << "2. A runaway loop under a 100 ms TimeoutCancellationToken: the caller had "
                      "TimeoutException after "
                   << seen << ". The loop's thread cannot be killed: it spins on (one CPU) until "
-                             "this demo exits; with the fork backend its worker is killed.\n";
+                             "this demo exits; with the process backend its worker is killed.\n";
       }
     }
     if (!thread_backend) {

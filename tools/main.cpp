@@ -21,9 +21,11 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("cancellable ") + cancellable::version());
 
-  std::string backend = "fork";
-  const auto backend_names = CLI::IsMember({"fork", "process", "thread"});
-  const char* backend_help = "fork (default; also: process) or thread";
+  // "process" as the library says (Backend::process); "fork", its older
+  // name here, is still taken.
+  std::string backend = "process";
+  const auto backend_names = CLI::IsMember({"process", "fork", "thread"});
+  const char* backend_help = "process (default: a forked worker; also: fork) or thread";
 
   auto* demo = app.add_subcommand(
       "demo", "Show a parse in a worker, a runaway loop killed at a deadline and a large parse "
@@ -38,9 +40,9 @@ int main(int argc, char** argv) {
   parse->add_option("--timeout", timeout_text, "Give up after this long: 500ms, 2s, 1m (exit 124)");
   auto* backend_option =
       parse->add_option("--backend", backend,
-                        "fork (default; also: process), thread, or pool (cancellable-worker in a one-worker pool; "
-                        "regular files)")
-          ->check(CLI::IsMember({"fork", "process", "thread", "pool"}));
+                        "process (default: a forked worker; also: fork), thread, or pool (cancellable-worker in a "
+                        "one-worker pool; regular files)")
+          ->check(CLI::IsMember({"process", "fork", "thread", "pool"}));
   bool pool_flag = false;
   parse->add_flag("--pool", pool_flag, "Same as --backend pool")->excludes(backend_option);
   std::string pointer_text;
@@ -102,7 +104,7 @@ int main(int argc, char** argv) {
     std::cerr << "cancellable: " << e.what() << " (see --help)\n";
     return kExitUsage;
   }
-  if (backend == "process") backend = "fork";
+  if (backend == "fork") backend = "process";
   if (pool_flag) backend = "pool";
 
   if (*demo) return run_demo(backend);

@@ -19,12 +19,13 @@
 #include <string>
 #include <thread>
 
-#include "bench/scenarios.hpp"
 #include "cancellable/cancellable.hpp"
 #include "cancellable/json.hpp"
+#include "cancellable/json_tasks.hpp"
 #include "cancellable/pool.hpp"
 #include "tools/cli.hpp"
 #include "tools/json_pointer.hpp"
+#include "tools/json_text.hpp"
 
 namespace cancellable::cli {
 
@@ -159,10 +160,10 @@ int print_summary(const ParseArgs& args, const Summary& s, double parse_ms, std:
   }
   if (args.json) {
     std::ostringstream out;
-    out << "{\"file\": " << bench::json_string(file) << ", \"bytes\": " << s.bytes << ", \"backend\": \"" << args.backend
+    out << "{\"file\": " << json_string(file) << ", \"bytes\": " << s.bytes << ", \"backend\": \"" << args.backend
         << "\"";
     if (s.has_pointer) {
-      out << ", \"pointer\": " << bench::json_string(*args.pointer) << ", \"value\": " << s.pointer_value;
+      out << ", \"pointer\": " << json_string(*args.pointer) << ", \"value\": " << s.pointer_value;
     } else {
       out << ", \"objects\": " << s.objects << ", \"arrays\": " << s.arrays << ", \"strings\": " << s.strings
           << ", \"numbers\": " << s.numbers << ", \"booleans\": " << s.booleans << ", \"nulls\": " << s.nulls
@@ -220,7 +221,7 @@ int run_parse_in_pool(const ParseArgs& args, const SignalCancellationToken& inte
   }
   if (args.file == "-" || ::stat(args.file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
     std::cerr << "cancellable: --backend pool reads regular files only, not " << args.file
-              << " (use the fork or thread backend)\n";
+              << " (use the process or thread backend)\n";
     return kExitUsage;
   }
   const auto started = Clock::now();

@@ -1,7 +1,7 @@
-// The tasks of the `cancellable-worker` program (see pool.hpp, task.hpp):
-// JSON parsing, and tasks that misbehave on purpose, for tests, benchmarks
-// and trying a pool out. The parent includes this header to name them;
-// only the worker program defines them.
+// The tasks of the `cancellable-worker` program (see pool.hpp, task.hpp)
+// that misbehave on purpose, for tests, benchmarks and trying a pool out;
+// its JSON tasks are the json component's (json_tasks.hpp). The parent
+// includes this header to name them; only the worker program defines them.
 #pragma once
 
 #include <cstdint>
@@ -11,36 +11,6 @@
 #include "cancellable/task.hpp"
 
 namespace cancellable::builtin {
-
-// What a JSON parse found: the input's size and the top-level value's kind
-// and element count (members of an object, elements of an array; 1 for a
-// scalar).
-struct JsonSummary {
-  std::uint64_t bytes = 0;
-  std::uint64_t top_level_elements = 0;
-  bool top_level_is_array = false;
-  bool top_level_is_object = false;
-  friend bool operator==(const JsonSummary&, const JsonSummary&) = default;
-};
-
-// Every value of a JSON document counted by type, and the deepest nesting
-// (a scalar document has depth 1).
-struct JsonCounts {
-  std::uint64_t bytes = 0;
-  std::uint64_t objects = 0, arrays = 0, strings = 0, numbers = 0, booleans = 0, nulls = 0;
-  std::uint64_t depth = 0;
-  friend bool operator==(const JsonCounts&, const JsonCounts&) = default;
-};
-
-// Parses the JSON file at path (opened by the worker) and counts its values
-// (what `cancellable parse --backend pool` prints).
-inline constexpr Task<JsonCounts(std::string)> count_json_file{"cancellable.count_json_file"};
-
-// Parses the JSON file at path (opened by the worker) with simdjson.
-// Throws JsonParseError, std::filesystem::filesystem_error.
-inline constexpr Task<JsonSummary(std::string)> parse_json_file{"cancellable.parse_json_file"};
-// Parses the JSON text passed as the argument.
-inline constexpr Task<JsonSummary(std::string)> parse_json_buffer{"cancellable.parse_json_buffer"};
 
 // Returns 0 at once (round-trip benchmarks).
 inline constexpr Task<int()> empty{"cancellable.empty"};

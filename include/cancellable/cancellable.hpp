@@ -13,6 +13,7 @@
 #include "cancellable/signal_cancellation_token.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
 #include "cancellable/version.hpp"
+#include "cancellable/crossing.hpp"
 #include "cancellable/isolate.hpp"
 #include "cancellable/isolate_errors.hpp"
 #include "cancellable/isolate_options.hpp"

@@ -51,7 +51,7 @@
 //
 // Gotcha: PR_SET_PDEATHSIG is tied to the *thread* that forked. If the thread
 // that called run() exits while the isolate runs, the child is killed and the
-// future fails with IsolateCrashed (killed by SIGKILL; the message says that
+// future fails with WorkerCrashed (killed by SIGKILL; the message says that
 // the thread that started it exited, and names it). Call run() from
 // long-lived threads. The worker pool (pool.hpp) starts workers with
 // posix_spawn and avoids these constraints; prefer it when the parent holds
@@ -61,7 +61,7 @@
 // The future fails with: the token's exception; TimeoutException (timeout);
 // the exception fn threw (types of <stdexcept>, <new>, CancelledException,
 // TimeoutException and registered types keep their type, others arrive as
-// IsolateError); IsolateCrashed (the child died without a result);
+// IsolateError); WorkerCrashed (the child died without a result);
 // MemoryLimitExceeded, CpuTimeLimitExceeded (SIGXCPU, or the kernel's
 // SIGKILL at the hard limit one second later), ResultTooLarge (limits; an
 // exception's what() is cut to fit max_result_bytes); std::system_error if
@@ -105,6 +105,7 @@
 
 #include "cancellable/cancellation_token.hpp"
 #include "cancellable/detail/completer_core.hpp"
+#include "cancellable/crossing.hpp"
 #include "cancellable/detail/isolate_codec.hpp"
 #include "cancellable/detail/isolate_runtime.hpp"
 #include "cancellable/future.hpp"
@@ -150,6 +151,12 @@ class Isolate {
   // that never started.
   Future<ProcessExit> exited() const {
     return record_ ? record_->exited() : make_ready_future(ProcessExit{});
+  }
+  // Completes (never fails) once nothing of this run is running any more:
+  // the moment exited() completes, without the exit status. The one name
+  // for it across isolates and pools (PoolRun::settled).
+  Future<void> settled() const {
+    return exited().then([](const ProcessExit&) {});
   }
 
  private:

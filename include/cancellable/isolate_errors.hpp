@@ -4,7 +4,7 @@
 //   IsolateError           the work threw a type that cannot cross the process
 //                          boundary as itself; carries the original type name
 //                          (demangled) and what().
-//   IsolateCrashed         the worker process died without a result (signal,
+//   WorkerCrashed          the worker process died without a result (signal,
 //                          abort, segfault, exit without a result); says how.
 //   MemoryLimitExceeded    the work ran out of memory under
 //                          IsolateOptions::memory_limit_bytes.
@@ -33,7 +33,7 @@
 
 namespace cancellable {
 
-// Base of the errors that say the worker failed: IsolateCrashed,
+// Base of the errors that say the worker failed: WorkerCrashed,
 // MemoryLimitExceeded, CpuTimeLimitExceeded, ResultTooLarge.
 class WorkerFailed : public std::runtime_error {
  public:
@@ -68,15 +68,18 @@ struct ProcessExit {
   friend bool operator==(const ProcessExit&, const ProcessExit&) = default;
 };
 
-class IsolateCrashed : public WorkerFailed {
+class WorkerCrashed : public WorkerFailed {
  public:
   // exit: how the process ended; detail: "ended without a result" or empty.
-  explicit IsolateCrashed(ProcessExit exit, std::string detail = {});
+  explicit WorkerCrashed(ProcessExit exit, std::string detail = {});
   const ProcessExit& exit() const noexcept { return exit_; }
 
  private:
   ProcessExit exit_;
 };
+// The name WorkerCrashed had before isolates and pools shared one
+// vocabulary; kept, the same type.
+using IsolateCrashed = WorkerCrashed;
 
 class MemoryLimitExceeded : public WorkerFailed {
  public:

@@ -33,7 +33,7 @@
 // Files are opened and mapped (or, if they cannot be mapped, read) inside
 // the worker, never read by the caller first (the caller only stats them, to
 // size the arena). A mapped file that is truncated during its parse kills the
-// worker with SIGBUS: the future fails with IsolateCrashed.
+// worker with SIGBUS: the future fails with WorkerCrashed.
 //
 // Memory: the worker parses into a warm arena, shared memory that this
 // process keeps between parses (see json_document.hpp); a helper thread in

@@ -46,11 +46,11 @@
 // (options.timeout); the task's own exception (standard types keep their
 // type, registered ones too, others arrive as IsolateError);
 // std::invalid_argument if the worker program has no task of that name;
-// IsolateCrashed (the worker died during the task: signal or exit code);
+// WorkerCrashed (the worker died during the task: signal or exit code);
 // MemoryLimitExceeded (PoolOptions::memory_limit_bytes);
 // CpuTimeLimitExceeded (TaskOptions::cpu_time_limit); ResultTooLarge;
 // std::length_error (arguments over max_argument_bytes). The four failures
-// of the worker (IsolateCrashed and the three limits) derive from
+// of the worker (WorkerCrashed and the three limits) derive from
 // WorkerFailed, as from a fork isolate: one catch clause for all of them.
 // The pool's own errors below derive from PoolError.
 // run() itself throws PoolQueueFull when max_queue tasks wait already and
@@ -60,7 +60,7 @@
 // failures of the program to start within respawn_period: exit, crash or
 // not ready in time; kills from elsewhere and EAGAIN/ENOMEM at spawn do not
 // count; it tries again after respawn_period; the message says why).
-// The constructor throws WorkerStartFailed if the first workers cannot
+// The constructor throws PoolStartFailed if the first workers cannot
 // start: the program is missing or not executable (with the errno), or it
 // is not a worker program (it exited, or did not become ready within
 // start_timeout); std::logic_error inside a pool worker (pools do not nest).
@@ -91,6 +91,7 @@
 #include "cancellable/cancellation_token.hpp"
 #include "cancellable/detail/area_streambuf.hpp"
 #include "cancellable/detail/completer_core.hpp"
+#include "cancellable/crossing.hpp"
 #include "cancellable/detail/isolate_codec.hpp"
 #include "cancellable/future.hpp"
 #include "cancellable/isolate_errors.hpp"
@@ -183,7 +184,7 @@ struct PoolStats {
 };
 
 // Base of the pool's own errors (not the task's, not its worker's failure,
-// which is WorkerFailed): PoolQueueFull, PoolDegraded, WorkerStartFailed.
+// which is WorkerFailed): PoolQueueFull, PoolDegraded, PoolStartFailed.
 class PoolError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -201,11 +202,13 @@ class PoolDegraded : public PoolError {
   using PoolError::PoolError;
 };
 
-// The pool's first workers could not start; what() says why.
-class WorkerStartFailed : public PoolError {
+// The pool's first workers could not start; what() says why. (Formerly
+// WorkerStartFailed: that name is kept, the same type.)
+class PoolStartFailed : public PoolError {
  public:
   using PoolError::PoolError;
 };
+using WorkerStartFailed = PoolStartFailed;
 
 namespace detail {
 

@@ -39,6 +39,7 @@
 #include <utility>
 
 #include "cancellable/cancellation_token.hpp"
+#include "cancellable/crossing.hpp"
 #include "cancellable/detail/isolate_codec.hpp"
 
 namespace cancellable {

@@ -170,7 +170,7 @@ std::exception_ptr IsolateRun::crash_error(const ProcessExit& exit) const {
       !thread_exists(forking_thread_)) {
     // PR_SET_PDEATHSIG fires when the thread that forked exits, not the
     // process: the likeliest killer (see isolate.hpp).
-    return std::make_exception_ptr(IsolateCrashed(
+    return std::make_exception_ptr(WorkerCrashed(
         exit, "was killed when the thread that started it (thread " + std::to_string(forking_thread_) +
                   ") exited: PR_SET_PDEATHSIG follows that thread; start isolates from threads "
                   "that outlive them"));

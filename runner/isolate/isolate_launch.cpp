@@ -165,7 +165,7 @@ void IsolateRun::start_process(bool forced) {
     const ProcessExit exit = exit_from_pidfd_or_unknown(pidfd);
     ::close(pidfd);
     close_commit_fd();
-    fail(std::make_exception_ptr(IsolateCrashed(exit, "ended before it started")));
+    fail(std::make_exception_ptr(WorkerCrashed(exit, "ended before it started")));
     return release_and_signal_exit(ProcessExit{ProcessExit::Kind::unknown});
   }
   ::setpgid(pid, pid);  // also done by the child; whichever runs first wins

@@ -25,7 +25,7 @@ void PoolImpl::start() {
   try {
     ensure_reaper_started();
   } catch (const std::system_error& e) {
-    throw WorkerStartFailed(std::string("WorkerPool: ") + e.what());
+    throw PoolStartFailed(std::string("WorkerPool: ") + e.what());
   }
   spawner_ = std::thread([this] {
     ::pthread_setname_np(::pthread_self(), "cancel-spawner");
@@ -38,7 +38,7 @@ void PoolImpl::start() {
     const std::string why = last_start_failure_;
     lock.unlock();
     stop();
-    throw WorkerStartFailed("WorkerPool: the worker program " + options_.worker_program.string() +
+    throw PoolStartFailed("WorkerPool: the worker program " + options_.worker_program.string() +
                             " could not start: " + why);
   }
 }

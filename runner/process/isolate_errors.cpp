@@ -36,9 +36,9 @@ std::string ProcessExit::str() const {
   return "killed by signal " + std::to_string(signal) + (name ? std::string(" (SIG") + name + ")" : "");
 }
 
-IsolateCrashed::IsolateCrashed(ProcessExit exit, std::string detail)
+WorkerCrashed::WorkerCrashed(ProcessExit exit, std::string detail)
     : WorkerFailed(with_prefix(
-          "IsolateCrashed",
+          "WorkerCrashed",
           "the isolate's process " +
               (detail.empty() ? (exit.kind == ProcessExit::Kind::killed ? "was " : "") + exit.str()
                               : detail + " (" + exit.str() + ")"))),

@@ -11,12 +11,12 @@ std::exception_ptr worker_end_error(const ProcessExit& exit, const std::optional
     return std::make_exception_ptr(CpuTimeLimitExceeded(*cpu_time_limit));
   }
   if (exit.kind == ProcessExit::Kind::unknown) {
-    return std::make_exception_ptr(IsolateCrashed(
+    return std::make_exception_ptr(WorkerCrashed(
         exit, "ended without a result; the kernel reaped it before its status could be read "
               "(SIGCHLD is ignored in this process)"));
   }
   if (detail.empty() && exit.kind == ProcessExit::Kind::exited) detail = "ended without a result";
-  return std::make_exception_ptr(IsolateCrashed(exit, std::move(detail)));
+  return std::make_exception_ptr(WorkerCrashed(exit, std::move(detail)));
 }
 
 }  // namespace cancellable::detail

@@ -17,7 +17,7 @@ namespace cancellable::detail {
 //   for this work (cpu_seconds, from the reap) reached the limit (the
 //   kernel, at the hard limit one second later, when the work ignored or
 //   caught SIGXCPU);
-// - IsolateCrashed otherwise, with `detail` (for an exit code, "ended
+// - WorkerCrashed otherwise, with `detail` (for an exit code, "ended
 //   without a result" unless given), or saying the kernel reaped it unread
 //   (SIGCHLD ignored).
 // (The run's own kills, a cancel, are not failures: those runs failed with

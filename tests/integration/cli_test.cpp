@@ -24,9 +24,9 @@
 #include <utility>
 
 #include "cancellable/json_generator.hpp"
-#include "helpers/http_test_server.hpp"
-#include "helpers/raw_http_server.hpp"
-#include "helpers/process_support.hpp"
+#include "support/http_test_server.hpp"
+#include "support/raw_http_server.hpp"
+#include "support/process_support.hpp"
 
 extern char** environ;
 
@@ -204,16 +204,7 @@ char process_state(pid_t pid) {
   return stat ? stat->state : 0;
 }
 
-// Waits (up to a deadline) until pred() holds.
-template <class Pred>
-bool eventually(Pred pred) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using process_support::eventually;
 
 // A sparse file of `bytes` (holes read as zeros: mapping it in is work for
 // the kernel, not for the disk), removed however the test ends.
@@ -390,7 +381,7 @@ TEST_CASE("Ctrl-Z stops the worker with the command and fg resumes both", "[cli]
 }
 
 TEST_CASE("parse reads /dev/fd/N, as made by <(...), with both backends", "[cli]") {
-  const char* backend = GENERATE("fork", "thread");
+  const char* backend = GENERATE("process", "fork", "thread");  // (fork: the older name of process)
   CAPTURE(backend);
   const Sample sample(std::string("devfd-") + backend, "2000");
   int pipe_fds[2];
@@ -432,7 +423,7 @@ TEST_CASE("parse with the pool backend prints the same counts as the fork backen
     REQUIRE(to != std::string::npos);
     return out.substr(from, to - from);
   };
-  const std::string fork_counts = counts_of("fork");
+  const std::string fork_counts = counts_of("process");
   CHECK(counts_of("pool") == fork_counts);
   CHECK(sample.output().find("\"backend\": \"pool\"") != std::string::npos);
   CHECK(sample.output().find("\"transfer_ms\": null") != std::string::npos);

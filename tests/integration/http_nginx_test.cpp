@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "helpers/daemon.hpp"
-#include "helpers/http_test_server.hpp"
+#include "support/daemon.hpp"
+#include "support/http_test_server.hpp"
 
 using cancellable::CancellationToken;
 using cancellable::http::Client;

@@ -12,10 +12,10 @@
 #include <sstream>
 #include <string>
 
-#include "helpers/daemon.hpp"
-#include "helpers/http_support.hpp"
-#include "helpers/http_test_server.hpp"
-#include "helpers/raw_http_server.hpp"
+#include "support/daemon.hpp"
+#include "support/http_support.hpp"
+#include "support/http_test_server.hpp"
+#include "support/raw_http_server.hpp"
 
 using cancellable::CancellationToken;
 using cancellable::http::Client;

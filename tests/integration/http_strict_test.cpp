@@ -1,4 +1,4 @@
-// The HTTP client against servers that write exact bytes (helpers/
+// The HTTP client against servers that write exact bytes (support/
 // raw_http_server): what a correct HTTP/1.1 client must do when a server is
 // odd, broken or hostile. Each case failed before the client handled it.
 #include "cancellable/http.hpp"
@@ -22,9 +22,9 @@
 #include <vector>
 
 #include "cancellable/exceptions.hpp"
-#include "helpers/http_support.hpp"
-#include "helpers/http_test_server.hpp"
-#include "helpers/raw_http_server.hpp"
+#include "support/http_support.hpp"
+#include "support/http_test_server.hpp"
+#include "support/raw_http_server.hpp"
 
 using namespace std::chrono_literals;
 using cancellable::CancellationToken;

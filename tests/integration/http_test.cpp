@@ -1,4 +1,4 @@
-// The HTTP client against real servers on 127.0.0.1 (helpers/http_test_server).
+// The HTTP client against real servers on 127.0.0.1 (support/http_test_server).
 #include "cancellable/http.hpp"
 
 #include <catch2/catch.hpp>
@@ -22,8 +22,8 @@
 
 #include "cancellable/exceptions.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
-#include "helpers/http_support.hpp"
-#include "helpers/http_test_server.hpp"
+#include "support/http_support.hpp"
+#include "support/http_test_server.hpp"
 
 using namespace std::chrono_literals;
 using cancellable::CancellationToken;

@@ -23,8 +23,9 @@
 #include <vector>
 
 #include "cancellable/exceptions.hpp"
-#include "helpers/process_support.hpp"
-#include "helpers/test_support.hpp"
+#include "support/spin.hpp"
+#include "support/process_support.hpp"
+#include "support/test_support.hpp"
 
 using namespace cancellable;
 using namespace std::chrono_literals;
@@ -42,9 +43,7 @@ std::locale::id Facet::id;
   for (;;) x.fetch_add(1, std::memory_order_relaxed);
 }
 
-[[noreturn]] void pause_forever() {
-  for (;;) ::pause();
-}
+using test_support::pause_forever;
 
 void spin(unsigned iterations) {
   std::atomic<unsigned> sink{0};
@@ -241,7 +240,7 @@ TEST_CASE("a memory limit bounds what the work can allocate, also inside malloc'
     // blocks) and dies when the limit refuses it: the work still did not get
     // twice the limit (README: Gotchas, sanitizers).
     CHECK((outcome.find("MemoryLimitExceeded") != std::string::npos ||
-           outcome.find("IsolateCrashed") != std::string::npos));
+           outcome.find("WorkerCrashed") != std::string::npos));
 #else
     CHECK(outcome.find("MemoryLimitExceeded") != std::string::npos);
 #endif

@@ -16,8 +16,9 @@
 #include <vector>
 
 #include "cancellable/exceptions.hpp"
-#include "helpers/process_support.hpp"
-#include "helpers/test_support.hpp"
+#include "support/spin.hpp"
+#include "support/process_support.hpp"
+#include "support/test_support.hpp"
 
 using namespace cancellable;
 using namespace std::chrono_literals;
@@ -27,22 +28,9 @@ extern char** environ;
 
 namespace {
 
-[[noreturn]] void spin_forever() {
-  for (;;) {
-    ::pause();
-  }
-}
-
-void burn_cpu_forever() {
-  volatile std::uint64_t x = 0;
-  for (;;) x = x + 1;
-}
-
-void spin_for(std::chrono::microseconds d) {
-  const auto until = std::chrono::steady_clock::now() + d;
-  while (std::chrono::steady_clock::now() < until) {
-  }
-}
+using test_support::burn_cpu_forever;
+using test_support::spin_for;
+[[noreturn]] void spin_forever() { test_support::pause_forever(); }  // (in pause(): no CPU)
 
 // Options whose progress callback tells the test that the work is running
 // (and what it reported), so the test waits on an event instead of sleeping.

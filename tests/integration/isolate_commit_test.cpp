@@ -14,8 +14,9 @@
 #include <vector>
 
 #include "cancellable/exceptions.hpp"
-#include "helpers/process_support.hpp"
-#include "helpers/test_support.hpp"
+#include "support/spin.hpp"
+#include "support/process_support.hpp"
+#include "support/test_support.hpp"
 #include "worker/test_seams.hpp"
 
 using namespace cancellable;
@@ -48,11 +49,7 @@ Isolate<R> spawn_delivering_at_commit(F fn, const CancellationToken& token = Can
   return detail::spawn_isolate<R>(std::move(fn), token, std::move(options), nullptr, true);
 }
 
-void spin_for(std::chrono::microseconds d) {
-  const auto until = std::chrono::steady_clock::now() + d;
-  while (std::chrono::steady_clock::now() < until) {
-  }
-}
+using test_support::spin_for;
 
 }  // namespace
 
@@ -116,12 +113,12 @@ TEST_CASE("a worker that dies after committing its outcome still delivers it", "
   CHECK(isolate.exited().get().signal == SIGKILL);
 }
 
-TEST_CASE("a worker that dies before committing fails with IsolateCrashed, as without early delivery",
+TEST_CASE("a worker that dies before committing fails with WorkerCrashed, as without early delivery",
           "[isolate][commit]") {
   auto isolate = spawn_delivering_at_commit<int>([]() -> int { ::_exit(3); });
   const auto error = test_support::failure_of(isolate.future());
   REQUIRE(error);
-  CHECK_THROWS_AS(std::rethrow_exception(error), IsolateCrashed);
+  CHECK_THROWS_AS(std::rethrow_exception(error), WorkerCrashed);
 }
 
 TEST_CASE("cancel racing an outcome delivered at commit yields exactly one outcome and leaves nothing",

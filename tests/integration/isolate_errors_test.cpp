@@ -13,10 +13,12 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <thread>
 
 #include "cancellable/exceptions.hpp"
-#include "helpers/test_support.hpp"
+#include "cancellable/pool.hpp"
+#include "support/test_support.hpp"
 
 using namespace cancellable;
 
@@ -72,7 +74,7 @@ void wait_until_running(const Isolate<int>& isolate) {
 ProcessExit crash_of(const std::exception_ptr& e) {
   try {
     std::rethrow_exception(e);
-  } catch (const IsolateCrashed& crashed) {
+  } catch (const WorkerCrashed& crashed) {
     return crashed.exit();
   } catch (...) {
     return ProcessExit{ProcessExit::Kind::exited, -1, 0};
@@ -133,7 +135,20 @@ TEST_CASE("a registered exception type keeps its type", "[isolate][errors]") {
   CHECK(what_if<my::Registered>(failure_of([]() -> int { throw my::Registered("mine"); })) == "mine");
 }
 
-TEST_CASE("a child that crashes fails the future with IsolateCrashed saying how", "[isolate][errors]") {
+TEST_CASE("the errors' former names still name the same types", "[isolate][errors]") {
+  static_assert(std::is_same_v<IsolateCrashed, WorkerCrashed>);
+  static_assert(std::is_same_v<WorkerStartFailed, PoolStartFailed>);
+  // A clause written with the former name catches what fails now.
+  bool caught = false;
+  try {
+    (void)CancellableIsolate::run([]() -> int { ::_exit(3); }).get();
+  } catch (const IsolateCrashed& e) {
+    caught = e.exit() == ProcessExit{ProcessExit::Kind::exited, 3, 0};
+  }
+  CHECK(caught);
+}
+
+TEST_CASE("a child that crashes fails the future with WorkerCrashed saying how", "[isolate][errors]") {
   SECTION("segmentation fault") {
     auto e = failure_of([]() -> int {
       // An unmapped address that is not null (UBSan would stop a null load).
@@ -141,12 +156,12 @@ TEST_CASE("a child that crashes fails the future with IsolateCrashed saying how"
       return *reinterpret_cast<volatile int*>(address);
     });
     CHECK(crash_of(e) == ProcessExit{ProcessExit::Kind::killed, 0, SIGSEGV});
-    CHECK(what_if<IsolateCrashed>(e).find("SIGSEGV") != std::string::npos);
+    CHECK(what_if<WorkerCrashed>(e).find("SIGSEGV") != std::string::npos);
   }
   SECTION("abort") {
     auto e = failure_of([]() -> int { std::abort(); });
     CHECK(crash_of(e) == ProcessExit{ProcessExit::Kind::killed, 0, SIGABRT});
-    CHECK(what_if<IsolateCrashed>(e).find("SIGABRT") != std::string::npos);
+    CHECK(what_if<WorkerCrashed>(e).find("SIGABRT") != std::string::npos);
   }
   SECTION("std::terminate") {
     auto e = failure_of([]() -> int { std::terminate(); });
@@ -155,8 +170,8 @@ TEST_CASE("a child that crashes fails the future with IsolateCrashed saying how"
   SECTION("_exit without a result") {
     auto e = failure_of([]() -> int { ::_exit(3); });
     CHECK(crash_of(e) == ProcessExit{ProcessExit::Kind::exited, 3, 0});
-    CHECK(what_if<IsolateCrashed>(e).find("ended without a result") != std::string::npos);
-    CHECK(what_if<IsolateCrashed>(e).find("exited with code 3") != std::string::npos);
+    CHECK(what_if<WorkerCrashed>(e).find("ended without a result") != std::string::npos);
+    CHECK(what_if<WorkerCrashed>(e).find("exited with code 3") != std::string::npos);
   }
   SECTION("stack overflow") {
     auto e = failure_of([]() -> int { return recurse(0); });
@@ -169,7 +184,7 @@ TEST_CASE("the parent is unharmed by a crashing child and runs the next isolate"
   CHECK(CancellableIsolate::run([] { return 5; }).get() == 5);
 }
 
-TEST_CASE("an isolate whose starting thread exits is killed, and IsolateCrashed says why",
+TEST_CASE("an isolate whose starting thread exits is killed, and WorkerCrashed says why",
           "[isolate][errors]") {
   // PR_SET_PDEATHSIG follows the thread that forked, not the process: the
   // documented gotcha of isolate.hpp, which the error names.
@@ -189,8 +204,8 @@ TEST_CASE("an isolate whose starting thread exits is killed, and IsolateCrashed 
   const auto e = future.state()->error();
   REQUIRE(e != nullptr);
   CHECK(crash_of(e) == ProcessExit{ProcessExit::Kind::killed, 0, SIGKILL});
-  CHECK(what_if<IsolateCrashed>(e).find("the thread that started it") != std::string::npos);
-  CHECK(what_if<IsolateCrashed>(e).find("PR_SET_PDEATHSIG") != std::string::npos);
+  CHECK(what_if<WorkerCrashed>(e).find("the thread that started it") != std::string::npos);
+  CHECK(what_if<WorkerCrashed>(e).find("PR_SET_PDEATHSIG") != std::string::npos);
 }
 
 TEST_CASE("a worker killed from outside, its starting thread alive, gets the plain SIGKILL message",
@@ -208,7 +223,7 @@ TEST_CASE("a worker killed from outside, its starting thread alive, gets the pla
   const auto e = future.state()->error();
   REQUIRE(e != nullptr);
   CHECK(crash_of(e) == ProcessExit{ProcessExit::Kind::killed, 0, SIGKILL});
-  CHECK(what_if<IsolateCrashed>(e).find("was killed by signal 9 (SIGKILL)") != std::string::npos);
-  CHECK(what_if<IsolateCrashed>(e).find("thread that started it") == std::string::npos);
+  CHECK(what_if<WorkerCrashed>(e).find("was killed by signal 9 (SIGKILL)") != std::string::npos);
+  CHECK(what_if<WorkerCrashed>(e).find("thread that started it") == std::string::npos);
 }
 

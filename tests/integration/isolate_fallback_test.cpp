@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "cancellable/exceptions.hpp"
-#include "helpers/progress_support.hpp"
-#include "helpers/test_support.hpp"
+#include "support/progress_support.hpp"
+#include "support/test_support.hpp"
 #include "worker/test_seams.hpp"
 
 using namespace cancellable;

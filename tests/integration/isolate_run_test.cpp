@@ -23,8 +23,8 @@
 #include <vector>
 
 #include "cancellable/exceptions.hpp"
-#include "helpers/process_support.hpp"
-#include "helpers/test_support.hpp"
+#include "support/process_support.hpp"
+#include "support/test_support.hpp"
 #include "worker/protocol/result_channel.hpp"
 #include "worker/test_seams.hpp"
 

@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "cancellable/exceptions.hpp"
-#include "helpers/progress_support.hpp"
-#include "helpers/test_support.hpp"
+#include "support/progress_support.hpp"
+#include "support/test_support.hpp"
 
 using namespace cancellable;
 using namespace std::chrono_literals;

@@ -10,8 +10,9 @@
 
 #include "cancellable/exceptions.hpp"
 #include "cancellable/json_generator.hpp"
-#include "helpers/process_support.hpp"
-#include "helpers/test_support.hpp"
+#include "support/temp_file.hpp"
+#include "support/process_support.hpp"
+#include "support/test_support.hpp"
 #include "worker/test_seams.hpp"
 
 using namespace cancellable;
@@ -26,15 +27,7 @@ std::string minified_in_thread(const std::string& json) {
   return simdjson::to_string(parser.parse(json).value());
 }
 
-struct TempFile {
-  explicit TempFile(const std::string& contents)
-      : path(std::filesystem::temp_directory_path() /
-             ("cancellable-doc-test-" + std::to_string(::getpid()) + ".json")) {
-    std::ofstream(path, std::ios::binary) << contents;
-  }
-  ~TempFile() { std::filesystem::remove(path); }
-  std::filesystem::path path;
-};
+using test_support::TempFile;
 
 }  // namespace
 
@@ -49,7 +42,7 @@ TEST_CASE("a document parsed in an isolate is the same DOM as an in-thread parse
 TEST_CASE("a document parsed from a file is the same DOM as an in-thread parse", "[json][document]") {
   const auto json = generate_json(500'000, 22);
   TempFile file(json);
-  auto future = parse_json_document_file(file.path);
+  auto future = parse_json_document_file(file.path());
   CHECK(simdjson::to_string(future.get().root()) == minified_in_thread(json));
 }
 
@@ -59,7 +52,7 @@ TEST_CASE("a large document parsed again into the warm arena is the same DOM", "
   const std::string expected = minified_in_thread(json);
   release_json_arena();
   for (int round = 0; round < 2; ++round) {
-    CHECK(simdjson::to_string(parse_json_document_file(file.path).get().root()) == expected);
+    CHECK(simdjson::to_string(parse_json_document_file(file.path()).get().root()) == expected);
     CHECK(simdjson::to_string(parse_json_document(json).get().root()) == expected);
   }
   release_json_arena();

@@ -14,9 +14,10 @@
 #include "cancellable/exceptions.hpp"
 #include "cancellable/json_document.hpp"
 #include "cancellable/json_generator.hpp"
-#include "helpers/process_support.hpp"
+#include "support/temp_file.hpp"
+#include "support/process_support.hpp"
 #include "worker/json/arena_use.hpp"
-#include "helpers/test_support.hpp"
+#include "support/test_support.hpp"
 
 using namespace cancellable;
 
@@ -50,19 +51,7 @@ Totals totals_in_thread(const std::string& json) {
   return totals_of(parser.parse(json));
 }
 
-// A file in a fresh temporary directory, removed with it.
-struct TempFile {
-  explicit TempFile(const std::string& contents) {
-    dir = std::filesystem::temp_directory_path() /
-          ("cancellable-json-test-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    path = dir / "data.json";
-    std::ofstream(path, std::ios::binary) << contents;
-  }
-  ~TempFile() { std::filesystem::remove_all(dir); }
-  std::filesystem::path dir;
-  std::filesystem::path path;
-};
+using test_support::TempFile;
 
 int json_error_of(const std::exception_ptr& e) {
   try {
@@ -104,7 +93,7 @@ TEST_CASE("a mapping computed in an isolate equals in-thread parsing of the same
 TEST_CASE("a file is parsed in an isolate", "[json]") {
   const auto json = generate_json(500'000, 5);
   TempFile file(json);
-  CHECK(parse_json_file(file.path, totals_of).get() == totals_in_thread(json));
+  CHECK(parse_json_file(file.path(), totals_of).get() == totals_in_thread(json));
 }
 
 TEST_CASE("large parses equal in-thread parsing, in a fresh arena and again in the warm one", "[json]") {
@@ -118,11 +107,11 @@ TEST_CASE("large parses equal in-thread parsing, in a fresh arena and again in t
     TempFile file(json);
     for (int round = 0; round < 2; ++round) {
       CHECK(parse_json(json, totals_of).get() == expected);
-      CHECK(parse_json_file(file.path, totals_of).get() == expected);
+      CHECK(parse_json_file(file.path(), totals_of).get() == expected);
     }
     IsolateOptions on_thread;
     on_thread.backend = Backend::thread;
-    CHECK(parse_json_file(file.path, totals_of, CancellationToken::none(), on_thread).get() == expected);
+    CHECK(parse_json_file(file.path(), totals_of, CancellationToken::none(), on_thread).get() == expected);
   }
   release_json_arena();
 }
@@ -140,7 +129,7 @@ TEST_CASE("the arena is free again when the result arrives", "[json][arena]") {
     CHECK(reinterpret_cast<const detail::JsonArenaUse*>(arena->data())->json_bytes == bytes);
   };
   SECTION("to a thread waiting in get()") {
-    CHECK(parse_json_file(file.path, totals_of).get() == totals_in_thread(json));
+    CHECK(parse_json_file(file.path(), totals_of).get() == totals_in_thread(json));
     expect_arena_free_with_record_of(json.size());
   }
   SECTION("to a continuation") {
@@ -150,13 +139,13 @@ TEST_CASE("the arena is free again when the result arrives", "[json][arena]") {
   }
   SECTION("a cancelled parse gives it back once its worker is reaped") {
     CancellationToken token;
-    auto future = parse_json_file(file.path, totals_of, token);
+    auto future = parse_json_file(file.path(), totals_of, token);
     token.cancel();
     REQUIRE(future.is_ready());  // cancelled, or (rarely) done already
 
     // The worker dies on its own time; exited() is not at hand here, so
     // parse again: that parse must not share the arena with a dying worker.
-    CHECK(parse_json_file(file.path, totals_of).get() == totals_in_thread(json));
+    CHECK(parse_json_file(file.path(), totals_of).get() == totals_in_thread(json));
   }
   release_json_arena();
 }
@@ -167,10 +156,10 @@ TEST_CASE("a file that does not fit the arena is parsed in private memory", "[js
   TempFile file(json);
   auto small = detail::acquire_json_arena(detail::JsonLayout(1000).capacity, detail::JsonLayout(1000).total);
   const JsonOptions options;
-  CHECK(totals_of(detail::parse_json_file_in_worker(file.path, options, small.get(), false, {}).root()) ==
+  CHECK(totals_of(detail::parse_json_file_in_worker(file.path(), options, small.get(), false, {}).root()) ==
         totals_in_thread(json));
   // A document must be in the arena: that is an error.
-  CHECK_THROWS_WITH(detail::parse_json_file_in_worker(file.path, options, small.get(), true, {}),
+  CHECK_THROWS_WITH(detail::parse_json_file_in_worker(file.path(), options, small.get(), true, {}),
                     Catch::Contains("grew"));
 }
 
@@ -252,7 +241,7 @@ TEST_CASE("a missing file fails with std::filesystem::filesystem_error naming it
 
 TEST_CASE("an empty file fails with JsonParseError", "[json][errors]") {
   TempFile empty("");
-  auto error = failure_of(parse_json_file(empty.path, [](simdjson::dom::element) { return 0; }));
+  auto error = failure_of(parse_json_file(empty.path(), [](simdjson::dom::element) { return 0; }));
   CHECK(json_error_of(error) == static_cast<int>(simdjson::EMPTY));
 }
 
@@ -296,8 +285,8 @@ TEST_CASE("200 parses, half of them cancelled, leave no fds and keep the idle ar
   release_json_arena();
   // The idle arenas exist now (two, as when a document's arena comes back
   // late).
-  auto first = parse_json_document_file(file.path);
-  CHECK(parse_json_file(file.path, totals_of).get() == expected);
+  auto first = parse_json_document_file(file.path());
+  CHECK(parse_json_file(file.path(), totals_of).get() == expected);
   first = Future<JsonDocument>();
   const int fds = process_support::count_fds();
   const int mappings = process_support::count_mappings();
@@ -305,8 +294,8 @@ TEST_CASE("200 parses, half of them cancelled, leave no fds and keep the idle ar
   for (int i = 0; i < 200; ++i) {
     CancellationToken token;
     const bool document = i % 4 >= 2;
-    auto summary = document ? Future<Totals>() : parse_json_file(file.path, totals_of, token);
-    auto whole = document ? parse_json_document_file(file.path, token) : Future<JsonDocument>();
+    auto summary = document ? Future<Totals>() : parse_json_file(file.path(), totals_of, token);
+    auto whole = document ? parse_json_document_file(file.path(), token) : Future<JsonDocument>();
     if (i % 2 == 1) token.cancel();  // at once: it may still lose to a quick parse
     try {
       // Outside CHECK, which would catch the exception itself.

@@ -23,13 +23,16 @@
 #include <vector>
 
 #include "cancellable/builtin_tasks.hpp"
+#include "cancellable/json_tasks.hpp"
 #include "cancellable/cancellation_token.hpp"
 #include "cancellable/exceptions.hpp"
 #include "cancellable/isolate.hpp"
 #include "cancellable/isolate_errors.hpp"
 #include "cancellable/pool.hpp"
-#include "helpers/process_support.hpp"
-#include "helpers/test_support.hpp"
+#include "support/spin.hpp"
+#include "support/temp_file.hpp"
+#include "support/process_support.hpp"
+#include "support/test_support.hpp"
 
 extern char** environ;
 
@@ -45,9 +48,7 @@ int write_pid_and_spin(std::string path) {
     out << ::getpid() << "\n";
   }
   std::filesystem::rename(path + ".tmp", path);
-  for (;;) {
-    asm volatile("" ::: "memory");
-  }
+  test_support::burn_cpu_forever();
 }
 int create_file(std::string path) {
   std::ofstream out(path);
@@ -100,9 +101,7 @@ CANCELLABLE_TASK(create_a_pool_inside_task, create_a_pool_inside);
 // thread of a pool task), then spins until it is killed.
 int report_half_way_then_spin() {
   std::thread([] { report_progress(5, 10, "half way"); }).join();
-  for (;;) {
-    asm volatile("" ::: "memory");
-  }
+  test_support::burn_cpu_forever();
 }
 constexpr Task<int()> report_half_way_then_spin_task{"test.report_half_way_then_spin"};
 CANCELLABLE_TASK(report_half_way_then_spin_task, report_half_way_then_spin);
@@ -115,9 +114,7 @@ CANCELLABLE_TASK(report_once_task, report_once);
 // Ignores SIGXCPU, then spins: only the hard CPU limit stops it.
 int ignore_sigxcpu_and_spin() {
   ::signal(SIGXCPU, SIG_IGN);
-  for (;;) {
-    asm volatile("" ::: "memory");
-  }
+  test_support::burn_cpu_forever();
 }
 constexpr Task<int()> ignore_sigxcpu_and_spin_task{"test.ignore_sigxcpu_and_spin"};
 CANCELLABLE_TASK(ignore_sigxcpu_and_spin_task, ignore_sigxcpu_and_spin);
@@ -138,19 +135,7 @@ PoolOptions self_pool(std::size_t size = 1, std::size_t standby = 1) {
   return options;
 }
 
-// A path in the temporary directory, removed however the test ends.
-struct TempPath {
-  explicit TempPath(const std::string& name)
-      : path(std::filesystem::temp_directory_path() /
-             ("cancellable-pool-" + name + "-" + std::to_string(::getpid()))) {
-    std::filesystem::remove(path);
-  }
-  ~TempPath() {  // (A file, or a directory and what it holds.)
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-  std::filesystem::path path;
-};
+using test_support::TempPath;
 
 // The pid a task wrote into path, once it is there.
 pid_t wait_for_pid_file(const std::filesystem::path& path) {
@@ -226,14 +211,14 @@ TEST_CASE("a worker that crashes or exits fails only its own task, and the pool 
   try {
     pool.run(builtin::crash, SIGSEGV).get();
     FAIL("no exception");
-  } catch (const IsolateCrashed& e) {
+  } catch (const WorkerCrashed& e) {
     CHECK(e.exit().kind == ProcessExit::Kind::killed);
     CHECK(e.exit().signal == SIGSEGV);
   }
   try {
     pool.run(builtin::exit_code, 3).get();
     FAIL("no exception");
-  } catch (const IsolateCrashed& e) {
+  } catch (const WorkerCrashed& e) {
     CHECK(e.exit().kind == ProcessExit::Kind::exited);
     CHECK(e.exit().code == 3);
   }
@@ -416,7 +401,7 @@ TEST_CASE("a missing, non-executable or non-worker program fails the pool's star
     CHECK_THROWS_WITH(WorkerPool(options), Catch::Matchers::Contains("exited with code 0 before it was ready") &&
                                                Catch::Matchers::Contains("worker_main"));
   }
-  CHECK_THROWS_AS(WorkerPool(options), WorkerStartFailed);
+  CHECK_THROWS_AS(WorkerPool(options), PoolStartFailed);
   CHECK(process_support::count_children() == 0);
 }
 
@@ -487,7 +472,7 @@ TEST_CASE("a worker killed from outside with SIGKILL mid-task fails that task as
   try {
     running.get();
     FAIL("no exception");
-  } catch (const IsolateCrashed& e) {
+  } catch (const WorkerCrashed& e) {
     CHECK(e.exit().signal == SIGKILL);
   }
   CHECK(pool.run(create_a_pool_inside_task).get() != "");
@@ -702,7 +687,7 @@ TEST_CASE("a task's child dies with its worker when the worker is killed from ou
   const auto stat = process_support::proc_stat(child);
   REQUIRE(stat);
   ::kill(static_cast<pid_t>(stat->ppid), SIGKILL);  // the worker
-  CHECK_THROWS_AS(running.get(), IsolateCrashed);
+  CHECK_THROWS_AS(running.get(), WorkerCrashed);
   CHECK(process_support::wait_gone(child));
 }
 
@@ -993,7 +978,7 @@ TEST_CASE("a worker's failures are caught as WorkerFailed on both backends, and 
                                                          CancellationToken::none(), forked))},
       {"fork result", failure_of(CancellableIsolate::run([] { return std::string(4096, 'r'); }, CancellationToken::none(), forked))},
       {"fork cpu", failure_of(CancellableIsolate::run([] {
-                                for (;;) asm volatile("" ::: "memory");
+                                test_support::burn_cpu_forever();
                                 return 0;
                               }, CancellationToken::none(), forked_cpu))},
   };
@@ -1117,4 +1102,31 @@ TEST_CASE("a task that ignores SIGXCPU still ends at its CPU time limit, in a po
   // The pool goes on, with a fresh worker (the limit stays with the old one).
   CHECK(pool.run(own_pid_task).get() > 0);
   CHECK(pool.stats().crashes == 1);
+}
+
+TEST_CASE("settled() means the same on an isolate and on a pool task: nothing of the run is running any more", "[pool][fork]") {
+  WorkerPool pool(self_pool(1, 0));
+  const TempPath pid_file("settled");
+  CancellationToken pool_token;
+  auto pool_run = pool.start(write_pid_and_spin_task, pid_file.path.string(), pool_token);
+  const pid_t worker = wait_for_pid_file(pid_file.path);
+  REQUIRE(worker > 0);
+  CancellationToken isolate_token;
+  IsolateOptions forked;
+  forked.backend = Backend::process;
+  auto isolate = CancellableIsolate::spawn([] {
+    test_support::burn_cpu_forever();
+    return 0;
+  }, isolate_token, forked);
+  const pid_t child = isolate.pid();
+  REQUIRE(child > 0);
+  CHECK_FALSE(pool_run.settled().is_ready());
+  CHECK_FALSE(isolate.settled().is_ready());
+  pool_token.cancel();
+  isolate_token.cancel();
+  for (const auto& [settled, pid] : {std::pair{pool_run.settled(), worker}, std::pair{isolate.settled(), child}}) {
+    REQUIRE(settled.wait_for(120s) == std::future_status::ready);
+    CHECK_NOTHROW(settled.get());
+    CHECK(::kill(pid, 0) != 0);  // (reaped: no such process, not even a zombie)
+  }
 }

@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "cancellable/exceptions.hpp"
-#include "helpers/test_support.hpp"
+#include "support/test_support.hpp"
 
 using namespace cancellable;
 using namespace std::chrono_literals;

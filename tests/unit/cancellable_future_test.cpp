@@ -12,7 +12,7 @@
 #include "cancellable/cancellable_completer.hpp"
 #include "cancellable/exceptions.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
-#include "helpers/test_support.hpp"
+#include "support/test_support.hpp"
 #include "worker/test_seams.hpp"
 
 using namespace cancellable;

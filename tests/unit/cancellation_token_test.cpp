@@ -11,7 +11,7 @@
 
 #include "cancellable/exceptions.hpp"
 #include "cancellable/merged_cancellation_token.hpp"
-#include "helpers/test_support.hpp"
+#include "support/test_support.hpp"
 
 using namespace cancellable;
 using test_support::RecordingCancellable;

@@ -6,7 +6,7 @@
 #include <thread>
 #include <vector>
 
-#include "helpers/test_support.hpp"
+#include "support/test_support.hpp"
 #include "worker/test_seams.hpp"
 
 using namespace cancellable;

@@ -9,7 +9,7 @@
 
 #include "cancellable/cancellable_completer.hpp"
 #include "cancellable/executor.hpp"
-#include "helpers/test_support.hpp"
+#include "support/test_support.hpp"
 
 using namespace cancellable;
 using namespace std::chrono_literals;

@@ -10,7 +10,7 @@
 
 #include "cancellable/cancellable_completer.hpp"
 #include "cancellable/exceptions.hpp"
-#include "helpers/test_support.hpp"
+#include "support/test_support.hpp"
 
 using namespace cancellable;
 using test_support::RecordingCancellable;

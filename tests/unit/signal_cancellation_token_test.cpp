@@ -12,7 +12,7 @@
 
 #include "cancellable/cancellable_completer.hpp"
 #include "cancellable/exceptions.hpp"
-#include "helpers/test_support.hpp"
+#include "support/test_support.hpp"
 
 extern char** environ;
 

@@ -1,4 +1,4 @@
-// The built-in JSON tasks (include/cancellable/builtin_tasks.hpp): built
+// The built-in JSON tasks (include/cancellable/json_tasks.hpp): built
 // into cancellable-worker with the json component (CANCELLABLE_JSON).
 #include <fcntl.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 #include <string>
 #include <system_error>
 
-#include "cancellable/builtin_tasks.hpp"
+#include "cancellable/json_tasks.hpp"
 #include "cancellable/detail/json_parse.hpp"
 #include "cancellable/json.hpp"
 #include "cancellable/json_errors.hpp"

@@ -1,22 +1,6 @@
-// Internal: how an isolate's result is encoded in the worker and decoded in
-// the parent.
-//
-//   - plain data (numbers, enums, std::array and C arrays of plain data,
-//     std::complex, std::chrono durations and time points, and structs whose
-//     fields are all plain data) and vectors of it, without a cereal
-//     serialize function: their bytes, copied once;
-//   - everything else that cereal can serialize: cereal's binary archive
-//     (strings, vectors, arrays, maps, optionals, pairs, tuples, variants,
-//     nested, and user types with a serialize member or function).
-//     Contiguous arithmetic data inside them is still written with one copy.
-//   - anything else does not compile: pointers, std::string_view, std::span
-//     and structs holding them would arrive as addresses in the worker's
-//     memory. Return std::string, std::vector or a struct of values instead.
-//
-// Structs are checked field by field with Boost.PFR: a struct of plain data
-// that has a C array member or a base class cannot be reflected and fails to
-// compile inside Boost.PFR ("structured binding" or "Inherited types are not
-// supported"); use std::array, or give it a cereal serialize function.
+// Internal: how an isolate's result (and a task's arguments) is encoded in
+// one process and decoded in the other. The rules of what may cross are in
+// the public header crossing.hpp (CrossesProcesses<T>).
 #pragma once
 
 #include <algorithm>

@@ -6,7 +6,7 @@
 // memory management. A header because json.hpp's templates call it.
 #pragma once
 
-#include "cancellable/builtin_tasks.hpp"
+#include "cancellable/json_tasks.hpp"
 
 #include <simdjson.h>
 
@@ -85,7 +85,7 @@ using ReadingProgress = std::function<void(std::uint64_t read, std::uint64_t tot
 // for the arena fails with std::runtime_error (it grew since the caller
 // sized the arena). Throws std::filesystem::filesystem_error if the file
 // cannot be read, JsonParseError. A mapped file that shrinks during the
-// parse kills the worker with SIGBUS (IsolateCrashed).
+// parse kills the worker with SIGBUS (WorkerCrashed).
 ParsedJson parse_json_file_in_worker(const std::filesystem::path& path, const JsonOptions& options,
                                      JsonArena* arena, bool in_arena,
                                      const std::function<void()>& parsing_starts,

@@ -1,4 +1,4 @@
-#include "helpers/http_test_server.hpp"
+#include "support/http_test_server.hpp"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -80,15 +80,6 @@ Certificate make_certificate(const std::string& subject_alt_names) {
   return out;
 }
 
-TempFile::TempFile(const std::string& content) {
-  char name[] = "/tmp/cancellable-http-test-XXXXXX";
-  int fd = ::mkstemp(name);
-  if (fd < 0) throw std::runtime_error("mkstemp failed");
-  ::close(fd);
-  path_ = name;
-  std::ofstream(path_, std::ios::binary) << content;
-}
-TempFile::~TempFile() { ::unlink(path_.c_str()); }
 
 std::string compress(const std::string& text, int window_bits) {
   z_stream zs{};

@@ -37,7 +37,7 @@
 #include "cancellable/cancellable_completer.hpp"
 #include "cancellable/isolate.hpp"
 #include "cancellable/signal_cancellation_token.hpp"
-#include "helpers/process_support.hpp"
+#include "support/process_support.hpp"
 
 namespace {
 

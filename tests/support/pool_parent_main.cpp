@@ -31,6 +31,7 @@
 #include "cancellable/builtin_tasks.hpp"
 #include "cancellable/isolate.hpp"
 #include "cancellable/pool.hpp"
+#include "support/process_support.hpp"
 
 namespace {
 
@@ -102,20 +103,8 @@ int sigchld_ignored(const char* worker, const std::string& pid_file) {
 
 }  // namespace
 
-int open_descriptors() {
-  int n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-  return n;
-}
-
-int children() {
-  int n = 0;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream in(task.path() / "children");
-    for (long pid = 0; in >> pid;) ++n;
-  }
-  return n;
-}
+int open_descriptors() { return process_support::count_fds(); }
+int children() { return process_support::count_children(); }
 
 // Makes pools under ever higher RLIMIT_NOFILE limits, from too low to
 // enough; after each (made and destroyed, or failed) nothing may be left:

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "cancellable/http.hpp"
-#include "helpers/process_support.hpp"
+#include "support/process_support.hpp"
 
 namespace test_http {
 

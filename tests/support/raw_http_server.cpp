@@ -1,4 +1,4 @@
-#include "helpers/raw_http_server.hpp"
+#include "support/raw_http_server.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

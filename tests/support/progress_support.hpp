@@ -14,7 +14,7 @@
 #include <catch2/catch.hpp>
 
 #include "cancellable/isolate.hpp"
-#include "helpers/test_support.hpp"
+#include "support/test_support.hpp"
 
 namespace test_support {
 

@@ -24,6 +24,8 @@
 //   /close                 closes without answering
 #pragma once
 
+#include "temp_file.hpp"  // (beside this header)
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -39,18 +41,8 @@ struct Certificate {
 // "IP:127.0.0.1,DNS:localhost".
 Certificate make_certificate(const std::string& subject_alt_names);
 
-// A file that is removed with the object.
-class TempFile {
- public:
-  explicit TempFile(const std::string& content);
-  ~TempFile();
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+// A file that is removed with the object (tests/support/temp_file.hpp).
+using test_support::TempFile;
 
 // `text` compressed by zlib: window_bits 16+15 gzip, 15 zlib-wrapped
 // deflate, -15 raw deflate.
