@@ -1054,12 +1054,22 @@ TEST_CASE("report_progress in a task reaches the caller from a pool worker as fr
     REQUIRE_FALSE(seen.empty());
     CHECK(seen.front() == Progress{5, 10, "half way"});
   }
+}
 
+TEST_CASE("a pool task's progress is its own: read while it runs, kept once it ends, never the task's before", "[pool]") {
+  WorkerPool pool(self_pool(1, 0));
   // The pool's handle reads it while the task runs, and keeps the last
-  // value once the task is over.
+  // value once the task is over; on_progress hears it too.
+  auto heard = std::make_shared<test_support::Event>();
+  TaskOptions watched;
+  watched.progress_interval = 1ms;
+  watched.on_progress = [heard](const Progress& p) {
+    if (p == Progress{5, 10, "half way"}) heard->set();
+  };
   CancellationToken token;
-  auto run = pool.start(report_half_way_then_spin_task, token);
+  auto run = pool.start(report_half_way_then_spin_task, token, watched);
   CHECK(process_support::eventually([&] { return run.progress().has_value(); }));
+  CHECK(heard->wait(120s));
   CHECK(run.progress() == Progress{5, 10, "half way"});
   token.cancel();
   CHECK(run.settled().wait_for(120s) == std::future_status::ready);
