@@ -130,6 +130,25 @@ inline int count_mappings() {
   return count;
 }
 
+// Mappings whose path names `name` (e.g. a memfd's "memfd:<name>").
+inline int count_mappings_named(const std::string& name) {
+  std::ifstream maps("/proc/self/maps");
+  int count = 0;
+  std::string line;
+  while (std::getline(maps, line)) count += line.find(name) != std::string::npos;
+  return count;
+}
+
+// Whether the whole mapping count says anything: a sanitizer's runtime maps
+// and splits regions of its own (shadow, metadata) as the program runs.
+inline constexpr bool mapping_count_is_ours() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return false;
+#else
+  return true;
+#endif
+}
+
 // Bytes of heap in use (glibc malloc), or nothing under a sanitizer, whose
 // allocator glibc does not see (LeakSanitizer checks leaks there).
 inline std::optional<std::size_t> heap_in_use() {
