@@ -111,6 +111,20 @@ int report_once(int done) {
 }
 constexpr Task<int(int)> report_once_task{"test.report_once"};
 CANCELLABLE_TASK(report_once_task, report_once);
+// Starts a child (which pauses), writes its pid to path, then spins.
+int start_child_and_spin(std::string path) {
+  const pid_t child = ::fork();
+  if (child == 0) test_support::pause_forever();
+  {
+    std::ofstream out(path + ".tmp");
+    out << child << "\n";
+  }
+  std::filesystem::rename(path + ".tmp", path);
+  test_support::burn_cpu_forever();
+}
+constexpr Task<int(std::string)> start_child_and_spin_task{"test.start_child_and_spin"};
+CANCELLABLE_TASK(start_child_and_spin_task, start_child_and_spin);
+
 // Ignores SIGXCPU, then spins: only the hard CPU limit stops it.
 int ignore_sigxcpu_and_spin() {
   ::signal(SIGXCPU, SIG_IGN);
@@ -1146,5 +1160,25 @@ TEST_CASE("settled() means the same on an isolate and on a pool task: nothing of
     REQUIRE(settled.wait_for(120s) == std::future_status::ready);
     CHECK_NOTHROW(settled.get());
     CHECK(::kill(pid, 0) != 0);  // (reaped: no such process, not even a zombie)
+  }
+}
+
+TEST_CASE("what a cancelled task started dies with it, in a pool worker as in a fork isolate", "[pool][fork]") {
+  WorkerPool pool(self_pool(1, 0));
+  for (const Backend backend : {Backend::process, Backend::pool}) {
+    INFO(to_string(backend));
+    const TempPath pid_file(std::string("descendant-") + to_string(backend));
+    IsolateOptions options;
+    options.backend = backend;
+    if (backend == Backend::pool) options.pool = &pool;
+    CancellationToken token;
+    auto future = CancellableIsolate::run(start_child_and_spin_task, pid_file.path.string(), token, options);
+    const pid_t child = wait_for_pid_file(pid_file.path);
+    REQUIRE(child > 0);
+    token.cancel();
+    CHECK_THROWS_AS(future.get(), CancelledException);
+    const bool gone = process_support::wait_gone(child, std::chrono::seconds(120));
+    CHECK(gone);
+    if (!gone) ::kill(child, SIGKILL);  // (after a failure: leave nothing)
   }
 }
