@@ -26,6 +26,76 @@ namespace cancellable::http {
 
 // ---- public surface ------------------------------------------------------
 
+Client::Impl::Impl(ClientOptions opts)
+    : options(std::move(opts)),
+      tls_ctx(ssl::context::tls_client),
+      proxies(options.proxy, options.no_proxy),
+      lookups(std::make_shared<detail::Lookups>(options.max_lookup_threads, options.resolver)) {
+  if (options.max_redirects < 0) throw std::invalid_argument("ClientOptions::max_redirects is negative");
+  if (options.timeout.count() < 0 || options.idle_timeout.count() < 0 || options.max_idle_time.count() < 0)
+    throw std::invalid_argument("ClientOptions: a negative duration");
+  if (options.max_lookup_threads == 0) throw std::invalid_argument("ClientOptions::max_lookup_threads is 0");
+  tls_ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                      ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  error_code ec;
+  tls_ctx.set_default_verify_paths(ec);  // The system store; an empty one is not an error here.
+  if (!options.ca_file.empty()) {
+    tls_ctx.load_verify_file(options.ca_file, ec);
+    if (ec)
+      throw std::invalid_argument("ClientOptions::ca_file '" + options.ca_file +
+                                  "' is not a readable PEM file: " + ec.message());
+  }
+  tls_ctx.set_verify_mode(options.verify_peer ? ssl::verify_peer : ssl::verify_none);
+  poster->ioc = &ioc;
+  thread = std::thread([this] {
+    ::pthread_setname_np(::pthread_self(), "cancellable-io");
+    ioc.run();
+  });
+}
+
+void Client::Impl::keep_idle(const std::string& key, std::unique_ptr<Connection> conn) {
+  auto& list = idle[key];
+  if (list.size() >= options.max_idle_per_host || options.max_idle_time.count() == 0) return;
+  Connection* raw = conn.get();
+  raw->reused = true;
+  raw->idle_since = Clock::now();
+  std::uint64_t generation = ++raw->idle_generation;
+  list.push_back(std::move(conn));
+  raw->socket().async_wait(tcp::socket::wait_read, [this, key, raw, generation](error_code ec) {
+    if (ec != asio::error::operation_aborted) forget_idle(key, raw, generation);
+  });
+  raw->idle_timer.expires_at(after(raw->idle_since, options.max_idle_time));
+  raw->idle_timer.async_wait([this, key, raw, generation](error_code ec) {
+    if (ec != asio::error::operation_aborted) forget_idle(key, raw, generation);
+  });
+}
+void Client::Impl::forget_idle(const std::string& key, Connection* raw, std::uint64_t generation) {
+  auto found = idle.find(key);
+  if (found == idle.end()) return;
+  auto& list = found->second;
+  auto it = std::find_if(list.begin(), list.end(), [&](const auto& c) { return c.get() == raw; });
+  if (it == list.end() || (*it)->idle_generation != generation) return;
+  list.erase(it);
+  if (list.empty()) idle.erase(found);
+}
+std::unique_ptr<Connection> Client::Impl::take_idle(const std::string& key) {
+  auto found = idle.find(key);
+  if (found == idle.end()) return nullptr;
+  auto& list = found->second;
+  std::unique_ptr<Connection> chosen;
+  while (!list.empty() && !chosen) {
+    auto conn = std::move(list.back());
+    list.pop_back();
+    error_code ignored;
+    conn->idle_timer.cancel();
+    conn->socket().cancel(ignored);  // (The watch; its handler then finds nothing.)
+    ++conn->idle_generation;
+    if (Clock::now() < after(conn->idle_since, options.max_idle_time) && conn->clean()) chosen = std::move(conn);
+  }
+  if (list.empty()) idle.erase(found);
+  return chosen;
+}
+
 void Client::Impl::shutdown() {
   {
     std::lock_guard lock(poster->mutex);
