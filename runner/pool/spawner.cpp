@@ -19,7 +19,6 @@
 #include "worker/protocol/futex.hpp"
 #include "worker/protocol/keeper_messages.hpp"
 
-extern char** environ;
 
 namespace cancellable::detail {
 
@@ -166,29 +165,10 @@ std::shared_ptr<Worker> PoolImpl::spawn_worker() {
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attributes;
-  ::posix_spawn_file_actions_init(&actions);
-  ::posix_spawnattr_init(&attributes);
-  // Descriptor 3 is the worker's memory (dup2 clears close-on-exec on the
-  // copy); every descriptor from 4 up is closed in the child.
-  ::posix_spawn_file_actions_adddup2(&actions, worker->memory->fd, kPoolSlotDescriptor);
-  ::posix_spawn_file_actions_addclosefrom_np(&actions, kPoolSlotDescriptor + 1);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  ::posix_spawnattr_setsigmask(&attributes, &none);
-  ::posix_spawnattr_setsigdefault(&attributes, &all);
-  ::posix_spawnattr_setpgroup(&attributes, 0);  // a process group of its own
-  ::posix_spawnattr_setflags(&attributes,
-                             POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  pid_t pid = 0;
-  const int error = ::posix_spawn(&pid, argv[0], &actions, &attributes, argv.data(), environ);
-  ::posix_spawn_file_actions_destroy(&actions);
-  ::posix_spawnattr_destroy(&attributes);
-  if (error != 0) {
-    throw std::system_error(error, std::generic_category(), "posix_spawn");
-  }
+  // Descriptor 3 is the worker's memory; every descriptor from 4 up is
+  // closed in the child.
+  const pid_t pid = spawn_program(argv.data(), worker->memory->fd, kPoolSlotDescriptor, true);
+  if (pid < 0) throw std::system_error(-pid, std::generic_category(), "posix_spawn");
   ::close(worker->memory->fd);
   worker->memory->fd = -1;
   worker->pid = pid;

@@ -1,4 +1,5 @@
 #include "runner/process/keeper.hpp"
+#include "runner/process/worker_process.hpp"
 
 #include "worker/protocol/keeper_messages.hpp"
 
@@ -16,7 +17,6 @@
 #include <string>
 #include <system_error>
 
-extern char** environ;
 
 namespace cancellable::detail {
 
@@ -46,23 +46,8 @@ std::filesystem::path keeper_program() {
 void spawn_keeper(const std::filesystem::path& program, int read_fd) {
   std::string path = program.string(), flag = kKeeperFlag, parent = std::to_string(::getpid());
   char* argv[] = {path.data(), flag.data(), parent.data(), nullptr};
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attributes;
-  ::posix_spawn_file_actions_init(&actions);
-  ::posix_spawnattr_init(&attributes);
-  ::posix_spawn_file_actions_adddup2(&actions, read_fd, kKeeperDescriptor);
-  ::posix_spawn_file_actions_addclosefrom_np(&actions, kKeeperDescriptor + 1);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  ::posix_spawnattr_setsigmask(&attributes, &none);
-  ::posix_spawnattr_setsigdefault(&attributes, &all);
-  ::posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  pid_t pid = 0;
-  const int error = ::posix_spawn(&pid, path.c_str(), &actions, &attributes, argv, environ);
-  ::posix_spawn_file_actions_destroy(&actions);
-  ::posix_spawnattr_destroy(&attributes);
-  if (error != 0) throw std::system_error(error, std::generic_category(), "starting the keeper " + path);
+  const pid_t pid = spawn_program(argv, read_fd, kKeeperDescriptor, false);
+  if (pid < 0) throw std::system_error(-pid, std::generic_category(), "starting the keeper " + path);
   int status = 0;
   pid_t waited;
   while ((waited = ::waitpid(pid, &status, 0)) < 0 && errno == EINTR) {

@@ -3,6 +3,8 @@
 #include <sys/resource.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -14,6 +16,8 @@
 #include <cstdint>
 
 #include "runner/process/keeper.hpp"
+
+extern char** environ;
 
 namespace cancellable::detail {
 
@@ -92,6 +96,32 @@ ProcessExit exit_of(const siginfo_t& info) noexcept {
     exit.signal = info.si_status;
   }
   return exit;
+}
+
+pid_t spawn_program(char* const argv[], int fd, int as_fd, bool own_group) noexcept {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attributes;
+  ::posix_spawn_file_actions_init(&actions);
+  ::posix_spawnattr_init(&attributes);
+  // (dup2 clears close-on-exec on the copy.)
+  ::posix_spawn_file_actions_adddup2(&actions, fd, as_fd);
+  ::posix_spawn_file_actions_addclosefrom_np(&actions, as_fd + 1);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  ::posix_spawnattr_setsigmask(&attributes, &none);
+  ::posix_spawnattr_setsigdefault(&attributes, &all);
+  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  if (own_group) {
+    ::posix_spawnattr_setpgroup(&attributes, 0);
+    flags |= POSIX_SPAWN_SETPGROUP;
+  }
+  ::posix_spawnattr_setflags(&attributes, flags);
+  pid_t pid = 0;
+  const int error = ::posix_spawn(&pid, argv[0], &actions, &attributes, argv, environ);
+  ::posix_spawn_file_actions_destroy(&actions);
+  ::posix_spawnattr_destroy(&attributes);
+  return error != 0 ? -error : pid;
 }
 
 long long cpu_seconds_used(pid_t pid) noexcept {

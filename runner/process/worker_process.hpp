@@ -43,6 +43,14 @@ ProcessExit exit_from_pidfd_or_unknown(int pidfd) noexcept;
 // How a reaped child ended, from waitid's siginfo.
 ProcessExit exit_of(const siginfo_t& info) noexcept;
 
+// Starts argv[0] with posix_spawn (clone(CLONE_VM | CLONE_VFORK) + exec:
+// nothing of this process is copied, no pthread_atfork handler runs), with
+// `fd` as descriptor `as_fd` and every descriptor above it closed in the
+// child, no signal blocked, every signal's action the default, and, if
+// own_group, a process group of its own. Returns the pid, or posix_spawn's
+// error (a positive errno) as the negative.
+pid_t spawn_program(char* const argv[], int fd, int as_fd, bool own_group) noexcept;
+
 // The CPU time (user and system, whole seconds) the live process pid has
 // used so far, from /proc/<pid>/stat; 0 if it cannot be read.
 long long cpu_seconds_used(pid_t pid) noexcept;

@@ -130,17 +130,7 @@ int run_out_of_descriptors(int free_descriptors) {
 }
 
 int setup_failure() {
-  // Without CAP_SYS_RESOURCE a process cannot raise a hard limit.
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2] = {};
-  if (::syscall(SYS_capget, &header, data) != 0) return 2;
-  data[CAP_SYS_RESOURCE / 32].effective &= ~(1u << (CAP_SYS_RESOURCE % 32));
-  data[CAP_SYS_RESOURCE / 32].permitted &= ~(1u << (CAP_SYS_RESOURCE % 32));
-  if (::syscall(SYS_capset, &header, data) != 0) return 2;
-  rlimit data_limit{};
-  ::getrlimit(RLIMIT_DATA, &data_limit);
-  data_limit.rlim_cur = data_limit.rlim_max = rlim_t{1} << 40;  // 1 TiB: room for this process
-  if (::setrlimit(RLIMIT_DATA, &data_limit) != 0) return 2;
+  if (!process_support::cap_data_limit_for_good()) return 2;
   cancellable::IsolateOptions options;
   options.memory_limit_bytes = std::size_t{1} << 41;  // more than the hard limit allows
   auto f = cancellable::CancellableIsolate::run([] { return 1; }, cancellable::CancellationToken::none(),

@@ -142,18 +142,7 @@ int low_descriptors(const char* worker, const char* out_path) {
 }
 
 int setup_failure(const char* worker, const char* out_path) {
-  // Without CAP_SYS_RESOURCE a process cannot raise a hard limit.
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2] = {};
-  if (::syscall(SYS_capget, &header, data) != 0) return 2;
-  data[CAP_SYS_RESOURCE / 32].effective &= ~(1u << (CAP_SYS_RESOURCE % 32));
-  data[CAP_SYS_RESOURCE / 32].permitted &= ~(1u << (CAP_SYS_RESOURCE % 32));
-  data[CAP_SYS_RESOURCE / 32].inheritable &= ~(1u << (CAP_SYS_RESOURCE % 32));
-  if (::syscall(SYS_capset, &header, data) != 0) return 2;
-  rlimit data_limit{};
-  ::getrlimit(RLIMIT_DATA, &data_limit);
-  data_limit.rlim_cur = data_limit.rlim_max = rlim_t{1} << 40;  // 1 TiB: room for this process
-  if (::setrlimit(RLIMIT_DATA, &data_limit) != 0) return 2;
+  if (!process_support::cap_data_limit_for_good()) return 2;
   const std::size_t too_much = std::size_t{1} << 41;  // more than the hard limit allows
   std::ofstream out(out_path);
   cancellable::IsolateOptions isolate;

@@ -7,7 +7,9 @@
 #include <malloc.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <linux/capability.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -32,6 +34,24 @@
 #include "cancellable/future.hpp"
 
 namespace process_support {
+
+// Gives up CAP_SYS_RESOURCE (without it a process cannot raise a hard limit)
+// and lowers the hard RLIMIT_DATA to 1 TiB (room for this process): a
+// worker asked for a larger memory limit then fails at its setrlimit.
+// False if either step failed.
+inline bool cap_data_limit_for_good() {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (::syscall(SYS_capget, &header, data) != 0) return false;
+  data[CAP_SYS_RESOURCE / 32].effective &= ~(1u << (CAP_SYS_RESOURCE % 32));
+  data[CAP_SYS_RESOURCE / 32].permitted &= ~(1u << (CAP_SYS_RESOURCE % 32));
+  data[CAP_SYS_RESOURCE / 32].inheritable &= ~(1u << (CAP_SYS_RESOURCE % 32));
+  if (::syscall(SYS_capset, &header, data) != 0) return false;
+  rlimit data_limit{};
+  ::getrlimit(RLIMIT_DATA, &data_limit);
+  data_limit.rlim_cur = data_limit.rlim_max = rlim_t{1} << 40;
+  return ::setrlimit(RLIMIT_DATA, &data_limit) == 0;
+}
 
 // Waits (up to a minute) until pred() holds: for threads that end on their
 // own, and for the kernel to drop a joined thread from /proc/self/task,
