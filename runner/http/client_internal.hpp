@@ -255,6 +255,9 @@ struct SourcePump {
   std::mutex mutex;
   std::condition_variable wanted;
   BodySource source;
+  // The request's token: once it is cancelled the source is not called
+  // again, even before the teardown reaches the I/O thread.
+  CancellationToken token;
   bool want = false;
   bool stop = false;
   bool ready = false;
@@ -272,6 +275,7 @@ struct SourcePump {
       std::optional<std::string> next;
       std::exception_ptr failed;
       do {
+        if (token.is_cancelled()) return;
         try {
           next = source();
         } catch (...) {

@@ -162,6 +162,7 @@ void start_pump(Op& op) {
   if (op.pump) return;
   auto pump = std::make_shared<SourcePump>();
   pump->source = op.req.body_source;
+  pump->token = op.token;
   pump->wake = [poster = op.impl->poster, w = op.weak_from_this()] {
     poster->post([w] {
       if (auto o = w.lock()) o->source_wait.cancel();
