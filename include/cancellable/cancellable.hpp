@@ -17,3 +17,6 @@
 #include "cancellable/isolate.hpp"
 #include "cancellable/isolate_errors.hpp"
 #include "cancellable/isolate_options.hpp"
+#include "cancellable/pool.hpp"
+#include "cancellable/pool_options.hpp"
+#include "cancellable/task.hpp"

@@ -109,11 +109,12 @@
 #include "cancellable/detail/isolate_codec.hpp"
 #include "cancellable/detail/isolate_runtime.hpp"
 #include "cancellable/detail/isolate_spawn.hpp"
+#include "cancellable/detail/pool_submit.hpp"
 #include "cancellable/future.hpp"
 #include "cancellable/isolate_errors.hpp"
 #include "cancellable/isolate_options.hpp"
 #include "cancellable/merged_cancellation_token.hpp"
-#include "cancellable/pool.hpp"
+#include "cancellable/pool_options.hpp"
 #include "cancellable/task.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
 
@@ -216,7 +217,8 @@ struct CancellableIsolate {
       task_options.cpu_time_limit = options.cpu_time_limit;
       task_options.on_progress = std::move(options.on_progress);
       task_options.progress_interval = options.progress_interval;
-      return options.pool->run(task, std::move(std::get<I>(arguments))..., token, task_options);
+      return detail::submit_pool_task<R>(detail::pool_impl_of(*options.pool), task.name, std::move(arguments),
+                                         token, std::move(task_options), nullptr, nullptr);
     }
     const detail::TaskInvoker invoker = detail::find_pool_task(task.name);
     if (invoker == nullptr) {

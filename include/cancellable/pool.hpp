@@ -89,76 +89,17 @@
 #include <utility>
 
 #include "cancellable/cancellation_token.hpp"
-#include "cancellable/detail/area_streambuf.hpp"
-#include "cancellable/detail/completer_core.hpp"
 #include "cancellable/crossing.hpp"
+#include "cancellable/detail/completer_core.hpp"
 #include "cancellable/detail/isolate_codec.hpp"
+#include "cancellable/detail/pool_submit.hpp"
 #include "cancellable/future.hpp"
 #include "cancellable/isolate_errors.hpp"
 #include "cancellable/isolate_options.hpp"
-#include "cancellable/merged_cancellation_token.hpp"
+#include "cancellable/pool_options.hpp"
 #include "cancellable/task.hpp"
-#include "cancellable/timeout_cancellation_token.hpp"
 
 namespace cancellable {
-
-struct PoolOptions {
-  // The worker program: cancellable-worker, or a program of yours that calls
-  // worker_main. Required.
-  std::filesystem::path worker_program;
-  // Tasks that run at once.
-  std::size_t size = 1;
-  // Started, idle workers beyond size, ready to take the place of a worker
-  // that was killed or recycled while its replacement starts.
-  std::size_t standby = 1;
-  // Tasks that may wait for a worker; run() beyond that throws PoolQueueFull.
-  // Zero: no waiting room; run() succeeds while a worker is free.
-  std::size_t max_queue = 1024;
-  // Recycle (stop and replace) a worker after this many tasks.
-  std::optional<std::size_t> recycle_after_tasks;
-  // Recycle a worker whose resident memory grew more than this over what it
-  // had after its first task (a soft limit, checked between tasks).
-  std::optional<std::size_t> recycle_above_growth_bytes;
-  // A hard limit on the memory a worker's tasks may add (RLIMIT_DATA over
-  // its size at start): a task that breaches it fails with
-  // MemoryLimitExceeded.
-  std::optional<std::size_t> memory_limit_bytes;
-  // Largest encoded arguments and result of a task (virtual reservations of
-  // the shared memory; only what is written is ever backed by memory).
-  std::size_t max_argument_bytes = std::size_t{256} << 20;
-  std::size_t max_result_bytes = std::size_t{256} << 20;
-  // A worker idle this long exits while more than `size` workers are up
-  // (the standby shrinks away when the pool is not used); the standby is
-  // started again with the next task.
-  std::optional<std::chrono::milliseconds> idle_timeout;
-  // How long a starting worker may take to become ready.
-  std::chrono::milliseconds start_timeout{30'000};
-  // After respawn_budget workers failed to start within respawn_period (the
-  // program's own failures: not kills from elsewhere, not EAGAIN/ENOMEM,
-  // which back off), the pool stops starting workers and run() throws
-  // PoolDegraded; after respawn_period it tries again.
-  std::size_t respawn_budget = 5;
-  std::chrono::milliseconds respawn_period{60'000};
-};
-
-struct TaskOptions {
-  // Wall-clock limit: the task fails with TimeoutException and its worker is
-  // killed. Merged with the caller's token.
-  std::optional<std::chrono::nanoseconds> timeout;
-  // CPU time the task may use (whole seconds, at least 1): enforced by the
-  // kernel as for a fork isolate (RLIMIT_CPU: SIGXCPU at the limit, SIGKILL
-  // one second later if the task ignores or catches SIGXCPU); the task fails
-  // with CpuTimeLimitExceeded. The worker's hard limit cannot be raised
-  // again, so a worker that ran such a task is replaced after it (counted
-  // in PoolStats::recycles).
-  std::optional<std::chrono::seconds> cpu_time_limit;
-  // Called on the default executor when the progress the task reports
-  // (report_progress, from any thread of the task) changes, checked every
-  // progress_interval while it runs, and once more as it ends if it changed
-  // since: as IsolateOptions::on_progress.
-  std::function<void(const Progress&)> on_progress;
-  std::chrono::milliseconds progress_interval{20};
-};
 
 struct PoolStats {
   std::size_t busy = 0;      // workers running a task
@@ -210,54 +151,6 @@ class PoolStartFailed : public PoolError {
 };
 using WorkerStartFailed = PoolStartFailed;
 
-namespace detail {
-
-// One queued or running task, type-erased (see pool.cpp).
-// A pool task's progress as its caller sees it (runner/pool/progress.cpp).
-struct PoolProgress;
-std::shared_ptr<PoolProgress> make_pool_progress();
-// Calls on_progress (on the default executor) when the progress changes,
-// checked every interval while the task runs. Before the task is submitted.
-void watch_pool_progress(PoolProgress& progress, std::function<void(const Progress&)> on_progress,
-                         std::chrono::milliseconds interval);
-std::optional<Progress> read_pool_progress(const PoolProgress& progress);
-
-struct PoolJob {
-  std::string task_name;
-  // Encodes the arguments into [area, area + capacity); returns the size,
-  // or more than capacity if they do not fit.
-  std::function<std::size_t(char* area, std::size_t capacity)> encode_args;
-  // Decodes the result bytes and completes the future (may throw: the future
-  // then fails with it).
-  std::function<void(std::string_view)> deliver;
-  std::function<void(std::exception_ptr)> fail;
-  std::optional<std::chrono::seconds> cpu_time_limit;
-  // The task's token (merged with its timeout): cancelled before a worker
-  // takes the task, the task never starts; cancelled before its value is
-  // delivered, the value is dropped.
-  CancellationToken token;
-  // The future's state (alive as long as the job): a thread blocked in its
-  // get() takes the worker's answer itself, without a hop through the pool.
-  FutureStateBase* state = nullptr;
-  // Completed once nothing of the task runs any more (PoolRun::settled);
-  // null when nobody asked.
-  std::shared_ptr<CompleterCore<void>> settled;
-  // The task's progress (PoolRun::progress, TaskOptions::on_progress); null
-  // when nobody asked.
-  std::shared_ptr<PoolProgress> progress;
-};
-
-class PoolImpl;
-
-std::shared_ptr<PoolImpl> make_pool(PoolOptions options);
-// Queues job; returns a handle the cancellation hook calls. Throws
-// PoolQueueFull, PoolDegraded.
-std::function<void()> submit_pool_job(const std::shared_ptr<PoolImpl>& pool, std::shared_ptr<PoolJob> job);
-PoolStats pool_stats(const PoolImpl& pool);
-Future<void> pool_room(const std::shared_ptr<PoolImpl>& pool);
-void stop_pool(PoolImpl& pool) noexcept;
-
-}  // namespace detail
 
 // A task started with WorkerPool::start: its result, and when it is over.
 template <class R>
@@ -336,67 +229,11 @@ class WorkerPool {
                      std::shared_ptr<detail::CompleterCore<void>> settled,
                      std::shared_ptr<detail::PoolProgress> progress) {
     auto call = detail::split_task_call<TaskOptions, A...>(all, indices);
-    return submit<R>(task.name, std::move(call.arguments), std::move(call.token), std::move(call.options),
-                     std::move(settled), std::move(progress));
+    return detail::submit_pool_task<R>(impl_, task.name, std::move(call.arguments), std::move(call.token),
+                                       std::move(call.options), std::move(settled), std::move(progress));
   }
 
-  template <class R, class Arguments>
-  Future<R> submit(const char* name, Arguments arguments, CancellationToken token, TaskOptions options,
-                   std::shared_ptr<detail::CompleterCore<void>> settled,
-                   std::shared_ptr<detail::PoolProgress> progress) {
-    CancellationToken effective = token;
-    if (options.timeout) effective = MergedCancellationToken{token, TimeoutCancellationToken(*options.timeout)};
-    if (effective.is_cancelled()) {
-      if (settled) settled->complete();  // (nothing started)
-      return make_failed_future<R>(effective.exception());
-    }
-
-    if (options.cpu_time_limit && options.cpu_time_limit->count() < 1) {
-      throw std::invalid_argument("WorkerPool::run: TaskOptions::cpu_time_limit must be at least one second");
-    }
-    if (options.on_progress && options.progress_interval.count() <= 0) {
-      throw std::invalid_argument("WorkerPool::run: TaskOptions::progress_interval must be positive");
-    }
-    if (options.on_progress) {
-      if (!progress) progress = detail::make_pool_progress();
-      detail::watch_pool_progress(*progress, std::move(options.on_progress), options.progress_interval);
-    }
-    auto job = std::make_shared<detail::PoolJob>();
-    job->task_name = name;
-    job->cpu_time_limit = options.cpu_time_limit;
-    job->token = effective;
-    job->encode_args = [arguments = std::move(arguments)](char* area, std::size_t capacity) {
-      detail::AreaStreambuf buffer(area, capacity);
-      std::ostream out(&buffer);
-      detail::encode_result(arguments, out);
-      out.flush();
-      return buffer.total();
-    };
-    // The job is cancelled through this handle (set once it is queued).
-    auto cancel = std::make_shared<std::function<void()>>();
-    auto hook_ready = std::make_shared<std::atomic<bool>>(false);
-    auto core = std::make_shared<detail::CompleterCore<R>>(effective, nullptr, [cancel, hook_ready] {
-      if (hook_ready->load(std::memory_order_acquire)) (*cancel)();
-    });
-    job->deliver = [core](std::string_view bytes) {
-      if constexpr (std::is_void_v<R>) {
-        core->complete();
-      } else {
-        core->complete(detail::decode_result<R>(detail::ResultView{bytes.data(), bytes.size()}));
-      }
-    };
-    job->fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
-    job->state = core->state().get();
-    job->settled = std::move(settled);
-    job->progress = std::move(progress);
-    auto future = core->future();
-    *cancel = detail::submit_pool_job(impl_, job);
-    hook_ready->store(true, std::memory_order_release);
-    // Cancelled between the token's check and the hook being armed: the
-    // future failed already; take the job back now.
-    if (core->was_cancelled()) (*cancel)();
-    return future;
-  }
+  friend const std::shared_ptr<detail::PoolImpl>& detail::pool_impl_of(const WorkerPool& pool) noexcept;
 
   std::shared_ptr<detail::PoolImpl> impl_;
 };

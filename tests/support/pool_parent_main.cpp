@@ -1,7 +1,12 @@
-// A pool's parent for the parent-death test: starts a pool of cancellable-
-// worker (argv[1]) with a task that started a child and spins, writes its
-// workers' pids to the file argv[2] (the task's child's to argv[2].child),
-// and waits to be killed.
+// A parent for the tests that need a process of their own; also a worker
+// program (it calls worker_main) with one task of its own.
+//
+// `--parent-death process|pool PIDS`: runs a task that starts a child and
+// spins with that backend (CancellableIsolate::run(task, ...): a fork
+// isolate, or a pool of this program with one standby), writes the
+// process's children (its workers) to the file PIDS (the task's child's
+// pid to PIDS.child), and waits to be killed: the parent-death test, one
+// body for both backends.
 //
 // `--fresh-process WORKER OUT`: in a process that has started nothing yet
 // (no keeper), counts this process's pthread_atfork prepare calls while a
@@ -26,6 +31,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "cancellable/builtin_tasks.hpp"
@@ -169,26 +176,43 @@ int setup_failure(const char* worker, const char* out_path) {
   return 0;
 }
 
-int main(int argc, char** argv) {
-  if (argc == 4 && std::strcmp(argv[1], "--setup-failure") == 0) return setup_failure(argv[2], argv[3]);
-  if (argc == 4 && std::strcmp(argv[1], "--fresh-process") == 0) return fresh_process(argv[2], argv[3]);
-  if (argc == 4 && std::strcmp(argv[1], "--low-descriptors") == 0) return low_descriptors(argv[2], argv[3]);
-  if (argc == 4 && std::strcmp(argv[1], "--sigchld-ignored") == 0) return sigchld_ignored(argv[2], argv[3]);
-  if (argc != 3) return 2;
-  cancellable::PoolOptions options;
-  options.worker_program = argv[1];
-  options.size = 2;
-  options.standby = 1;
-  cancellable::WorkerPool pool(options);
-  const std::string pids = argv[2];
-  // A task that started a child of its own (its pid in pids.child).
-  auto spinning = pool.run(cancellable::builtin::spawn_child_and_spin, pids + ".child");
-  (void)pool.run(cancellable::builtin::pid).get();  // the other slot works too
+// Starts a child that sleeps for ever (its pid in pid_file), then spins.
+int start_child_and_spin(std::string pid_file) {
+  const pid_t child = ::fork();
+  if (child < 0) throw std::runtime_error("fork failed");
+  if (child == 0) {
+    for (;;) ::pause();
+  }
+  std::ofstream(pid_file + ".tmp") << child << "\n";
+  std::filesystem::rename(pid_file + ".tmp", pid_file);
+  for (;;) ::pause();
+}
+constexpr cancellable::Task<int(std::string)> start_child_and_spin_task{"helper.start_child_and_spin"};
+CANCELLABLE_TASK(start_child_and_spin_task, start_child_and_spin);
+
+int parent_death(const std::string& backend, const std::string& pids) {
+  cancellable::IsolateOptions options;
+  std::optional<cancellable::WorkerPool> pool;
+  if (backend == "pool") {
+    cancellable::PoolOptions pool_options;
+    pool_options.worker_program = std::filesystem::read_symlink("/proc/self/exe");
+    pool_options.size = 1;
+    pool_options.standby = 1;
+    pool.emplace(pool_options);
+    options.backend = cancellable::Backend::pool;
+    options.pool = &*pool;
+  } else if (backend == "process") {
+    options.backend = cancellable::Backend::process;
+  } else {
+    return 2;
+  }
+  auto spinning = cancellable::CancellableIsolate::run(start_child_and_spin_task, pids + ".child",
+                                                       cancellable::CancellationToken::none(), options);
   while (!std::filesystem::exists(pids + ".child")) {
   }
   {
     std::ofstream out(pids + ".tmp");
-    // (Each thread has its own list: the workers are the pool's spawner's.)
+    // (Each thread has its own list: a pool's workers are its spawner's.)
     for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
       std::ifstream children(task.path() / "children");
       for (long pid = 0; children >> pid;) out << pid << "\n";
@@ -196,4 +220,14 @@ int main(int argc, char** argv) {
   }
   std::filesystem::rename(pids + ".tmp", pids);
   for (;;) ::pause();
+}
+
+int main(int argc, char** argv) {
+  cancellable::worker_main(argc, argv);
+  if (argc == 4 && std::strcmp(argv[1], "--parent-death") == 0) return parent_death(argv[2], argv[3]);
+  if (argc == 4 && std::strcmp(argv[1], "--setup-failure") == 0) return setup_failure(argv[2], argv[3]);
+  if (argc == 4 && std::strcmp(argv[1], "--fresh-process") == 0) return fresh_process(argv[2], argv[3]);
+  if (argc == 4 && std::strcmp(argv[1], "--low-descriptors") == 0) return low_descriptors(argv[2], argv[3]);
+  if (argc == 4 && std::strcmp(argv[1], "--sigchld-ignored") == 0) return sigchld_ignored(argv[2], argv[3]);
+  return 2;
 }
