@@ -379,6 +379,97 @@ std::vector<Row> pool_cancel(const Settings& settings) {
           std::move(to_reaped)};
 }
 
+// Graded stop (stop_policy.hpp), in a pool of one worker and no standby, so
+// that the slot can only come back through the stopped worker itself.
+// A task that stops when asked (builtin::wait_for_stop) is cancelled with a
+// long grace: from the cancel to the caller's exception (goal: p99 <= 1.25x
+// std::promise's), to the worker's end of the task (settled(); p50 <= 1.5x
+// the pool's round trip), and to the next task's result on the same worker
+// (no spawn; p50 <= 1.5x the round trip). A task that ignores the request
+// (builtin::spin) with a 2 ms grace: from the grace's end to its worker
+// killed and reaped, against sleep_until's lateness for the same 2 ms
+// (goal: p99 <= 1.25x) and a raw kill and reap of a worker.
+std::vector<Row> graceful_stop(const Settings& settings) {
+  Waiter waiter;
+  PoolOptions options = pool_options(1, 0);
+  options.stop.grace = std::chrono::seconds(60);
+  WorkerPool pool(options);
+  settle(pool, 1);
+  const std::size_t samples = settings.quick ? 50 : 300;
+  constexpr auto kShortGrace = std::chrono::milliseconds(2);
+  TaskOptions short_grace;
+  short_grace.stop = StopPolicy{kShortGrace};
+  const auto start_waiting = [&](const CancellationToken& token) {
+    auto run = pool.start(builtin::wait_for_stop, token);
+    while (pool.stats().busy == 0) std::this_thread::yield();
+    return run;
+  };
+  std::vector<double> promise, cancel, ended, reuse, empty, sleep_late, expiry_late, kill_reap;
+  for (std::size_t i = 0; i < samples; ++i) {
+    {
+      CancellationToken token;
+      const auto run = start_waiting(token);
+      auto future = run.future();
+      cancel.push_back(wakeup_of(waiter, future, [&] { token.cancel(); }));
+      (void)run.settled().wait_for(std::chrono::seconds(60));
+    }
+    settle(pool, 1);
+    promise.push_back(promise_wakeup(waiter));
+    {
+      CancellationToken token;
+      const auto run = start_waiting(token);
+      const auto start = Clock::now();
+      token.cancel();
+      (void)run.settled().wait_for(std::chrono::seconds(60));
+      ended.push_back(us_between(start, Clock::now()));
+    }
+    settle(pool, 1);
+    {
+      CancellationToken token;
+      const auto run = start_waiting(token);
+      const auto start = Clock::now();
+      token.cancel();
+      (void)pool.run(builtin::empty).get();
+      reuse.push_back(us_between(start, Clock::now()));
+      (void)run.settled().wait_for(std::chrono::seconds(60));
+    }
+    settle(pool, 1);
+    empty.push_back(pool_empty_once(pool));
+    {
+      CancellationToken token;
+      auto run = pool.start(builtin::spin, token, short_grace);
+      while (pool.stats().busy == 0) std::this_thread::yield();
+      const auto deadline = Clock::now() + kShortGrace;
+      token.cancel();
+      (void)run.settled().wait_for(std::chrono::seconds(60));
+      expiry_late.push_back(us_between(deadline, Clock::now()));
+    }
+    {
+      const auto deadline = Clock::now() + kShortGrace;
+      std::this_thread::sleep_until(deadline);
+      sleep_late.push_back(us_between(deadline, Clock::now()));
+    }
+    kill_reap.push_back(raw_worker_kill_reap_once());
+    settle(pool, 1);
+  }
+  auto baseline = make_row("cancel_to_exception", "std_promise", std::move(promise));
+  auto row = make_row("cancel_to_exception", "pool_graceful", std::move(cancel));
+  set_p99_ratio_goal(row, baseline, 1.25);
+  auto roundtrip = make_row("empty_roundtrip", "pool_between_stops", std::move(empty));
+  auto by_itself = make_row("stop_to_worker_done", "pool_graceful", std::move(ended));
+  compare(by_itself, roundtrip);
+  by_itself.goal = Goal{"p50 <= 1.5x empty_roundtrip pool_between_stops p50", *by_itself.ratio_p50 <= 1.5};
+  auto slot = make_row("slot_reuse_after_stop", "pool_graceful", std::move(reuse));
+  compare(slot, roundtrip);
+  slot.goal = Goal{"p50 <= 1.5x empty_roundtrip pool_between_stops p50", *slot.ratio_p50 <= 1.5};
+  auto sleeping = make_row("grace_expiry_lateness", "sleep_until", std::move(sleep_late));
+  auto raw_reap = make_row("raw_kill_reap", "worker_program", std::move(kill_reap));
+  auto expiry = make_row("grace_expiry_lateness", "pool_to_reaped", std::move(expiry_late));
+  set_p99_ratio_goal(expiry, sleeping, 1.25);
+  return {std::move(baseline), std::move(row),      std::move(roundtrip), std::move(by_itself),
+          std::move(slot),     std::move(sleeping), std::move(raw_reap),  std::move(expiry)};
+}
+
 // 20 cancels in a row, each followed at once by a task: from the cancel to
 // that task's result. The standby takes the first; its replacement must be
 // ready for the next (before: it started 5 ms after the kill, and 14-17 of

@@ -243,6 +243,7 @@ std::vector<Scenario>& all_scenarios() {
       {"cancel_mid_parse", cancel_mid_parse},
       {"pool_roundtrip", pool_roundtrip},
       {"pool_cancel", pool_cancel},
+      {"graceful_stop", graceful_stop},
       {"pool_big_parent", pool_big_parent},
       {"slot_reuse_back_to_back", slot_reuse_back_to_back},
   };

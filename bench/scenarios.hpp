@@ -66,6 +66,7 @@ std::vector<Row> pool_roundtrip(const Settings&);
 // cancel_to_exception pool (with its std_promise baseline) and
 // slot_reuse_after_kill (against the pool's empty round trip between kills).
 std::vector<Row> pool_cancel(const Settings&);
+std::vector<Row> graceful_stop(const Settings&);
 // empty_roundtrip for fork and pool, and spawn_worker, from a tiny parent
 // and from one holding 1 GiB.
 std::vector<Row> pool_big_parent(const Settings&);

@@ -31,8 +31,7 @@ CANCELLABLE_TASK(runaway, loop_forever);
 int main(int argc, char** argv) {
   cancellable::worker_main(argc, argv);  // first thing: serves a pool, or returns
 
-  cancellable::PoolOptions options;
-  options.worker_program = std::filesystem::read_symlink("/proc/self/exe");
+  cancellable::PoolOptions options;  // worker_program left empty: this program (it calls worker_main)
   options.size = 2;
   cancellable::WorkerPool pool(options);
 

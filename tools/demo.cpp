@@ -2,6 +2,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <stop_token>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -135,6 +140,45 @@ int run_demo(const std::string& backend_name) {
     const auto users = simdjson::dom::array(parser.parse(json)).size();
     std::cout << "   The same parse in this thread took " << ms_since(start) << " ("
               << users << " records) and could not have been stopped.\n";
+  }
+  // 4. A graded stop next to a kill: work that removes its temporary file
+  // when asked.
+  {
+    const std::string path = "/tmp/cancellable-demo-" + std::to_string(::getpid()) + ".partial";
+    std::cout << "4. Work that writes " << path << " and removes it when asked to stop, cancelled:\n";
+    for (const auto grace : {0ms, 5000ms}) {
+      IsolateOptions options = on;
+      options.stop.grace = grace;
+      CancellationToken token;
+      auto isolate = CancellableIsolate::spawn(
+          [path](std::stop_token asked) {
+            std::ofstream(path) << "half-written output\n";
+            std::mutex mutex;
+            std::condition_variable_any wake;
+            std::unique_lock lock(mutex);
+            wake.wait(lock, asked, [] { return false; });
+            std::filesystem::remove(path);
+            return 0;
+          },
+          token, options);
+      while (!std::filesystem::exists(path)) std::this_thread::yield();
+      const auto cancel_at = Clock::now();
+      token.cancel();
+      Clock::time_point failed_at;
+      try {
+        (void)isolate.future().get();
+      } catch (const CancelledException&) {
+        failed_at = Clock::now();
+      }
+      const ProcessExit exit = isolate.exited().get();
+      const auto ended_at = Clock::now();
+      const bool left = std::filesystem::exists(path);
+      std::cout << "   " << (grace == 0ms ? "without a grace:  " : "with a 5 s grace: ")
+                << "the caller had CancelledException after " << ms_between(cancel_at, failed_at)
+                << "; the work ended after " << ms_between(cancel_at, ended_at) << " (" << to_string(exit.stop)
+                << "); the file was " << (left ? "left behind" : "removed") << ".\n";
+      std::filesystem::remove(path);
+    }
   }
   std::cout << "\nMeasured latencies vary with the machine; `cancellable bench` measures them "
                "with percentiles.\n";

@@ -2,6 +2,7 @@
 
 #include "worker/protocol/keeper_messages.hpp"
 #include "worker/test_seams.hpp"
+#include "worker/work_stop.hpp"
 
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -174,6 +175,7 @@ void run_child(const ChildSetup& setup) noexcept {
   apply_limits(setup);
   progress_block_of_this_thread() = setup.block;
   set_worker_process_header(setup.block);  // (for the work's own threads)
+  begin_process_work(setup.block, kIsolateRun);  // (work_stop_token())
   ChildChannelImpl& channel = *setup.channel;
   try {
     (*setup.body)(channel);

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <optional>
 
@@ -36,6 +37,10 @@ struct ChildSetup {
 // allocations made to map memory of their own (so that the limit counts
 // them). Used by a forked child and by a pool worker. 0, or the errno.
 int limit_data_growth(std::size_t extra_bytes) noexcept;
+
+// The run number of a forked isolate's one piece of work: the value of its
+// header's stop word that asks it to stop (graded stop).
+inline constexpr std::uint32_t kIsolateRun = 1;
 
 // Exit code of a child whose parent was already gone when it started.
 inline constexpr int kExitParentGone = 125;

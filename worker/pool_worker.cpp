@@ -31,6 +31,8 @@
 #include "worker/protocol/keeper_messages.hpp"
 #include "worker/protocol/pool_slot.hpp"
 #include "worker/protocol/result_channel.hpp"
+#include "worker/work_stop.hpp"
+#include "worker/worker_program.hpp"
 
 namespace cancellable {
 namespace detail {
@@ -126,6 +128,7 @@ void set_cpu_limit(std::uint64_t limit_seconds) {
     std::size_t payload = 0;
     const std::uint64_t cpu_limit = slot->cpu_limit_seconds;
     if (cpu_limit != 0) set_cpu_limit(cpu_limit);
+    begin_process_work(slot, next);  // (work_stop_token(): the stop word the pool writes is this number)
     try {
       const TaskInvoker invoker = find_task(name);
       if (!invoker) {
@@ -168,8 +171,16 @@ bool register_pool_task(std::string_view name, TaskInvoker invoker) {
 
 }  // namespace detail
 
+namespace detail {
+namespace {
+std::atomic<bool> worker_main_called{false};
+}  // namespace
+bool worker_main_was_called() noexcept { return worker_main_called.load(std::memory_order_acquire); }
+}  // namespace detail
+
 void worker_main(int argc, char** argv) {
   using namespace detail;
+  worker_main_called.store(true, std::memory_order_release);
   if (argc == 3 && std::strcmp(argv[1], kKeeperFlag) == 0) {
     const pid_t parent = static_cast<pid_t>(std::strtol(argv[2], nullptr, 10));
     const pid_t keeper = ::fork();  // (Of this small program, never of the pool's process.)

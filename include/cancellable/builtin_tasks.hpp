@@ -36,5 +36,8 @@ inline constexpr Task<std::vector<int>()> descriptors{"cancellable.descriptors"}
 // Forks a child that sleeps, writes its pid to the file at the path given,
 // then spins until killed.
 inline constexpr Task<int(std::string)> spawn_child_and_spin{"cancellable.spawn_child_and_spin"};
+// Sleeps until asked to stop (work_stop_token(), stop_policy.hpp), then
+// returns 0: a task that cooperates with a graded stop.
+inline constexpr Task<int()> wait_for_stop{"cancellable.wait_for_stop"};
 
 }  // namespace cancellable::builtin

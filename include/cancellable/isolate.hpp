@@ -155,10 +155,11 @@ class Isolate {
     return record_ ? record_->exited() : make_ready_future(ProcessExit{});
   }
   // Completes (never fails) once nothing of this run is running any more:
-  // the moment exited() completes, without the exit status. The one name
-  // for it across isolates and pools (PoolRun::settled).
-  Future<void> settled() const {
-    return exited().then([](const ProcessExit&) {});
+  // the moment exited() completes, with how a cancel stopped the work
+  // (ProcessExit::stop; StopOutcome::none when it was not stopped). The one
+  // name for it across isolates and pools (PoolRun::settled).
+  Future<StopOutcome> settled() const {
+    return exited().then([](const ProcessExit& exit) { return exit.stop; });
   }
 
  private:
@@ -217,6 +218,8 @@ struct CancellableIsolate {
       task_options.cpu_time_limit = options.cpu_time_limit;
       task_options.on_progress = std::move(options.on_progress);
       task_options.progress_interval = options.progress_interval;
+      // (Left at its default, the pool's PoolOptions::stop rules.)
+      if (options.stop.grace.count() > 0 || options.stop.terminate_first) task_options.stop = options.stop;
       return detail::submit_pool_task<R>(detail::pool_impl_of(*options.pool), task.name, std::move(arguments),
                                          token, std::move(task_options), nullptr, nullptr);
     }

@@ -31,6 +31,8 @@
 #include <string>
 #include <typeinfo>
 
+#include "cancellable/stop_policy.hpp"
+
 namespace cancellable {
 
 // Base of the errors that say the worker failed: WorkerCrashed,
@@ -62,6 +64,9 @@ struct ProcessExit {
   Kind kind = Kind::exited;
   int code = 0;    // exit code when kind == exited
   int signal = 0;  // signal number when kind == killed
+  // Whether a cancel stopped the work, and how (stop_policy.hpp): none for
+  // work that ended by itself or crashed.
+  StopOutcome stop = StopOutcome::none;
   // "exited with code 3", "killed by signal 11 (SIGSEGV)", "ended with an
   // unknown status".
   std::string str() const;

@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include "cancellable/stop_policy.hpp"
+
 namespace cancellable {
 
 class WorkerPool;
@@ -56,6 +58,12 @@ struct IsolateOptions {
   // checked every progress_interval while the work runs.
   std::function<void(const Progress&)> on_progress;
   std::chrono::milliseconds progress_interval{20};
+  // How a cancel or timeout stops the work while it runs (stop_policy.hpp):
+  // by default SIGKILL at once; with a grace, the work is asked first
+  // (work_stop_token()) and killed when the grace runs out, while the
+  // future fails at once either way. With Backend::pool, the task's
+  // TaskOptions::stop.
+  StopPolicy stop;
   // The pool that runs the work with Backend::pool (not owned: it must
   // outlive the call to run(); a run it still holds when destroyed fails
   // with CancelledException). Its PoolOptions set the memory limit and the

@@ -105,9 +105,11 @@ struct PoolStats {
   std::size_t busy = 0;      // workers running a task
   std::size_t idle = 0;      // workers ready for a task
   std::size_t starting = 0;  // workers not ready yet
+  std::size_t stopping = 0;  // workers asked to stop a cancelled task, within its grace
   std::size_t queued = 0;    // tasks waiting for a worker
   std::uint64_t tasks_run = 0;        // tasks that ran to an outcome
-  std::uint64_t tasks_killed = 0;     // running tasks cancelled (worker killed)
+  std::uint64_t tasks_killed = 0;     // running tasks cancelled (worker killed, at once or after a grace)
+  std::uint64_t tasks_stopped = 0;    // running tasks cancelled with a grace that stopped within it
   std::uint64_t crashes = 0;          // workers that died during a task
   std::uint64_t recycles = 0;         // workers stopped by a recycle rule (or after a CPU-limited task)
   std::uint64_t start_failures = 0;   // workers that died before they were ready
@@ -125,7 +127,8 @@ struct PoolStats {
 };
 
 // Base of the pool's own errors (not the task's, not its worker's failure,
-// which is WorkerFailed): PoolQueueFull, PoolDegraded, PoolStartFailed.
+// which is WorkerFailed): PoolQueueFull, PoolDegraded, PoolClosed,
+// PoolStartFailed.
 class PoolError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -143,6 +146,12 @@ class PoolDegraded : public PoolError {
   using PoolError::PoolError;
 };
 
+// run() after drain() or shutdown(): the pool takes no more tasks.
+class PoolClosed : public PoolError {
+ public:
+  using PoolError::PoolError;
+};
+
 // The pool's first workers could not start; what() says why. (Formerly
 // WorkerStartFailed: that name is kept, the same type.)
 class PoolStartFailed : public PoolError {
@@ -156,7 +165,7 @@ using WorkerStartFailed = PoolStartFailed;
 template <class R>
 class PoolRun {
  public:
-  PoolRun(Future<R> future, Future<void> settled, std::shared_ptr<detail::PoolProgress> progress)
+  PoolRun(Future<R> future, Future<StopOutcome> settled, std::shared_ptr<detail::PoolProgress> progress)
       : future_(std::move(future)), settled_(std::move(settled)), progress_(std::move(progress)) {}
 
   // The task's outcome (as WorkerPool::run returns it).
@@ -167,7 +176,11 @@ class PoolRun {
   // when the task was cancelled while running or its worker died (the
   // future failed before that, at once); at once for a task that never
   // started.
-  const Future<void>& settled() const noexcept { return settled_; }
+  // Its value says how a cancel stopped the task (stop_policy.hpp):
+  // none (it answered, or never started), killed, stopped (asked, it
+  // returned within the grace: its worker serves other tasks), or
+  // killed_after_grace.
+  const Future<StopOutcome>& settled() const noexcept { return settled_; }
   // The latest progress the task reported (report_progress), read from its
   // worker's memory while it runs and kept once it ended; nothing before
   // it reported any (or before it started).
@@ -175,7 +188,7 @@ class PoolRun {
 
  private:
   Future<R> future_;
-  Future<void> settled_;
+  Future<StopOutcome> settled_;
   std::shared_ptr<detail::PoolProgress> progress_;
 };
 
@@ -212,7 +225,7 @@ class WorkerPool {
                   "WorkerPool::start(task, args..., [token, [options]]): the task's arguments, then optionally "
                   "a CancellationToken and TaskOptions");
     auto all = std::forward_as_tuple(std::forward<Rest>(rest)...);
-    auto settled = std::make_shared<detail::CompleterCore<void>>(CancellationToken::none(), nullptr);
+    auto settled = std::make_shared<detail::CompleterCore<StopOutcome>>(CancellationToken::none(), nullptr);
     auto progress = detail::make_pool_progress();
     auto future = run_with<R, A...>(task, all, std::make_index_sequence<n>{}, settled, progress);
     return PoolRun<R>(std::move(future), settled->future(), std::move(progress));
@@ -221,12 +234,23 @@ class WorkerPool {
   // Completes when the queue has room for one more task (at once if it has).
   Future<void> room() const;
 
+  // Stops taking tasks (run() and start() throw PoolClosed from now on),
+  // lets the queued and running ones finish, then stops the workers. The
+  // future completes once every worker has been reaped. The pool stays
+  // usable for stats(); its destructor does what is left.
+  Future<void> drain();
+  // As drain(), but queued tasks fail at once (CancelledException, never
+  // started) and running ones are stopped by `running` (stop_policy.hpp):
+  // their futures fail at once; with a grace each is asked to stop and
+  // killed when the grace runs out; with none (the default), killed now.
+  Future<void> shutdown(StopPolicy running = {});
+
   PoolStats stats() const;
 
  private:
   template <class R, class... A, class All, std::size_t... I>
   Future<R> run_with(const Task<R(A...)>& task, All& all, std::index_sequence<I...> indices,
-                     std::shared_ptr<detail::CompleterCore<void>> settled,
+                     std::shared_ptr<detail::CompleterCore<StopOutcome>> settled,
                      std::shared_ptr<detail::PoolProgress> progress) {
     auto call = detail::split_task_call<TaskOptions, A...>(all, indices);
     return detail::submit_pool_task<R>(impl_, task.name, std::move(call.arguments), std::move(call.token),

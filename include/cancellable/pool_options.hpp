@@ -12,12 +12,15 @@
 #include <optional>
 
 #include "cancellable/isolate_options.hpp"
+#include "cancellable/stop_policy.hpp"
 
 namespace cancellable {
 
 struct PoolOptions {
   // The worker program: cancellable-worker, or a program of yours that calls
-  // worker_main. Required.
+  // worker_main. Empty: this program, if it called worker_main (read from
+  // /proc/self/exe when the pool is made); otherwise the pool throws
+  // std::invalid_argument.
   std::filesystem::path worker_program;
   // Tasks that run at once.
   std::size_t size = 1;
@@ -52,6 +55,10 @@ struct PoolOptions {
   // PoolDegraded; after respawn_period it tries again.
   std::size_t respawn_budget = 5;
   std::chrono::milliseconds respawn_period{60'000};
+  // How a cancel stops a running task (stop_policy.hpp), unless its
+  // TaskOptions::stop says otherwise. With a grace, a worker whose task
+  // returns within it is reused.
+  StopPolicy stop;
 };
 
 struct TaskOptions {
@@ -71,6 +78,9 @@ struct TaskOptions {
   // since: as IsolateOptions::on_progress.
   std::function<void(const Progress&)> on_progress;
   std::chrono::milliseconds progress_interval{20};
+  // How a cancel or timeout stops the task while it runs; unset: the
+  // pool's PoolOptions::stop.
+  std::optional<StopPolicy> stop;
 };
 
 }  // namespace cancellable

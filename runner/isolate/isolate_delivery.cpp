@@ -186,7 +186,10 @@ void IsolateRun::fail(std::exception_ptr error) noexcept {
 }
 
 // Phase -> finished: releases everything the run held, then completes exited().
-void IsolateRun::release_and_signal_exit(const ProcessExit& exit) noexcept {
+void IsolateRun::release_and_signal_exit(const ProcessExit& ended) noexcept {
+  ProcessExit exit = ended;
+  bool exit_signalled;
+  std::shared_ptr<Timer> grace_timer;
   std::shared_ptr<Timer> timer;
   std::function<void(const Progress&)> on_progress;
   std::optional<Progress> final_progress;
@@ -200,7 +203,22 @@ void IsolateRun::release_and_signal_exit(const ProcessExit& exit) noexcept {
     region = std::move(control_region_);
     heap_block_.reset();
     timer = std::move(progress_timer_);
+    grace_timer = std::move(grace_timer_);
+    exit_signalled = phase_ == Phase::abandoned;  // (exited() completed at the grace's end)
     phase_ = Phase::finished;
+    switch (stop_) {
+      case Stop::none: exit.stop = StopOutcome::none; break;
+      // (A kill that found the worker exited already did nothing: it
+      // ended by itself.)
+      case Stop::killed:
+        exit.stop = exit.kind == ProcessExit::Kind::exited ? StopOutcome::none : StopOutcome::killed;
+        break;
+      case Stop::asked: exit.stop = StopOutcome::stopped; break;
+      case Stop::killed_after_grace:
+        exit.stop = exit.kind == ProcessExit::Kind::exited ? StopOutcome::stopped : StopOutcome::killed_after_grace;
+        break;
+      case Stop::abandoned: exit.stop = StopOutcome::abandoned_after_grace; break;
+    }
     if (final_progress && final_progress != reported_progress_) on_progress = spec_.options.on_progress;
     // Drop the work, its captures and the future's core (outside the lock):
     // this breaks the cycle core -> run -> spec -> core.
@@ -209,13 +227,14 @@ void IsolateRun::release_and_signal_exit(const ProcessExit& exit) noexcept {
   }
   give_back_control_region(std::move(region));
   if (timer) timer->cancel();
+  if (grace_timer) grace_timer->cancel();
   if (on_progress) {
     try {
       default_executor().post([on_progress, p = *final_progress] { on_progress(p); });
     } catch (...) {
     }
   }
-  exited_->set_value(exit);
+  if (!exit_signalled) exited_->set_value(exit);
   if (on_library_thread()) {
     // The work's captures are user objects: destroy them on the executor,
     // after the waiters of exited() have been woken.

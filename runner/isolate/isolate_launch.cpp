@@ -25,6 +25,7 @@
 #include "worker/child_entry.hpp"
 #include "worker/protocol/result_channel.hpp"
 #include "worker/test_seams.hpp"
+#include "worker/work_stop.hpp"
 
 namespace cancellable::detail {
 
@@ -196,12 +197,14 @@ void IsolateRun::start_process(bool forced) {
     }
     return abandon_child(pid, pidfd, 0, std::string("watching the worker: ") + e.what());
   }
+  bool arm;
   {
     // Phase launching -> running: waiters may help from now on.
     std::lock_guard lock(mutex_);
     phase_ = Phase::running;
-    if (killed_) kill_locked();
+    arm = killed_ && stop_locked();
   }
+  if (arm) arm_grace_timer();
   exited_->set_wait_helper(weak_from_this());
   try {
     start_progress_watch();
@@ -297,9 +300,11 @@ void IsolateRun::start_worker_thread() {
     {
       std::lock_guard lock(self->mutex_);
       skip = self->killed_;
+      if (skip) self->stop_ = Stop::none;  // (never started: nothing was stopped)
     }
     if (!skip) {
       progress_block_of_this_thread() = self->block_;
+      const ThreadWorkScope scope(self->spec_.token);  // (work_stop_token() there)
       self->spec_.thread_body(self->spec_.token.stop_token());
       progress_block_of_this_thread() = nullptr;
     }
@@ -332,6 +337,9 @@ void validate_isolate_options(const IsolateOptions& options, bool for_pool_task)
   }
   if (options.on_progress && options.progress_interval.count() <= 0) {
     throw std::invalid_argument("IsolateOptions::progress_interval must be positive");
+  }
+  if (options.stop.grace.count() < 0) {
+    throw std::invalid_argument("IsolateOptions::stop's grace must not be negative");
   }
 }
 

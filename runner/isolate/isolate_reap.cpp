@@ -18,13 +18,92 @@
 #include "runner/isolate/isolate_run.hpp"
 #include "runner/process/keeper.hpp"
 #include "runner/process/worker_process.hpp"
+#include "worker/child_entry.hpp"
 
 namespace cancellable::detail {
 
-void IsolateRun::kill() noexcept {
-  std::lock_guard lock(mutex_);
-  killed_ = true;
+void IsolateRun::cancel_work() noexcept {
+  bool arm;
+  {
+    std::lock_guard lock(mutex_);
+    killed_ = true;
+    arm = stop_locked();
+  }
+  if (arm) arm_grace_timer();
+}
+
+// Under mutex_, the run killed_: applies the StopPolicy to the running
+// work. True when a grace timer must be armed (with the lock released).
+// Before the worker runs, this kills (or does nothing: the start sees
+// killed_ and starts nothing, or stops what it started: see start_process).
+bool IsolateRun::stop_locked() noexcept {
+  if (stop_ != Stop::none) return false;
+  const bool graded = spec_.options.stop.grace.count() > 0;
+  const Backend backend = backend_.load(std::memory_order_relaxed);
+  if (backend == Backend::process && phase_ == Phase::running) {
+    if (graded) {
+      stop_ = Stop::asked;
+      ask_worker_to_stop(*block_, kIsolateRun, pidfd_, pid_.load(std::memory_order_relaxed),
+                         spec_.options.stop.terminate_first);
+      return true;
+    }
+    stop_ = Stop::killed;
+    kill_locked();
+    return false;
+  }
+  if (backend == Backend::thread && phase_ == Phase::launching && graded) {
+    stop_ = Stop::asked;  // (the thread's token is the run's: cancelled already)
+    return true;
+  }
   kill_locked();
+  return false;
+}
+
+void IsolateRun::arm_grace_timer() {
+  std::chrono::nanoseconds grace;
+  {
+    std::lock_guard lock(mutex_);
+    grace = spec_.options.stop.grace;
+  }
+  std::shared_ptr<Timer> timer;
+  try {
+    timer = start_timer(grace, [weak = weak_from_this()] {
+      if (auto self = weak.lock()) self->grace_over();
+    });
+  } catch (...) {
+    // No timer (out of memory): no grace either.
+    grace_over();
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  if (phase_ == Phase::finished) {
+    timer->cancel();
+    return;
+  }
+  grace_timer_ = std::move(timer);
+}
+
+// The timer thread: the grace has run out.
+void IsolateRun::grace_over() noexcept {
+  {
+    std::lock_guard lock(mutex_);
+    if (stop_ != Stop::asked) return;
+    if (backend_.load(std::memory_order_relaxed) == Backend::process) {
+      if (phase_ < Phase::reaped) {
+        stop_ = Stop::killed_after_grace;
+        kill_locked();
+      }
+      return;
+    }
+    if (phase_ != Phase::launching) return;  // the thread has returned
+    stop_ = Stop::abandoned;
+    phase_ = Phase::abandoned;
+  }
+  // The thread runs on; exited() says it was left. Its end releases the
+  // rest (release_and_signal_exit) without completing exited() again.
+  ProcessExit exit;
+  exit.stop = StopOutcome::abandoned_after_grace;
+  exited_->set_value(exit);
 }
 
 void IsolateRun::kill_locked() noexcept {
@@ -203,8 +282,10 @@ void IsolateRun::reap_and_finish() noexcept {
     std::lock_guard lock(mutex_);
     killed = killed_;
     // (After a kill the group has its SIGKILL already, and no member can
-    // fork once it is pending.)
-    const ReapedWorker reaped = reap_worker(pidfd_, pid_.load(), killed);
+    // fork once it is pending. A worker asked to stop may have left
+    // children: the reap kills its group.)
+    const bool group_killed = stop_ == Stop::killed || stop_ == Stop::killed_after_grace;
+    const ReapedWorker reaped = reap_worker(pidfd_, pid_.load(), group_killed);
     exit = reaped.exit;
     cpu_seconds_ = reaped.cpu_seconds;
     phase_ = Phase::reaped;

@@ -20,6 +20,21 @@
 //                            exited() completed. (From launching when no
 //                            worker process was started: a thread run, a
 //                            refused or failed start, killed before start.)
+//   launching -> abandoned   grace_over (thread backend): asked to stop, the
+//                            thread still ran when the grace ran out;
+//                            exited() completed (abandoned_after_grace).
+//   abandoned -> finished    the thread returned: released, exited() not
+//                            completed again.
+//
+// Stop: how a cancel stops the work (stop_policy.hpp), under mutex_:
+//   none   -> killed              cancel_work without a grace: SIGKILL now
+//   none   -> asked               cancel_work with a grace, the work running:
+//                                 the stop word written (a process), the
+//                                 token cancelled (a thread); a timer armed
+//   asked  -> killed_after_grace  grace_over, the worker not reaped: SIGKILL
+//   asked  -> abandoned           grace_over, the thread still running
+//   asked  -> none                the thread never started the work
+// At the end, exited()'s ProcessExit::stop says which (asked: stopped).
 //
 // ReapOwner: who reaps the worker (process backend, while running):
 //   none              -> reaper             the reaper thread saw the exit first
@@ -77,7 +92,7 @@ class IsolateRun final : public IsolateRecord, public Reapable, public std::enab
   Backend backend() const noexcept override { return backend_.load(std::memory_order_acquire); }
   pid_t pid() const noexcept override { return pid_.load(std::memory_order_acquire); }
   std::optional<Progress> progress() const override;
-  void kill() noexcept override;
+  void cancel_work() noexcept override;
   Future<ProcessExit> exited() const override;
 
   // WaitHelper: a thread about to block in get() or exited().wait() reaps the
@@ -96,7 +111,8 @@ class IsolateRun final : public IsolateRecord, public Reapable, public std::enab
   void on_commit() noexcept;
 
  private:
-  enum class Phase { launching, running, reaped, finished };
+  enum class Phase { launching, running, reaped, abandoned, finished };
+  enum class Stop { none, killed, asked, killed_after_grace, abandoned };
   enum class ReapOwner { none, reaper, waiter, waiter_for_result, result_waiter_must_reap };
   enum class Delivery { pending, at_commit, at_commit_done, after_exit };
 
@@ -113,6 +129,9 @@ class IsolateRun final : public IsolateRecord, public Reapable, public std::enab
 
   // --- kill, wait and reap (isolate_reap.cpp)
   void kill_locked() noexcept;
+  bool stop_locked() noexcept;
+  void arm_grace_timer();
+  void grace_over() noexcept;
   void take_committed_outcome(std::uint64_t watch) noexcept;
   void reap_and_finish() noexcept;
   void close_commit_fd() noexcept;
@@ -138,6 +157,8 @@ class IsolateRun final : public IsolateRecord, public Reapable, public std::enab
   ReapOwner reap_owner_ = ReapOwner::none;
   Delivery delivery_ = Delivery::pending;
   bool killed_ = false;
+  Stop stop_ = Stop::none;
+  std::shared_ptr<Timer> grace_timer_;
   std::optional<ProcessExit> exit_after_delivery_;  // a reap that came during an at_commit delivery
 
   // Descriptors and watches, under mutex_.

@@ -143,14 +143,14 @@ void PoolImpl::drive(const std::shared_ptr<Worker>& w) {
       // the hook has not reached them: a job let go of unfailed would
       // break its promise.
       std::vector<std::shared_ptr<PoolJob>> dropped;
-      std::vector<std::shared_ptr<CompleterCore<void>>> settled;
+      std::vector<std::shared_ptr<CompleterCore<StopOutcome>>> settled;
       while (!queue_.empty() && queue_.front()->job->token.is_cancelled()) {
         dropped.push_back(queue_.front()->job);
         if (auto s = drop_queued_locked(queue_.front())) settled.push_back(std::move(s));
       }
       const auto finish_dropped = [&] {
         for (const auto& job : dropped) job->fail(job->token.exception());
-        for (const auto& s : settled) s->complete();
+        for (const auto& s : settled) s->complete(StopOutcome::none);
         dropped.clear();
         settled.clear();
       };
@@ -229,7 +229,11 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
       payload = std::to_string(bytes);
     }
   }
-  const bool died = !refused && !answered && !w->killed();
+  // Asked to stop (a cancel with a grace): what it does now is the stop,
+  // not a task's outcome nor a crash.
+  const bool stopping = w->state == Worker::State::stopping;
+  const bool died = !refused && !answered && !w->killed() && !stopping;
+  if (w->grace_timer && (answered || refused)) std::exchange(w->grace_timer, nullptr)->cancel();
   w->running.reset();
   entry.worker.reset();  // (cancel() and help() leave it alone from here; it is done below)
   // The job holds the future's core, whose cancellation hook holds the
@@ -243,7 +247,15 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
   Conclusion c;
   c.answered = answered;
   c.refused = refused.has_value();
-  if (answered) {
+  if (answered && stopping) {
+    // Returned within the grace: the worker serves again.
+    ++stats_.tasks_stopped;
+    ++w->tasks;
+    c.retire = recycle_due_locked(*w) || job->cpu_time_limit.has_value();
+    if (c.retire) ++stats_.recycles;
+  } else if (!answered && !refused && stopping && !w->killed()) {
+    ++stats_.tasks_stopped;  // it exited within the grace (SIGTERM, say): replaced
+  } else if (answered) {
     ++stats_.tasks_run;
     ++w->tasks;
     run_time_.add(us_since(entry.taken, finished));
@@ -252,7 +264,15 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
     c.retire = recycle_due_locked(*w) || job->cpu_time_limit.has_value();
     if (c.retire) ++stats_.recycles;
   }
-  if ((answered || refused) && !c.retire) w->state = Worker::State::idle;
+  // How a cancel stopped the task, for settled().
+  StopOutcome how = w->stop;
+  // Stopped by a cancel or shutdown(): its future failed then, at once.
+  const bool failed_already = how != StopOutcome::none;
+  if (how == StopOutcome::none && w->killed()) how = StopOutcome::killed;  // (the pool's end)
+  if ((answered || refused) && !c.retire) {
+    w->state = Worker::State::idle;
+    w->stop = StopOutcome::none;
+  }
   const bool room = !room_waiters_.empty();
   if (died) {
     ++stats_.crashes;
@@ -265,16 +285,17 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
   const long long task_cpu_seconds = w->cpu_seconds - w->cpu_seconds_at_post;
   // settled(): now if the worker answered (or never had the task) or is
   // reaped already; otherwise when the reaper reaps it.
-  std::shared_ptr<CompleterCore<void>> settled;
+  std::shared_ptr<CompleterCore<StopOutcome>> settled;
   if (job->settled) {
     if (answered || refused || w->reaped()) {
       settled = std::exchange(job->settled, nullptr);
     } else {
-      w->settle_at_reap.push_back(std::exchange(job->settled, nullptr));
+      w->settle_at_reap.emplace_back(std::exchange(job->settled, nullptr), how);
     }
   }
   entry.state = Entry::State::done;
   entry.conclusion = c;
+  drained_if_idle_locked();
   lock.unlock();
   if (helping) changed_.notify_all();  // (the driver waits for the conclusion)
   if (room) complete_room_waiters();
@@ -286,7 +307,9 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
     }
   }
 
-  if (refused) {
+  if (failed_already && !refused) {
+    // (Whatever the worker answered is dropped.)
+  } else if (refused) {
     job->fail(*refused);
   } else if (answered && job->token.is_cancelled()) {
     // cancel() has begun: no value any more, even if its hook has not
@@ -301,7 +324,7 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
     // exception already, and this is ignored) or by the pool's end.
     job->fail(std::make_exception_ptr(CancelledException("the worker pool was destroyed")));
   }
-  if (settled) settled->complete();
+  if (settled) settled->complete(how);
   return c;
 }
 
@@ -428,8 +451,10 @@ void PoolImpl::finish_locked(std::unique_lock<std::mutex>& lock, const std::shar
   w->state = Worker::State::finished;
   if (w->reaped()) erase_locked(w);
   fail_queue_if_degraded_locked(lock);
+  auto drained = drain_done_locked();
   notify_all_threads();
   lock.unlock();
+  for (const auto& waiter : drained) waiter->complete();
 }
 
 }  // namespace cancellable::detail

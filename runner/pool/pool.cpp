@@ -6,12 +6,14 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <system_error>
+#include <filesystem>
 
 #include "cancellable/exceptions.hpp"
 #include "runner/pool/pool_impl.hpp"
 #include "runner/process/reaper.hpp"
 #include "runner/process/worker_process.hpp"
 #include "worker/protocol/futex.hpp"
+#include "worker/worker_program.hpp"
 
 namespace cancellable {
 
@@ -54,6 +56,7 @@ std::function<void()> PoolImpl::submit(std::shared_ptr<PoolJob> job) {
   {
     std::lock_guard lock(mutex_);
     if (phase_ == Phase::stopping) throw PoolDegraded("WorkerPool: the pool is stopping");
+    if (intake_ != Intake::open) throw PoolClosed("WorkerPool: the pool is draining or shut down: it takes no more tasks");
     if (phase_ == Phase::degraded) throw PoolDegraded(degraded_);
     // (A task handed straight to a ready worker takes no room in the
     // queue: with max_queue 0, run() succeeds while a worker is free.)
@@ -168,7 +171,7 @@ void PoolImpl::stop() noexcept {
     changed_.wait(lock, [&] {
       return std::all_of(workers_.begin(), workers_.end(), [](const auto& w) { return w->watch == 0; });
     });
-    std::vector<std::shared_ptr<CompleterCore<void>>> settled;
+    std::vector<std::pair<std::shared_ptr<CompleterCore<StopOutcome>>, StopOutcome>> settled;
     for (const auto& w : workers_) {
       (void)reap_worker(w->pidfd, w->pid, w->killed());
       w->close_pidfd();
@@ -183,7 +186,9 @@ void PoolImpl::stop() noexcept {
 
 std::size_t PoolImpl::ready_count_locked() const {
   std::size_t n = 0;
-  for (const auto& w : workers_) n += w->state == Worker::State::idle || w->state == Worker::State::busy;
+  for (const auto& w : workers_) {
+    n += w->state == Worker::State::idle || w->state == Worker::State::busy || w->state == Worker::State::stopping;
+  }
   return n;
 }
 
@@ -214,7 +219,8 @@ void PoolImpl::kill_locked(Worker& w) {
     // for the reap's group kill).
     kill_worker_and_group(w.pidfd, w.pid);
   }
-  if (w.state == Worker::State::busy || w.state == Worker::State::starting) {
+  if (w.grace_timer) std::exchange(w.grace_timer, nullptr)->cancel();
+  if (w.state == Worker::State::busy || w.state == Worker::State::starting || w.state == Worker::State::stopping) {
     // Nothing but the pool writes this word from now on. A thread blocked
     // in the task's get() (see help()) wakes now; without a reaper, the
     // driver too (nothing else would wake it).
@@ -226,7 +232,11 @@ void PoolImpl::kill_locked(Worker& w) {
 void PoolImpl::cancel(const std::shared_ptr<Entry>& entry) {
   bool room = false;
   bool wake = true;
-  std::shared_ptr<CompleterCore<void>> settled;
+  std::shared_ptr<CompleterCore<StopOutcome>> settled;
+  bool arm = false;
+  std::shared_ptr<Worker> asked;
+  std::uint32_t seq = 0;
+  std::chrono::nanoseconds grace{0};
   {
     std::lock_guard lock(mutex_);
     if (entry->state == Entry::State::queued) {
@@ -238,19 +248,135 @@ void PoolImpl::cancel(const std::shared_ptr<Entry>& entry) {
       // (Not posted yet: post() sees the cancelled token and never posts
       // it, and the worker lives on. Dead already: the task is counted as
       // crashed when concluded; killed, it is not: each task counts once.)
-      ++stats_.tasks_killed;
-      kill_locked(*entry->worker);
+      arm = stop_running_locked(*entry, entry->job->stop.value_or(options_.stop));
+      asked = entry->worker;
+      if (arm) grace = entry->job->stop.value_or(options_.stop).grace;
+      seq = entry->seq;
       // The slot is free now: only a queued task needs to know at once
       // (the standby's replacement starts at the reap).
       wake = !queue_.empty();
     }
   }
+  if (arm) arm_grace_timer(asked, seq, grace);
   if (wake) notify_all_threads();
-  if (settled) settled->complete();
+  if (settled) settled->complete(StopOutcome::none);
   if (room) complete_room_waiters();
 }
 
-std::shared_ptr<CompleterCore<void>> PoolImpl::drop_queued_locked(std::shared_ptr<Entry> entry) {
+bool PoolImpl::stop_running_locked(Entry& entry, const StopPolicy& policy) {
+  Worker& w = *entry.worker;
+  if (policy.grace.count() > 0 && w.state == Worker::State::busy) {
+    // Graded: the task is asked to stop and its slot is free; the worker
+    // serves again if it returns within the grace.
+    w.state = Worker::State::stopping;
+    w.stop = StopOutcome::stopped;
+    ask_worker_to_stop(*w.memory->slot, entry.seq, w.pidfd, w.pid, policy.terminate_first);
+    return true;
+  }
+  if (w.state == Worker::State::stopping) return false;  // (asked already)
+  ++stats_.tasks_killed;
+  w.stop = StopOutcome::killed;
+  kill_locked(w);
+  return false;
+}
+
+void PoolImpl::arm_grace_timer(const std::shared_ptr<Worker>& w, std::uint32_t seq, std::chrono::nanoseconds grace) {
+  std::shared_ptr<Timer> timer;
+  try {
+    timer = start_timer(grace, [weak = weak_from_this(), worker = std::weak_ptr<Worker>(w), seq] {
+      auto pool = weak.lock();
+      auto stopping = worker.lock();
+      if (pool && stopping) pool->grace_over(stopping, seq);
+    });
+  } catch (...) {
+    grace_over(w, seq);  // (no timer: no grace either)
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  if (w->state == Worker::State::stopping && w->posted == seq && !w->killed()) {
+    w->grace_timer = std::move(timer);
+  } else {
+    timer->cancel();
+  }
+}
+
+void PoolImpl::drained_if_idle_locked() {
+  if (intake_ != Intake::draining || !queue_.empty()) return;
+  for (const auto& w : workers_) {
+    if (w->running || w->handed) return;
+  }
+  intake_ = Intake::drained;
+  for (const auto& w : workers_) kill_locked(*w);
+  notify_all_threads();
+}
+
+std::vector<std::shared_ptr<CompleterCore<void>>> PoolImpl::drain_done_locked() {
+  if (intake_ != Intake::drained) return {};
+  for (const auto& w : workers_) {
+    if (!w->reaped()) return {};
+  }
+  return std::exchange(drain_waiters_, {});
+}
+
+Future<void> PoolImpl::drain(std::optional<StopPolicy> stop_running) {
+  auto core = std::make_shared<CompleterCore<void>>(CancellationToken::none(), nullptr);
+  std::vector<std::shared_ptr<PoolJob>> abandoned;
+  std::vector<std::pair<std::shared_ptr<Worker>, std::uint32_t>> to_arm;
+  std::vector<std::shared_ptr<PoolJob>> stopped;
+  std::vector<std::shared_ptr<CompleterCore<void>>> done;
+  {
+    std::lock_guard lock(mutex_);
+    if (phase_ == Phase::stopping) {
+      core->complete();
+      return core->future();
+    }
+    if (intake_ == Intake::open) intake_ = Intake::draining;
+    drain_waiters_.push_back(core);
+    if (stop_running) {
+      // Queued tasks never start; running ones are stopped by the policy.
+      for (const auto& e : queue_) {
+        e->state = Entry::State::done;
+        abandoned.push_back(std::move(e->job));
+      }
+      queue_.clear();
+      for (const auto& w : workers_) {
+        const auto entry = w->running;
+        if (!entry || entry->state != Entry::State::posted || w->killed() || w->reaped()) continue;
+        if (entry->job) stopped.push_back(entry->job);
+        if (stop_running_locked(*entry, *stop_running)) to_arm.emplace_back(w, entry->seq);
+      }
+    }
+    drained_if_idle_locked();
+    done = drain_done_locked();
+  }
+  notify_all_threads();
+  const auto closed = std::make_exception_ptr(CancelledException("the worker pool was shut down"));
+  for (const auto& job : abandoned) {
+    job->fail(closed);
+    settle(*job);
+  }
+  for (const auto& job : stopped) job->fail(closed);  // (at once: the worker stops in the background)
+  if (stop_running) {
+    for (const auto& [w, seq] : to_arm) arm_grace_timer(w, seq, stop_running->grace);
+  }
+  fail_room_waiters();
+  for (const auto& waiter : done) waiter->complete();
+  return core->future();
+}
+
+void PoolImpl::grace_over(const std::shared_ptr<Worker>& w, std::uint32_t seq) {
+  {
+    std::lock_guard lock(mutex_);
+    // (Stopped meanwhile: reused, perhaps busy with a later task.)
+    if (w->state != Worker::State::stopping || w->posted != seq || w->killed() || w->reaped()) return;
+    ++stats_.tasks_killed;
+    w->stop = StopOutcome::killed_after_grace;
+    kill_locked(*w);
+  }
+  notify_all_threads();
+}
+
+std::shared_ptr<CompleterCore<StopOutcome>> PoolImpl::drop_queued_locked(std::shared_ptr<Entry> entry) {
   const auto at = std::find(queue_.begin(), queue_.end(), entry);
   if (at != queue_.end()) queue_.erase(at);
   entry->state = Entry::State::done;
@@ -258,6 +384,7 @@ std::shared_ptr<CompleterCore<void>> PoolImpl::drop_queued_locked(std::shared_pt
   // Not destroyed here: this may run inside the cancellation hook of the
   // future's core, which the job owns. The spawner lets go of it.
   dropped_jobs_.push_back(std::move(entry->job));
+  drained_if_idle_locked();
   return settled;
 }
 
@@ -291,7 +418,18 @@ std::shared_ptr<PoolImpl> make_pool(PoolOptions options) {
   if (std::getenv(kPoolWorkerEnvironment) != nullptr) {
     throw std::logic_error("WorkerPool: a pool cannot be created inside a pool worker");
   }
-  if (options.worker_program.empty()) throw std::invalid_argument("WorkerPool: PoolOptions::worker_program is empty");
+  if (options.worker_program.empty()) {
+    // A program that calls worker_main is its own worker program.
+    if (!worker_main_was_called()) {
+      throw std::invalid_argument(
+          "WorkerPool: PoolOptions::worker_program is empty, and this program did not call "
+          "cancellable::worker_main (which makes it its own pools' worker program)");
+    }
+    std::error_code error;
+    options.worker_program = std::filesystem::read_symlink("/proc/self/exe", error);
+    if (error) throw std::system_error(error, "WorkerPool: reading /proc/self/exe for the worker program");
+  }
+  if (options.stop.grace.count() < 0) throw std::invalid_argument("WorkerPool: PoolOptions::stop's grace must not be negative");
   if (options.size == 0) throw std::invalid_argument("WorkerPool: PoolOptions::size must be at least 1");
   if (options.start_timeout <= std::chrono::milliseconds::zero()) {
     throw std::invalid_argument("WorkerPool: PoolOptions::start_timeout must be positive");
@@ -315,6 +453,8 @@ const std::shared_ptr<PoolImpl>& pool_impl_of(const WorkerPool& pool) noexcept {
 WorkerPool::WorkerPool(PoolOptions options) : impl_(detail::make_pool(std::move(options))) {}
 WorkerPool::~WorkerPool() { detail::stop_pool(*impl_); }
 Future<void> WorkerPool::room() const { return detail::pool_room(impl_); }
+Future<void> WorkerPool::drain() { return impl_->drain(std::nullopt); }
+Future<void> WorkerPool::shutdown(StopPolicy running) { return impl_->drain(running); }
 PoolStats WorkerPool::stats() const { return detail::pool_stats(*impl_); }
 
 }  // namespace cancellable

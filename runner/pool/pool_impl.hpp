@@ -73,9 +73,13 @@ struct Worker : std::enable_shared_from_this<Worker> {
   //   idle     -> busy       a task was reserved for it (run()'s hand-over,
   //                          or its driver took one from the queue)
   //   busy     -> idle       the task concluded, and the worker is reusable
-  //   any      -> finished   its driver ended it: it died, was killed or
+  //   busy     -> stopping   its task was cancelled with a grace: asked to
+  //                          stop (cancel); its slot is free for others
+  //   stopping -> idle       the task returned within the grace: reusable
+  //   any      -> finished   its driver ended it: it died, was killed (at
+  //                          once, or when a stop's grace ran out) or
   //                          retired, was idle too long, or the pool stops
-  enum class State { starting, idle, busy, finished };
+  enum class State { starting, idle, busy, stopping, finished };
   // Its process (under the pool's lock):
   //   running -> killed          the pool sent it SIGKILL (kill_locked)
   //   running -> died            reaped, never killed by the pool
@@ -115,16 +119,20 @@ struct Worker : std::enable_shared_from_this<Worker> {
   std::optional<std::exception_ptr> refused;
   // settled() of tasks killed (or dead) with this worker: completed once it
   // is reaped.
-  std::vector<std::shared_ptr<CompleterCore<void>>> settle_at_reap;
+  std::vector<std::pair<std::shared_ptr<CompleterCore<StopOutcome>>, StopOutcome>> settle_at_reap;
+  // While stopping: the grace's timer, and whether it ran out (the worker
+  // was then killed).
+  std::shared_ptr<Timer> grace_timer;
+  StopOutcome stop = StopOutcome::none;
 };
 
 // Completes the job's settled() (if anyone asked) now.
-inline void settle(PoolJob& job) {
-  if (auto settled = std::exchange(job.settled, nullptr)) settled->complete();
+inline void settle(PoolJob& job, StopOutcome how = StopOutcome::none) {
+  if (auto settled = std::exchange(job.settled, nullptr)) settled->complete(how);
 }
 
-inline void settle_all(std::vector<std::shared_ptr<CompleterCore<void>>>& list) {
-  for (auto& settled : list) settled->complete();
+inline void settle_all(std::vector<std::pair<std::shared_ptr<CompleterCore<StopOutcome>>, StopOutcome>>& list) {
+  for (auto& [settled, how] : list) settled->complete(how);
   list.clear();
 }
 
@@ -208,8 +216,25 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
 
   void stop() noexcept;
 
+  // drain() and shutdown(policy) (see pool.hpp).
+  Future<void> drain(std::optional<StopPolicy> stop_running);
+
  private:
-  std::size_t target_locked() const { return options_.size + (standby_ == Standby::kept ? options_.standby : 0); }
+  // Intake draining and nothing queued or running: intake drained, every
+  // worker killed (idle ones), none started any more.
+  void drained_if_idle_locked();
+  // The drain's waiters, once drained and every worker reaped: to complete
+  // with nothing held.
+  std::vector<std::shared_ptr<CompleterCore<void>>> drain_done_locked();
+  // Stops the running task of entry on its worker by policy (cancel, and
+  // shutdown with a grace). True when a grace timer must be armed.
+  bool stop_running_locked(Entry& entry, const StopPolicy& policy);
+  void arm_grace_timer(const std::shared_ptr<Worker>& w, std::uint32_t seq, std::chrono::nanoseconds grace);
+
+  std::size_t target_locked() const {
+    if (intake_ == Intake::drained) return 0;
+    return options_.size + (standby_ == Standby::kept ? options_.standby : 0);
+  }
   std::size_t ready_count_locked() const;
   // Workers that are or will be of use. A killed one counts until it is
   // reaped: its replacement starts at the reap, which follows the kill by a
@@ -233,7 +258,10 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
 
   // Takes a task that never started out of the queue (its future failed
   // already); returns its settled() completer, to complete unlocked.
-  std::shared_ptr<CompleterCore<void>> drop_queued_locked(std::shared_ptr<Entry> entry);
+  std::shared_ptr<CompleterCore<StopOutcome>> drop_queued_locked(std::shared_ptr<Entry> entry);
+
+  // The graded stop's end: the grace of the stop of task seq on w ran out.
+  void grace_over(const std::shared_ptr<Worker>& w, std::uint32_t seq);
 
   // Room waiters complete whenever run() would take a task, or would
   // answer at once (a degraded pool: PoolDegraded).
@@ -355,6 +383,16 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   //   shrunk -> kept   run() was called again
   enum class Standby { kept, shrunk };
   Standby standby_ = Standby::kept;
+  // Whether run() takes tasks (drain, shutdown):
+  //   open     -> draining   drain() or shutdown(): run() throws PoolClosed;
+  //                          queued and running tasks go on (shutdown
+  //                          fails the queued ones and stops the running)
+  //   draining -> drained    nothing queued or running: every worker is
+  //                          killed (they are idle) and none replaced; the
+  //                          drain's future completes once all are reaped
+  enum class Intake { open, draining, drained };
+  Intake intake_ = Intake::open;
+  std::vector<std::shared_ptr<CompleterCore<void>>> drain_waiters_;
   PoolStats stats_;
   Samples queue_wait_;
   Samples run_time_;

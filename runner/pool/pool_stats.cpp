@@ -26,6 +26,7 @@ PoolStats PoolImpl::stats() const {
     if (w->state == Worker::State::starting) ++s.starting;
     if (w->state == Worker::State::idle) ++s.idle;
     if (w->state == Worker::State::busy) ++s.busy;
+    if (w->state == Worker::State::stopping) ++s.stopping;
   }
   std::tie(s.queue_wait_p50_us, s.queue_wait_p99_us) = queue_wait_.p50_p99();
   std::tie(s.run_time_p50_us, s.run_time_p99_us) = run_time_.p50_p99();

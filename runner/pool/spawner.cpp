@@ -225,7 +225,8 @@ void PoolImpl::reap(const std::shared_ptr<Worker>& worker) {
   // (The task it ran, if any, is settled by its conclusion, which follows
   // at once: after the statistics count it.)
   worker->exit = exit;
-  const bool driver_waits = worker->state == Worker::State::busy || worker->state == Worker::State::starting;
+  const bool driver_waits = worker->state == Worker::State::busy || worker->state == Worker::State::starting ||
+                            worker->state == Worker::State::stopping;
   if (driver_waits) {
     // Its driver waits on the worker's word (the worker is gone: its
     // memory is written by nobody else now).
@@ -235,7 +236,9 @@ void PoolImpl::reap(const std::shared_ptr<Worker>& worker) {
     }
   }
   if (worker->state == Worker::State::finished) erase_locked(worker);
+  const auto drained = drain_done_locked();
   lock.unlock();
+  for (const auto& waiter : drained) waiter->complete();
   // Whoever waits for the end of the worker's task first; then its
   // driver, whose work can wait.
   settle_all(settled);

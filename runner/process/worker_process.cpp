@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "runner/process/keeper.hpp"
+#include "worker/protocol/futex.hpp"
 
 extern char** environ;
 
@@ -48,9 +49,17 @@ bool still_our_unreaped_child(int pidfd) noexcept {
                   WEXITED | WNOHANG | WNOWAIT) == 0;
 }
 
-void kill_worker_and_group(int pidfd, pid_t pid) noexcept {
-  if (pid > 0 && send_signal_to_pidfd(pidfd, 0) == 0) (void)::kill(-pid, SIGKILL);  // (never kill(-0))
-  (void)send_signal_to_pidfd(pidfd, SIGKILL);
+void signal_worker_and_group(int pidfd, pid_t pid, int sig) noexcept {
+  if (pid > 0 && send_signal_to_pidfd(pidfd, 0) == 0) (void)::kill(-pid, sig);  // (never kill(-0))
+  (void)send_signal_to_pidfd(pidfd, sig);
+}
+
+void kill_worker_and_group(int pidfd, pid_t pid) noexcept { signal_worker_and_group(pidfd, pid, SIGKILL); }
+
+void ask_worker_to_stop(WorkerHeader& header, std::uint32_t run, int pidfd, pid_t pid, bool terminate) noexcept {
+  header.stop.store(run, std::memory_order_release);
+  futex_wake_all(header.stop);
+  if (terminate) signal_worker_and_group(pidfd, pid, SIGTERM);
 }
 
 std::optional<ProcessExit> exit_from_pidfd(int pidfd) noexcept {

@@ -8,7 +8,10 @@
 
 #include <optional>
 
+#include <cstdint>
+
 #include "cancellable/isolate_errors.hpp"
+#include "worker/protocol/worker_header.hpp"
 
 namespace cancellable::detail {
 
@@ -32,6 +35,15 @@ bool still_our_unreaped_child(int pidfd) noexcept;
 // host ignores SIGCHLD the kernel reaps the leader the moment it dies, and
 // no later group kill could tell the group from a stranger's.
 void kill_worker_and_group(int pidfd, pid_t pid) noexcept;
+// As kill_worker_and_group, with any signal.
+void signal_worker_and_group(int pidfd, pid_t pid, int sig) noexcept;
+
+// The first step of a graded stop (stop_policy.hpp), for every backend
+// that runs work in a worker process: writes `run` into the header's stop
+// word and wakes the work's watcher (worker/work_stop.cpp), which cancels
+// the work's token; with terminate, SIGTERM to the worker's group as well.
+// Call while the worker is unreaped (under the lock its reap takes).
+void ask_worker_to_stop(WorkerHeader& header, std::uint32_t run, int pidfd, pid_t pid, bool terminate) noexcept;
 
 // How the process of pidfd ended, from the kernel, once it was reaped by
 // someone else (the kernel itself, when the host ignores SIGCHLD), through

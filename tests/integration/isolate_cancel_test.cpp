@@ -70,7 +70,7 @@ TEST_CASE("cancelling a running isolate fails the future at once and kills the c
   CHECK(isolate.future().is_ready());  // failed inside cancel()
   CHECK(isolate.future().state()->error() == error);
   REQUIRE(isolate.exited().wait_for(test_support::kDeadline) == std::future_status::ready);
-  CHECK(isolate.exited().get() == ProcessExit{ProcessExit::Kind::killed, 0, SIGKILL});
+  CHECK(isolate.exited().get() == ProcessExit{ProcessExit::Kind::killed, 0, SIGKILL, StopOutcome::killed});
   CHECK(process_support::wait_gone(isolate.pid(), 0ms));
   CHECK_FALSE(token.has_cancellables());
 }

@@ -1,6 +1,7 @@
 // The built-in tasks (include/cancellable/builtin_tasks.hpp) but the JSON
 // ones (json_tasks.cpp, built with the json component).
 #include "cancellable/builtin_tasks.hpp"
+#include "cancellable/stop_policy.hpp"
 
 #include <dirent.h>
 #include <signal.h>
@@ -8,6 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -89,6 +92,14 @@ int spawn_child_and_spin_task(std::string pid_file) {
   return spin_task();
 }
 
+int wait_for_stop_task() {
+  std::mutex mutex;
+  std::condition_variable_any cv;
+  std::unique_lock lock(mutex);
+  cv.wait(lock, work_stop_token().stop_token(), [] { return false; });
+  return 0;
+}
+
 }  // namespace
 
 CANCELLABLE_TASK(empty, empty_task);
@@ -102,5 +113,6 @@ CANCELLABLE_TASK(allocate, allocate_task);
 CANCELLABLE_TASK(fail, fail_task);
 CANCELLABLE_TASK(descriptors, descriptors_task);
 CANCELLABLE_TASK(spawn_child_and_spin, spawn_child_and_spin_task);
+CANCELLABLE_TASK(wait_for_stop, wait_for_stop_task);
 
 }  // namespace cancellable::builtin

@@ -80,9 +80,11 @@ class IsolateRecord : public WaitHelper {
   // The worker's process id (0 for the thread backend or before start).
   virtual pid_t pid() const noexcept = 0;
   virtual std::optional<Progress> progress() const = 0;
-  // SIGKILLs the worker's process group now (or prevents the start). Safe at
-  // any time, from any thread, any number of times.
-  virtual void kill() noexcept = 0;
+  // The token was cancelled: stops the work by its StopPolicy (SIGKILL to
+  // the worker's process group now; with a grace, asks first and kills when
+  // the grace runs out), or prevents the start. Safe at any time, from any
+  // thread, any number of times.
+  virtual void cancel_work() noexcept = 0;
   // Completes once the worker is gone and everything it held is released:
   // process reaped, shared memory unmapped and removed; for the thread
   // backend, once the work returned.

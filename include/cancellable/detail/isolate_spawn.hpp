@@ -15,6 +15,7 @@
 #include "cancellable/future.hpp"
 #include "cancellable/isolate_options.hpp"
 #include "cancellable/merged_cancellation_token.hpp"
+#include "cancellable/stop_policy.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
 
 namespace cancellable {
@@ -53,7 +54,7 @@ Isolate<R> spawn_isolate(F&& fn, const CancellationToken& token, IsolateOptions 
     return Isolate<R>(make_failed_future<R>(effective.exception()), nullptr);
   }
   auto record = make_isolate_record();
-  auto core = std::make_shared<CompleterCore<R>>(effective, nullptr, [record] { record->kill(); });
+  auto core = std::make_shared<CompleterCore<R>>(effective, nullptr, [record] { record->cancel_work(); });
   Isolate<R> isolate(core->future(), record);
   // Even when the token was cancelled since the check above (the future has
   // failed, and the record was killed), the record is started: it then
@@ -61,15 +62,16 @@ Isolate<R> spawn_isolate(F&& fn, const CancellationToken& token, IsolateOptions 
 
   auto work = std::make_shared<std::decay_t<F>>(std::forward<F>(fn));
   LaunchSpec spec;
+  const bool graded = options.stop.grace.count() > 0;
   spec.options = std::move(options);
   spec.token = effective;
-  spec.child_body = [work](ChildChannel& channel) {
-    // The worker never gets a stop request: it is killed instead.
-    std::stop_token never;
+  spec.child_body = [work, graded](ChildChannel& channel) {
+    // Without a grace the worker is never asked to stop: it is killed.
+    const std::stop_token stop = graded ? work_stop_token().stop_token() : std::stop_token();
     if constexpr (std::is_void_v<R>) {
-      invoke_isolate_fn(*work, never);
+      invoke_isolate_fn(*work, stop);
     } else {
-      encode_result<R>(invoke_isolate_fn(*work, never), channel.result_stream());
+      encode_result<R>(invoke_isolate_fn(*work, stop), channel.result_stream());
     }
     channel.commit_result();
   };

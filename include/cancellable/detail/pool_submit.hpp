@@ -24,6 +24,7 @@
 #include "cancellable/isolate_options.hpp"
 #include "cancellable/merged_cancellation_token.hpp"
 #include "cancellable/pool_options.hpp"
+#include "cancellable/stop_policy.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
 
 namespace cancellable {
@@ -62,7 +63,10 @@ struct PoolJob {
   FutureStateBase* state = nullptr;
   // Completed once nothing of the task runs any more (PoolRun::settled);
   // null when nobody asked.
-  std::shared_ptr<CompleterCore<void>> settled;
+  std::shared_ptr<CompleterCore<StopOutcome>> settled;
+  // How a cancel stops the task while it runs (TaskOptions::stop, or the
+  // pool's default when unset).
+  std::optional<StopPolicy> stop;
   // The task's progress (PoolRun::progress, TaskOptions::on_progress); null
   // when nobody asked.
   std::shared_ptr<PoolProgress> progress;
@@ -87,16 +91,19 @@ const std::shared_ptr<PoolImpl>& pool_impl_of(const WorkerPool& pool) noexcept;
 template <class R, class Arguments>
 Future<R> submit_pool_task(const std::shared_ptr<PoolImpl>& pool, const char* name, Arguments arguments,
                          CancellationToken token, TaskOptions options,
-                         std::shared_ptr<CompleterCore<void>> settled, std::shared_ptr<PoolProgress> progress) {
+                         std::shared_ptr<CompleterCore<StopOutcome>> settled, std::shared_ptr<PoolProgress> progress) {
   CancellationToken effective = token;
   if (options.timeout) effective = MergedCancellationToken{token, TimeoutCancellationToken(*options.timeout)};
   if (effective.is_cancelled()) {
-    if (settled) settled->complete();  // (nothing started)
+    if (settled) settled->complete(StopOutcome::none);  // (nothing started)
     return make_failed_future<R>(effective.exception());
   }
 
   if (options.cpu_time_limit && options.cpu_time_limit->count() < 1) {
     throw std::invalid_argument("WorkerPool::run: TaskOptions::cpu_time_limit must be at least one second");
+  }
+  if (options.stop && options.stop->grace.count() < 0) {
+    throw std::invalid_argument("WorkerPool::run: TaskOptions::stop's grace must not be negative");
   }
   if (options.on_progress && options.progress_interval.count() <= 0) {
     throw std::invalid_argument("WorkerPool::run: TaskOptions::progress_interval must be positive");
@@ -132,6 +139,7 @@ Future<R> submit_pool_task(const std::shared_ptr<PoolImpl>& pool, const char* na
   job->fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
   job->state = core->state().get();
   job->settled = std::move(settled);
+  job->stop = options.stop;
   job->progress = std::move(progress);
   auto future = core->future();
   *cancel = submit_pool_job(pool, job);
