@@ -18,7 +18,7 @@ inline constexpr Task<int()> empty{"cancellable.empty"};
 inline constexpr Task<int()> pid{"cancellable.pid"};
 // Returns its argument.
 inline constexpr Task<std::string(std::string)> echo{"cancellable.echo"};
-// Never returns (until killed).
+// Reports progress (0 of 0, "spinning") and never returns (until killed).
 inline constexpr Task<int()> spin{"cancellable.spin"};
 // Sleeps this many milliseconds, then returns them.
 inline constexpr Task<std::int64_t(std::int64_t)> sleep_ms{"cancellable.sleep_ms"};
@@ -36,8 +36,9 @@ inline constexpr Task<std::vector<int>()> descriptors{"cancellable.descriptors"}
 // Forks a child that sleeps, writes its pid to the file at the path given,
 // then spins until killed.
 inline constexpr Task<int(std::string)> spawn_child_and_spin{"cancellable.spawn_child_and_spin"};
-// Sleeps until asked to stop (work_stop_token(), stop_policy.hpp), then
-// returns 0: a task that cooperates with a graded stop.
+// Reports progress (0 of 1, "waiting"), sleeps until asked to stop
+// (work_stop_token(), stop_policy.hpp), then returns 0: a task that
+// cooperates with a graded stop.
 inline constexpr Task<int()> wait_for_stop{"cancellable.wait_for_stop"};
 
 }  // namespace cancellable::builtin

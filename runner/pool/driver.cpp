@@ -46,6 +46,23 @@ std::uint32_t PoolImpl::wait_response(const Worker& w, std::uint32_t from, std::
   }
 }
 
+std::uint32_t PoolImpl::wait_answer(const Worker& w, std::uint32_t from) {
+  auto& word = w.memory->slot->response;
+  for (;;) {
+    const std::uint32_t r = word.load(std::memory_order_acquire);
+    if (r != from) return r;
+    const std::int64_t deadline = w.grace_deadline_ns.load(std::memory_order_acquire);
+    if (deadline == 0) {
+      futex_wait_kind(word, r, kDriverKind);
+      continue;
+    }
+    const std::chrono::nanoseconds left =
+        std::chrono::nanoseconds(deadline) - Clock::now().time_since_epoch();
+    if (left <= std::chrono::nanoseconds::zero()) return r;
+    futex_wait_kind(word, r, kDriverKind, &left);
+  }
+}
+
 void PoolImpl::driver_loop(std::shared_ptr<Worker> worker) {
   ::pthread_setname_np(::pthread_self(), "cancel-driver");
   drive(worker);
@@ -179,7 +196,10 @@ void PoolImpl::drive(const std::shared_ptr<Worker>& w) {
       }
     }
     std::uint32_t r = seq;
-    if (!refused) r = wait_response(*w, seq - 1, std::nullopt);
+    if (!refused) {
+      // (A stop whose grace ran out: the kill changes the word.)
+      while ((r = wait_answer(*w, seq - 1)) == seq - 1) grace_over(w, seq);
+    }
     Conclusion c;
     if (refused || !entry->claimed.exchange(true, std::memory_order_acq_rel)) {
       c = conclude(w, *entry, r, std::move(refused), false);
@@ -233,7 +253,7 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
   // not a task's outcome nor a crash.
   const bool stopping = w->state == Worker::State::stopping;
   const bool died = !refused && !answered && !w->killed() && !stopping;
-  if (w->grace_timer && (answered || refused)) std::exchange(w->grace_timer, nullptr)->cancel();
+  w->grace_deadline_ns.store(0, std::memory_order_relaxed);
   w->running.reset();
   entry.worker.reset();  // (cancel() and help() leave it alone from here; it is done below)
   // The job holds the future's core, whose cancellation hook holds the

@@ -219,7 +219,6 @@ void PoolImpl::kill_locked(Worker& w) {
     // for the reap's group kill).
     kill_worker_and_group(w.pidfd, w.pid);
   }
-  if (w.grace_timer) std::exchange(w.grace_timer, nullptr)->cancel();
   if (w.state == Worker::State::busy || w.state == Worker::State::starting || w.state == Worker::State::stopping) {
     // Nothing but the pool writes this word from now on. A thread blocked
     // in the task's get() (see help()) wakes now; without a reaper, the
@@ -233,10 +232,6 @@ void PoolImpl::cancel(const std::shared_ptr<Entry>& entry) {
   bool room = false;
   bool wake = true;
   std::shared_ptr<CompleterCore<StopOutcome>> settled;
-  bool arm = false;
-  std::shared_ptr<Worker> asked;
-  std::uint32_t seq = 0;
-  std::chrono::nanoseconds grace{0};
   {
     std::lock_guard lock(mutex_);
     if (entry->state == Entry::State::queued) {
@@ -248,56 +243,38 @@ void PoolImpl::cancel(const std::shared_ptr<Entry>& entry) {
       // (Not posted yet: post() sees the cancelled token and never posts
       // it, and the worker lives on. Dead already: the task is counted as
       // crashed when concluded; killed, it is not: each task counts once.)
-      arm = stop_running_locked(*entry, entry->job->stop.value_or(options_.stop));
-      asked = entry->worker;
-      if (arm) grace = entry->job->stop.value_or(options_.stop).grace;
-      seq = entry->seq;
+      stop_running_locked(*entry, entry->job->stop.value_or(options_.stop));
       // The slot is free now: only a queued task needs to know at once
       // (the standby's replacement starts at the reap).
       wake = !queue_.empty();
     }
   }
-  if (arm) arm_grace_timer(asked, seq, grace);
   if (wake) notify_all_threads();
   if (settled) settled->complete(StopOutcome::none);
   if (room) complete_room_waiters();
 }
 
-bool PoolImpl::stop_running_locked(Entry& entry, const StopPolicy& policy) {
+void PoolImpl::stop_running_locked(Entry& entry, const StopPolicy& policy) {
   Worker& w = *entry.worker;
   if (policy.grace.count() > 0 && w.state == Worker::State::busy) {
     // Graded: the task is asked to stop and its slot is free; the worker
     // serves again if it returns within the grace.
     w.state = Worker::State::stopping;
     w.stop = StopOutcome::stopped;
+    const auto deadline = Clock::now() + policy.grace;
+    w.grace_deadline_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count(),
+                              std::memory_order_release);
+    // A thread blocked in the task's get() first, to see its future
+    // failed; then the worker; then its driver, to wait with the deadline.
+    futex_wake_kinds(w.memory->slot->response, kWaiterKind);
     ask_worker_to_stop(*w.memory->slot, entry.seq, w.pidfd, w.pid, policy.terminate_first);
-    return true;
+    futex_wake_kinds(w.memory->slot->response, kDriverKind);
+    return;
   }
-  if (w.state == Worker::State::stopping) return false;  // (asked already)
+  if (w.state == Worker::State::stopping) return;  // (asked already)
   ++stats_.tasks_killed;
   w.stop = StopOutcome::killed;
   kill_locked(w);
-  return false;
-}
-
-void PoolImpl::arm_grace_timer(const std::shared_ptr<Worker>& w, std::uint32_t seq, std::chrono::nanoseconds grace) {
-  std::shared_ptr<Timer> timer;
-  try {
-    timer = start_timer(grace, [weak = weak_from_this(), worker = std::weak_ptr<Worker>(w), seq] {
-      auto pool = weak.lock();
-      auto stopping = worker.lock();
-      if (pool && stopping) pool->grace_over(stopping, seq);
-    });
-  } catch (...) {
-    grace_over(w, seq);  // (no timer: no grace either)
-    return;
-  }
-  std::lock_guard lock(mutex_);
-  if (w->state == Worker::State::stopping && w->posted == seq && !w->killed()) {
-    w->grace_timer = std::move(timer);
-  } else {
-    timer->cancel();
-  }
 }
 
 void PoolImpl::drained_if_idle_locked() {
@@ -321,8 +298,8 @@ std::vector<std::shared_ptr<CompleterCore<void>>> PoolImpl::drain_done_locked() 
 Future<void> PoolImpl::drain(std::optional<StopPolicy> stop_running) {
   auto core = std::make_shared<CompleterCore<void>>(CancellationToken::none(), nullptr);
   std::vector<std::shared_ptr<PoolJob>> abandoned;
-  std::vector<std::pair<std::shared_ptr<Worker>, std::uint32_t>> to_arm;
   std::vector<std::shared_ptr<PoolJob>> stopped;
+  std::vector<std::shared_ptr<Worker>> stopped_workers;
   std::vector<std::shared_ptr<CompleterCore<void>>> done;
   {
     std::lock_guard lock(mutex_);
@@ -343,7 +320,8 @@ Future<void> PoolImpl::drain(std::optional<StopPolicy> stop_running) {
         const auto entry = w->running;
         if (!entry || entry->state != Entry::State::posted || w->killed() || w->reaped()) continue;
         if (entry->job) stopped.push_back(entry->job);
-        if (stop_running_locked(*entry, *stop_running)) to_arm.emplace_back(w, entry->seq);
+        stopped_workers.push_back(w);
+        stop_running_locked(*entry, *stop_running);
       }
     }
     drained_if_idle_locked();
@@ -356,9 +334,9 @@ Future<void> PoolImpl::drain(std::optional<StopPolicy> stop_running) {
     settle(*job);
   }
   for (const auto& job : stopped) job->fail(closed);  // (at once: the worker stops in the background)
-  if (stop_running) {
-    for (const auto& [w, seq] : to_arm) arm_grace_timer(w, seq, stop_running->grace);
-  }
+  // A thread blocked in such a task's get() waits on its worker's word:
+  // woken, it sees the failed future.
+  for (const auto& w : stopped_workers) futex_wake_kinds(w->memory->slot->response, kWaiterKind);
   fail_room_waiters();
   for (const auto& waiter : done) waiter->complete();
   return core->future();
@@ -367,8 +345,11 @@ Future<void> PoolImpl::drain(std::optional<StopPolicy> stop_running) {
 void PoolImpl::grace_over(const std::shared_ptr<Worker>& w, std::uint32_t seq) {
   {
     std::lock_guard lock(mutex_);
-    // (Stopped meanwhile: reused, perhaps busy with a later task.)
-    if (w->state != Worker::State::stopping || w->posted != seq || w->killed() || w->reaped()) return;
+    // (Ended meanwhile: its word has changed, or will at its reap.)
+    if (w->state != Worker::State::stopping || w->posted != seq || w->killed() || w->reaped()) {
+      w->grace_deadline_ns.store(0, std::memory_order_relaxed);
+      return;
+    }
     ++stats_.tasks_killed;
     w->stop = StopOutcome::killed_after_grace;
     kill_locked(*w);

@@ -120,9 +120,11 @@ struct Worker : std::enable_shared_from_this<Worker> {
   // settled() of tasks killed (or dead) with this worker: completed once it
   // is reaped.
   std::vector<std::pair<std::shared_ptr<CompleterCore<StopOutcome>>, StopOutcome>> settle_at_reap;
-  // While stopping: the grace's timer, and whether it ran out (the worker
-  // was then killed).
-  std::shared_ptr<Timer> grace_timer;
+  // While stopping: when the grace runs out (steady clock, nanoseconds
+  // since its epoch; 0: no grace running). Its driver waits for the answer
+  // until then and kills the worker if none came (no timer thread is woken
+  // on the cancel's path). How a cancel stopped its task (for settled()).
+  std::atomic<std::int64_t> grace_deadline_ns{0};
   StopOutcome stop = StopOutcome::none;
 };
 
@@ -227,9 +229,9 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   // with nothing held.
   std::vector<std::shared_ptr<CompleterCore<void>>> drain_done_locked();
   // Stops the running task of entry on its worker by policy (cancel, and
-  // shutdown with a grace). True when a grace timer must be armed.
-  bool stop_running_locked(Entry& entry, const StopPolicy& policy);
-  void arm_grace_timer(const std::shared_ptr<Worker>& w, std::uint32_t seq, std::chrono::nanoseconds grace);
+  // shutdown): kills it, or asks it to stop and has its driver wait for the
+  // grace (see Worker::grace_deadline_ns).
+  void stop_running_locked(Entry& entry, const StopPolicy& policy);
 
   std::size_t target_locked() const {
     if (intake_ == Intake::drained) return 0;
@@ -260,8 +262,13 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   // already); returns its settled() completer, to complete unlocked.
   std::shared_ptr<CompleterCore<StopOutcome>> drop_queued_locked(std::shared_ptr<Entry> entry);
 
-  // The graded stop's end: the grace of the stop of task seq on w ran out.
+  // The graded stop's end (its driver): the grace of the stop of task seq
+  // on w ran out without an answer: the worker is killed.
   void grace_over(const std::shared_ptr<Worker>& w, std::uint32_t seq);
+
+  // The driver's wait for the answer to a posted task: until the response
+  // word leaves `from`, or a stop's grace runs out (then it returns `from`).
+  std::uint32_t wait_answer(const Worker& w, std::uint32_t from);
 
   // Room waiters complete whenever run() would take a task, or would
   // answer at once (a degraded pool: PoolDegraded).

@@ -1,6 +1,7 @@
 // The built-in tasks (include/cancellable/builtin_tasks.hpp) but the JSON
 // ones (json_tasks.cpp, built with the json component).
 #include "cancellable/builtin_tasks.hpp"
+#include "cancellable/isolate.hpp"
 #include "cancellable/stop_policy.hpp"
 
 #include <dirent.h>
@@ -32,6 +33,7 @@ int pid_task() { return static_cast<int>(::getpid()); }
 std::string echo_task(std::string text) { return text; }
 
 int spin_task() {
+  report_progress(0, 0, "spinning");  // (the caller can tell it runs)
   for (;;) {
     asm volatile("" ::: "memory");  // a loop the compiler must keep
   }
@@ -96,7 +98,9 @@ int wait_for_stop_task() {
   std::mutex mutex;
   std::condition_variable_any cv;
   std::unique_lock lock(mutex);
-  cv.wait(lock, work_stop_token().stop_token(), [] { return false; });
+  const CancellationToken asked = work_stop_token();
+  report_progress(0, 1, "waiting");  // (the caller can tell it runs)
+  cv.wait(lock, asked.stop_token(), [] { return false; });
   return 0;
 }
 
