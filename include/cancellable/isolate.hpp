@@ -9,7 +9,10 @@
 // (Boost.Interprocess) and decoded by the parent after the child has exited;
 // no pipe carries it. When the token is cancelled, or the timeout passes,
 // the child's whole process group gets SIGKILL at once and the future fails
-// with the token's exception (the same std::exception_ptr). One reaper thread
+// with the token's exception (the same std::exception_ptr). With a
+// StopPolicy grace (IsolateOptions::stop, stop_policy.hpp) the work is asked
+// to stop first and killed when the grace runs out; the future fails at
+// once either way. One reaper thread
 // watches every child through a pidfd and reaps it in the background: no
 // zombie remains, and the shared memory is released. A thread blocked in
 // get() or exited().wait() (without a timeout) does not wait for the reaper:

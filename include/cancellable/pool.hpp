@@ -24,7 +24,11 @@
 // with the token's exception, the worker's process group gets SIGKILL, a
 // standby worker takes the slot, and a replacement starts in the
 // background as the killed worker is reaped; the next task does not wait
-// for either. stats() counts each task once: run, killed by its cancel, or
+// for either. With a StopPolicy grace (TaskOptions::stop, PoolOptions::stop;
+// stop_policy.hpp) the task is asked to stop first, its slot is free at
+// once, and a worker whose task returns within the grace serves again; one
+// that does not is killed when the grace runs out (by its driver). drain()
+// and shutdown() end a pool's intake (PoolClosed) and stop its workers. stats() counts each task once: run, killed by its cancel, or
 // crashed (a worker that died before its task's cancel came). Arguments follow the rules of results (task.hpp): plain data, or
 // types cereal can serialize; pointers and views do not compile.
 //
