@@ -312,9 +312,12 @@ TEST_CASE("200 parses, half of them cancelled, leave no fds and keep the idle ar
     }
   }
   CHECK(cancelled > 50);  // most cancellations win
-  // Cancelled workers are reaped in the background: allow for a few still
-  // in flight. A leak would add one per run.
-  CHECK(process_support::count_fds() <= fds + 8);
-  CHECK(process_support::count_mappings() <= mappings + 16);
+  // Cancelled workers are reaped in the background: once the last is, no
+  // descriptor or mapping of any run is left. (A leak would add one per run.
+  // Waited for, not assumed: on a loaded machine ten reaps were still in
+  // flight when this was a fixed allowance.)
+  CHECK(process_support::eventually([&] { return process_support::count_fds() <= fds; }));
+  // (Mappings: some growth of the allocator's own is allowed.)
+  CHECK(process_support::eventually([&] { return process_support::count_mappings() <= mappings + 16; }));
   release_json_arena();
 }
