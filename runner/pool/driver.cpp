@@ -212,6 +212,9 @@ void PoolImpl::drive(const std::shared_ptr<Worker>& w) {
     }
 
     lock.lock();
+    // (A task handed over by run() may have been concluded by a waiter
+    // before this driver took it up: the drain's check runs here too.)
+    drained_if_idle_locked();
     if ((!c.answered && !c.refused) || c.retire) break;
   }
   finish_locked(lock, w);

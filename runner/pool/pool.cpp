@@ -288,10 +288,9 @@ void PoolImpl::drained_if_idle_locked() {
 }
 
 std::vector<std::shared_ptr<CompleterCore<void>>> PoolImpl::drain_done_locked() {
-  if (intake_ != Intake::drained) return {};
-  for (const auto& w : workers_) {
-    if (!w->reaped()) return {};
-  }
+  // (A worker leaves the list once it is both reaped and finished by its
+  // driver: then nothing of it is left.)
+  if (intake_ != Intake::drained || !workers_.empty()) return {};
   return std::exchange(drain_waiters_, {});
 }
 

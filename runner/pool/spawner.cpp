@@ -123,6 +123,9 @@ void PoolImpl::spawner_loop() {
     ++stats_.workers_started;
     ++live_drivers_;
     watch_locked(worker);
+    // Started while the pool drained its last tasks: not needed any more
+    // (its driver ends it, and the drain waits for its reap).
+    if (intake_ == Intake::drained) kill_locked(*worker);
     try {
       // (The thread's closure gives its reference to driver_loop, which
       // lets go of it before the pool may be destroyed.)
