@@ -259,6 +259,18 @@ double raw_worker_promise_kill_once(Waiter& waiter) {
   return us;
 }
 
+// A pidfd of the benchmark's own on pid, and the wait for its death.
+int open_pidfd_of(pid_t pid) {
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) throw std::runtime_error("pidfd_open failed");
+  return pidfd;
+}
+void wait_dead(int pidfd) {
+  pollfd dead{pidfd, POLLIN, 0};
+  while (::poll(&dead, 1, -1) < 0 && errno == EINTR) {
+  }
+}
+
 double pool_empty_once(WorkerPool& pool) {
   const auto start = Clock::now();
   (void)pool.run(builtin::empty).get();
@@ -450,16 +462,13 @@ std::vector<Row> graceful_stop(const Settings& settings) {
       // To the worker's death, seen through a pidfd of our own: its reap
       // and its replacement's spawn come after, and are not the grace's.
       const int worker = pool.run(builtin::pid).get();
-      const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, worker, 0));
-      if (pidfd < 0) throw std::runtime_error("pidfd_open failed");
+      const int pidfd = open_pidfd_of(worker);
       CancellationToken token;
       auto run = pool.start(builtin::spin, token, short_grace);
       while (!run.progress()) std::this_thread::yield();
       const auto deadline = Clock::now() + kShortGrace;
       token.cancel();
-      pollfd dead{pidfd, POLLIN, 0};
-      while (::poll(&dead, 1, -1) < 0 && errno == EINTR) {
-      }
+      wait_dead(pidfd);
       expiry_late.push_back(us_between(deadline, Clock::now()));
       ::close(pidfd);
       (void)run.settled().wait_for(std::chrono::seconds(60));
@@ -476,14 +485,11 @@ std::vector<Row> graceful_stop(const Settings& settings) {
       RawWorker raw;
       raw.post_spin();
       raw.wait_running();
-      const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, raw.pid(), 0));
-      if (pidfd < 0) throw std::runtime_error("pidfd_open failed");
+      const int pidfd = open_pidfd_of(raw.pid());
       const auto deadline = Clock::now() + kShortGrace;
       std::this_thread::sleep_until(deadline);
       ::kill(raw.pid(), SIGKILL);
-      pollfd dead{pidfd, POLLIN, 0};
-      while (::poll(&dead, 1, -1) < 0 && errno == EINTR) {
-      }
+      wait_dead(pidfd);
       by_hand_late.push_back(us_between(deadline, Clock::now()));
       ::close(pidfd);
       raw.kill_and_reap();

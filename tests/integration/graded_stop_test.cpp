@@ -3,6 +3,7 @@
 // is one test body run for a fork isolate and a pool task (this test binary
 // is its own pools' worker program: PoolOptions::worker_program left empty).
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -110,6 +111,24 @@ pid_t read_pid(const std::filesystem::path& path) {
   return pid;
 }
 
+// Runs task(argument) with a grace on either backend: a pool task, or the
+// same function in a fork isolate. Its future and its settled().
+struct Started {
+  Future<int> future;
+  Future<StopOutcome> settled;
+};
+Started start_on(Backend backend, WorkerPool& pool, const Task<int(std::string)>& task, int (*fn)(std::string),
+                 const std::string& argument, const CancellationToken& token, StopPolicy stop) {
+  if (backend == Backend::pool) {
+    TaskOptions options;
+    options.stop = stop;
+    auto run = pool.start(task, argument, token, options);
+    return {run.future(), run.settled()};
+  }
+  auto isolate = CancellableIsolate::spawn([fn, argument] { return fn(argument); }, token, on(backend, pool, stop));
+  return {isolate.future(), isolate.settled()};
+}
+
 }  // namespace
 
 TEST_CASE("work asked to stop removes its temporary file, while its caller failed at once, on both backends", "[stop][pool][fork]") {
@@ -120,20 +139,7 @@ TEST_CASE("work asked to stop removes its temporary file, while its caller faile
     CancellationToken token;
     StopPolicy stop;
     stop.grace = 120s;  // (never reached: the work stops long before)
-    Future<int> future = make_ready_future(0);
-    Future<StopOutcome> settled = make_ready_future(StopOutcome::none);
-    if (backend == Backend::pool) {
-      TaskOptions options;
-      options.stop = stop;
-      auto run = pool.start(clean_up_when_asked_task, file.path.string(), token, options);
-      future = run.future();
-      settled = run.settled();
-    } else {
-      auto isolate = CancellableIsolate::spawn([path = file.path.string()] { return clean_up_when_asked(path); },
-                                               token, on(backend, pool, stop));
-      future = isolate.future();
-      settled = isolate.settled();
-    }
+    auto [future, settled] = start_on(backend, pool, clean_up_when_asked_task, clean_up_when_asked, file.path.string(), token, stop);
     REQUIRE(wait_for_file(file.path));
     token.cancel();
     // At once: failed inside cancel(), before the work has even heard.
@@ -174,20 +180,7 @@ TEST_CASE("work that ignores the request is killed with what it started when the
     CancellationToken token;
     StopPolicy stop;
     stop.grace = 100ms;
-    Future<int> future = make_ready_future(0);
-    Future<StopOutcome> settled = make_ready_future(StopOutcome::none);
-    if (backend == Backend::pool) {
-      TaskOptions options;
-      options.stop = stop;
-      auto run = pool.start(ignore_the_request_task, pid_file.path.string(), token, options);
-      future = run.future();
-      settled = run.settled();
-    } else {
-      auto isolate = CancellableIsolate::spawn([path = pid_file.path.string()] { return ignore_the_request(path); },
-                                               token, on(backend, pool, stop));
-      future = isolate.future();
-      settled = isolate.settled();
-    }
+    auto [future, settled] = start_on(backend, pool, ignore_the_request_task, ignore_the_request, pid_file.path.string(), token, stop);
     const pid_t child = read_pid(pid_file.path);
     REQUIRE(child > 0);
     token.cancel();
@@ -211,20 +204,7 @@ TEST_CASE("terminate_first stops work that handles SIGTERM but does not watch it
     StopPolicy stop;
     stop.grace = 120s;
     stop.terminate_first = true;
-    Future<int> future = make_ready_future(0);
-    Future<StopOutcome> settled = make_ready_future(StopOutcome::none);
-    if (backend == Backend::pool) {
-      TaskOptions options;
-      options.stop = stop;
-      auto run = pool.start(stop_on_sigterm_task, file.path.string(), token, options);
-      future = run.future();
-      settled = run.settled();
-    } else {
-      auto isolate = CancellableIsolate::spawn([path = file.path.string()] { return stop_on_sigterm(path); }, token,
-                                               on(backend, pool, stop));
-      future = isolate.future();
-      settled = isolate.settled();
-    }
+    auto [future, settled] = start_on(backend, pool, stop_on_sigterm_task, stop_on_sigterm, file.path.string(), token, stop);
     REQUIRE(wait_for_file(file.path));
     token.cancel();
     CHECK_THROWS_AS(future.get(), CancelledException);
@@ -331,10 +311,13 @@ TEST_CASE("a pool's worker program defaults to the running program when it calls
 }
 
 namespace {
-int echo_after_release(std::string path) {
-  // Returns once `path` exists (the test's signal), with its length.
-  while (!std::filesystem::exists(path)) ::usleep(1000);
-  return static_cast<int>(path.size());
+int echo_after_release(std::string fifo) {
+  // Returns once the test writes to the FIFO (a blocking read: no polling),
+  // with the path's length.
+  std::ifstream in(fifo);
+  std::string word;
+  in >> word;
+  return static_cast<int>(fifo.size());
 }
 constexpr Task<int(std::string)> echo_after_release_task{"test.echo_after_release"};
 CANCELLABLE_TASK(echo_after_release_task, echo_after_release);
@@ -343,6 +326,7 @@ CANCELLABLE_TASK(echo_after_release_task, echo_after_release);
 TEST_CASE("drain() refuses new tasks, finishes the queued and running ones, then stops every worker", "[stop][pool]") {
   WorkerPool pool(this_program(1, 1));
   const test_support::TempPath release("graded-drain-release");
+  REQUIRE(::mkfifo(release.path.c_str(), 0600) == 0);
   auto running = pool.run(echo_after_release_task, release.path.string());
   auto queued = pool.run(own_pid_task);
   auto drained = pool.drain();
