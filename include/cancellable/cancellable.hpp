@@ -12,6 +12,7 @@
 #include "cancellable/merged_cancellation_token.hpp"
 #include "cancellable/signal_cancellation_token.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
+#include "cancellable/when.hpp"
 #include "cancellable/version.hpp"
 #include "cancellable/crossing.hpp"
 #include "cancellable/isolate.hpp"
