@@ -11,6 +11,7 @@
 #include "cancellable/ignore_cancellation.hpp"
 #include "cancellable/merged_cancellation_token.hpp"
 #include "cancellable/signal_cancellation_token.hpp"
+#include "cancellable/task_group.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
 #include "cancellable/when.hpp"
 #include "cancellable/version.hpp"

@@ -275,6 +275,25 @@ class StreamedResponse {
   std::shared_ptr<State> state_;
 };
 
+// A request started with Client::start: its response, and when it is over.
+class RequestRun {
+ public:
+  RequestRun(Future<Response> future, Future<void> settled)
+      : future_(std::move(future)), settled_(std::move(settled)) {}
+  // The response (as Client::request returns it).
+  const Future<Response>& future() const noexcept { return future_; }
+  // Completes (never fails) once the request holds nothing any more: its
+  // connection closed (or back among the client's idle connections), its
+  // timers and body source stopped. A cancelled request's future fails at
+  // once; this completes when the I/O thread has closed its connection. At
+  // once for a request that never opened one. Completes on the I/O thread.
+  const Future<void>& settled() const noexcept { return settled_; }
+
+ private:
+  Future<Response> future_;
+  Future<void> settled_;
+};
+
 class Client {
  public:
   explicit Client(ClientOptions options = {});
@@ -284,6 +303,9 @@ class Client {
 
   // Any request; the body is read to its end.
   Future<Response> request(Request request, CancellationToken token = CancellationToken::none());
+  // As request(), and also tells when the request is over (RequestRun::
+  // settled): what a TaskGroup (task_group.hpp) waits for.
+  RequestRun start(Request request, CancellationToken token = CancellationToken::none());
   // Any request; completes once the headers arrived (after redirects).
   Future<StreamedResponse> send(Request request, CancellationToken token = CancellationToken::none());
 

@@ -151,18 +151,35 @@ void launch(const std::shared_ptr<Client::Impl>& impl, std::shared_ptr<Op> op, R
   if (!posted) on_closed();
 }
 
+// request() and start(): a whole response; `settled`, if given, completes
+// once the op (and its connection) is gone.
+Future<Response> start_full(const std::shared_ptr<Client::Impl>& impl, Request& request, CancellationToken& token,
+                            std::shared_ptr<cancellable::detail::FutureState<void>> settled) {
+  Future<Response> future;
+  std::unique_ptr<CancellableCompleter<Response>> completer;
+  auto op = make_op(impl, request, token, completer, future);
+  if (!op) {
+    if (settled) settled->set_value();
+    return future;
+  }
+  op->settled = std::move(settled);
+  auto* raw = completer.get();
+  op->full = std::move(completer);
+  launch(impl, op, [](std::shared_ptr<Op> o) { return run_full(std::move(o)); },
+         [raw] { raw->complete_error(client_closed()); });
+  return future;
+}
+
 }  // namespace
 
 Future<Response> Client::request(Request request, CancellationToken token) {
-  Future<Response> future;
-  std::unique_ptr<CancellableCompleter<Response>> completer;
-  auto op = make_op(impl_, request, token, completer, future);
-  if (!op) return future;
-  auto* raw = completer.get();
-  op->full = std::move(completer);
-  launch(impl_, op, [](std::shared_ptr<Op> o) { return run_full(std::move(o)); },
-         [raw] { raw->complete_error(client_closed()); });
-  return future;
+  return start_full(impl_, request, token, nullptr);
+}
+
+RequestRun Client::start(Request request, CancellationToken token) {
+  auto settled = std::make_shared<cancellable::detail::FutureState<void>>();
+  auto future = start_full(impl_, request, token, settled);
+  return RequestRun(std::move(future), Future<void>(std::move(settled)));
 }
 
 Future<StreamedResponse> Client::send(Request request, CancellationToken token) {

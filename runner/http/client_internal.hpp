@@ -322,6 +322,8 @@ struct Op : std::enable_shared_from_this<Op> {
   }
   ~Op() {
     if (pump) pump->halt();
+    drop_connection();
+    if (settled) settled->set_value();
   }
 
   // A hook for a completer: posts the abort to the I/O thread (never owns
@@ -429,6 +431,9 @@ struct Op : std::enable_shared_from_this<Op> {
   std::unique_ptr<CancellableCompleter<Response>> full;
   std::unique_ptr<CancellableCompleter<StreamedResponse>> streamed;
   std::unique_ptr<CancellableCompleter<void>> body_guard;  // The request's token while the body streams.
+  // RequestRun::settled: completed by the destructor, once the connection is
+  // closed or kept idle (null when nobody asked).
+  std::shared_ptr<cancellable::detail::FutureState<void>> settled;
   std::unique_ptr<Connection> conn;
   std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
   detail::Inflater inflater;

@@ -22,6 +22,7 @@
 #include "cancellable/isolate.hpp"
 #include "cancellable/pool.hpp"
 #include "cancellable/stop_policy.hpp"
+#include "cancellable/task_group.hpp"
 #include "support/process_support.hpp"
 #include "support/temp_file.hpp"
 #include "support/test_support.hpp"
@@ -78,6 +79,10 @@ int stop_on_sigterm(std::string path) {
 }
 constexpr Task<int(std::string)> stop_on_sigterm_task{"test.stop_on_sigterm"};
 CANCELLABLE_TASK(stop_on_sigterm_task, stop_on_sigterm);
+
+int fail_with(std::string message) { throw std::runtime_error(message); }
+constexpr Task<int(std::string)> fail_with_task{"test.graded.fail_with"};
+CANCELLABLE_TASK(fail_with_task, fail_with);
 
 int own_pid() { return static_cast<int>(::getpid()); }
 constexpr Task<int()> own_pid_task{"test.graded.own_pid"};
@@ -359,4 +364,44 @@ TEST_CASE("shutdown() with a grace fails queued and running tasks at once and le
   CHECK_FALSE(std::filesystem::exists(file.path));
   CHECK_THROWS_AS(pool.run(own_pid_task), PoolClosed);
   CHECK(pool.stats().tasks_stopped == 1);
+}
+
+TEST_CASE("a task group's join returns only once its isolate and pool task have ended, clean-up included", "[group][stop][pool][fork]") {
+  WorkerPool pool(this_program(2, 0));
+  StopPolicy stop;
+  stop.grace = 120s;  // (never reached: the work stops long before)
+  TaskOptions task_options;
+  task_options.stop = stop;
+  {
+    // A pool task's failure cancels the group: the fork isolate is asked to
+    // stop, cleans up, and join() waits for that.
+    const test_support::TempPath file("group-isolate");
+    TaskGroup group;
+    auto isolate = group.spawn([&](const CancellationToken& token) {
+      return CancellableIsolate::spawn([path = file.path.string()] { return clean_up_when_asked(path); }, token,
+                                       on(Backend::process, pool, stop));
+    });
+    REQUIRE(wait_for_file(file.path));
+    auto failing = group.spawn([&](const CancellationToken& token) {
+      return pool.start(fail_with_task, std::string("no such row"), token);
+    });
+    CHECK_THROWS_WITH(failing.get(), "no such row");
+    CHECK(isolate.is_ready());  // cancelled by the failure, at once
+    CHECK_THROWS_WITH(group.join().get(), "no such row");
+    CHECK_FALSE(std::filesystem::exists(file.path));
+  }
+  {
+    // cancel(): the pool task cleans up within its grace before join() returns.
+    const test_support::TempPath file("group-pool");
+    TaskGroup group;
+    auto task = group.spawn([&](const CancellationToken& token) {
+      return pool.start(clean_up_when_asked_task, file.path.string(), token, task_options);
+    });
+    REQUIRE(wait_for_file(file.path));
+    group.cancel();
+    CHECK(task.is_ready());
+    CHECK_THROWS_AS(group.join().get(), CancelledException);
+    CHECK_FALSE(std::filesystem::exists(file.path));
+    CHECK(pool.stats().tasks_stopped == 1);
+  }
 }

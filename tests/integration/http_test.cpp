@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "cancellable/exceptions.hpp"
+#include "cancellable/task_group.hpp"
+#include "cancellable/when.hpp"
 #include "cancellable/timeout_cancellation_token.hpp"
 #include "support/http_support.hpp"
 #include "support/http_test_server.hpp"
@@ -184,6 +186,46 @@ TEST_CASE("Cancelled while waiting for headers, the future fails with the token'
   CHECK(client.get(server.url("/hello")).get().body == "hello");
   CHECK(client.open_connections() == 1);
   CHECK(server.connections() == 2);
+}
+
+TEST_CASE("A task group's join completes only once its cancelled requests' connections are closed") {
+  test_http::Server server;
+  Client client;
+  cancellable::TaskGroup group;
+  std::vector<cancellable::Future<cancellable::http::Response>> responses;
+  for (int i = 0; i < 3; ++i) {
+    responses.push_back(group.spawn([&](const CancellationToken& token) {
+      Request request;
+      request.url = server.url("/hold");
+      return client.start(std::move(request), token);
+    }));
+  }
+  server.wait_for_requests(3);
+  group.cancel();
+  for (auto& r : responses) {
+    REQUIRE(r.is_ready());  // Failed inside cancel()...
+    CHECK_THROWS_AS(r.get(), CancelledException);
+  }
+  CHECK_THROWS_AS(group.join().get(), CancelledException);
+  CHECK(client.open_connections() == 0);  // ...and join() waited for the closes.
+}
+
+TEST_CASE("Three requests under one token are waited for together, and one cancel fails them all") {
+  test_http::Server server;
+  Client client;
+  CancellationToken token;
+  auto all = cancellable::when_all(client.read(server.url("/hello"), token), client.read(server.url("/hello"), token),
+                                   client.read(server.url("/hello"), token));
+  auto [a, b, c] = all.get();
+  CHECK(a + b + c == "hellohellohello");
+  std::vector<cancellable::Future<std::string>> held;
+  for (int i = 0; i < 3; ++i) held.push_back(client.read(server.url("/hold"), token));
+  auto waiting = cancellable::when_all(held);
+  server.wait_for_requests(6);
+  token.cancel();
+  REQUIRE(waiting.is_ready());
+  CHECK(waiting.exception() == token.exception());
+  CHECK_FALSE(token.has_cancellables());
 }
 
 TEST_CASE("Cancelled while the body streams, reads fail with the token's exception; at most 64 KiB came after the abort") {
