@@ -23,8 +23,11 @@
 #include <streambuf>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cancellable/detail/area_streambuf.hpp"
+#include "cancellable/detail/isolate_runtime.hpp"
+#include "cancellable/detail/pool_map.hpp"
 #include "cancellable/task.hpp"
 #include "worker/child_entry.hpp"
 #include "worker/protocol/futex.hpp"
@@ -110,6 +113,56 @@ void set_cpu_limit(std::uint64_t limit_seconds) {
   (void)::setrlimit(RLIMIT_CPU, &limit);
 }
 
+// A chunk of WorkerPool::map (cancellable/detail/pool_map.hpp): runs each
+// input in order, and stops at the first that throws. A result area that
+// overflows is left to serve() (too_large).
+void run_map_chunk(const char* args, std::size_t args_bytes, std::ostream& out, const AreaStreambuf& writer,
+                   std::optional<std::size_t> memory_limit, std::size_t max_result) {
+  const auto bad = [] { return std::invalid_argument("WorkerPool::map: the chunk's arguments are malformed"); };
+  MapArgsTrailer trailer;
+  if (args_bytes < sizeof trailer) throw bad();
+  std::memcpy(&trailer, args + args_bytes - sizeof trailer, sizeof trailer);
+  std::size_t left = args_bytes - sizeof trailer;
+  if (trailer.magic != kMapMagic || trailer.name_size > left) throw bad();
+  left -= trailer.name_size;
+  const std::string_view name(args + left, trailer.name_size);
+  if (trailer.inputs >= left / sizeof(std::uint64_t)) throw bad();
+  const std::size_t n = trailer.inputs;
+  left -= (n + 1) * sizeof(std::uint64_t);
+  std::vector<std::uint64_t> offsets(n + 1);
+  std::memcpy(offsets.data(), args + left, offsets.size() * sizeof(std::uint64_t));
+  for (std::size_t i = 0; i < n; ++i)
+    if (offsets[i] > offsets[i + 1] || offsets[i + 1] > left) throw bad();
+  const TaskInvoker invoker = find_task(name);
+  if (!invoker) {
+    throw std::invalid_argument("no task named '" + std::string(name) + "' is registered in this worker program");
+  }
+  std::vector<std::uint64_t> done{0};
+  done.reserve(n + 1);
+  MapResultTrailer result;
+  std::string error;
+  for (std::size_t i = 0; i < n; ++i) {
+    report_progress_impl(i, n, nullptr, 0);  // (a crash in input i is reported as input i)
+    try {
+      invoker(args + offsets[i], offsets[i + 1] - offsets[i], out);
+      out.flush();
+    } catch (...) {
+      error = encode_exception(std::current_exception(), memory_limit, std::min<std::size_t>(max_result, 64 << 10));
+      result.failed = 1;
+      break;
+    }
+    if (writer.overflowed()) return;
+    done.push_back(writer.total());
+  }
+  report_progress_impl(done.size() - 1, n, nullptr, 0);
+  result.done = done.size() - 1;
+  result.error_size = error.size();
+  out.write(reinterpret_cast<const char*>(done.data()), static_cast<std::streamsize>(done.size() * sizeof(std::uint64_t)));
+  out.write(error.data(), static_cast<std::streamsize>(error.size()));
+  out.write(reinterpret_cast<const char*>(&result), sizeof result);
+  out.flush();
+}
+
 [[noreturn]] void serve(PoolSlot* slot, std::uint64_t args_capacity, std::uint64_t result_capacity,
                         std::optional<std::size_t> memory_limit) {
   set_worker_process_header(slot);  // (report_progress, from any thread of a task)
@@ -130,14 +183,18 @@ void set_cpu_limit(std::uint64_t limit_seconds) {
     if (cpu_limit != 0) set_cpu_limit(cpu_limit);
     begin_process_work(slot, next);  // (work_stop_token(): the stop word the pool writes is this number)
     try {
-      const TaskInvoker invoker = find_task(name);
-      if (!invoker) {
-        throw std::invalid_argument("no task named '" + std::string(name) +
-                                    "' is registered in this worker program");
-      }
       std::ostream out(&writer);
-      invoker(slot->args(), args_bytes, out);
-      out.flush();
+      if (name == kMapTaskName) {
+        run_map_chunk(slot->args(), args_bytes, out, writer, memory_limit, max_result);
+      } else {
+        const TaskInvoker invoker = find_task(name);
+        if (!invoker) {
+          throw std::invalid_argument("no task named '" + std::string(name) +
+                                      "' is registered in this worker program");
+        }
+        invoker(slot->args(), args_bytes, out);
+        out.flush();
+      }
       if (writer.overflowed()) {
         outcome = PoolSlot::Outcome::too_large;
         payload = writer.total();

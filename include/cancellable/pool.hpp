@@ -77,7 +77,13 @@
 // the pool from one of its own continuations is not allowed.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstring>
+#include <ranges>
+#include <sstream>
+#include <variant>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -91,17 +97,20 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "cancellable/cancellation_token.hpp"
 #include "cancellable/crossing.hpp"
 #include "cancellable/detail/completer_core.hpp"
 #include "cancellable/detail/isolate_codec.hpp"
+#include "cancellable/detail/pool_map.hpp"
 #include "cancellable/detail/pool_submit.hpp"
 #include "cancellable/future.hpp"
 #include "cancellable/isolate_errors.hpp"
 #include "cancellable/isolate_options.hpp"
 #include "cancellable/pool_options.hpp"
 #include "cancellable/task.hpp"
+#include "cancellable/when.hpp"
 
 namespace cancellable {
 
@@ -164,6 +173,72 @@ class PoolStartFailed : public PoolError {
 };
 using WorkerStartFailed = PoolStartFailed;
 
+
+// WorkerPool::map: an input failed (its task threw, or its worker died or
+// hit a limit while running it). cause() is what run() would have failed
+// with for that input; index() its place in the inputs.
+class MapInputFailed : public std::runtime_error {
+ public:
+  MapInputFailed(std::size_t index, std::exception_ptr cause);
+  std::size_t index() const noexcept { return index_; }
+  const std::exception_ptr& cause() const noexcept { return cause_; }
+
+ private:
+  std::size_t index_;
+  std::exception_ptr cause_;
+};
+
+namespace detail {
+
+// What map's chunks share: the results, in input order, and the outcome.
+template <class R>
+struct MapState {
+  using Out = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
+  using Slot = std::conditional_t<std::is_default_constructible_v<R>, R, std::optional<R>>;
+  MapState(std::size_t inputs, std::size_t chunks, const CancellationToken& token)
+      : core(token, nullptr), remaining(chunks) {
+    if constexpr (!std::is_void_v<R>) slots.resize(inputs);
+  }
+  CompleterCore<Out> core;
+  std::conditional_t<std::is_void_v<R>, std::monostate, std::vector<Slot>> slots;
+  std::atomic<std::size_t> remaining;
+  std::atomic<bool> decided{false};
+  CancellationToken rest;  // cancelled by the first failure: stops the other chunks
+
+  void fail(std::exception_ptr error) {
+    if (decided.exchange(true, std::memory_order_acq_rel)) return;
+    core.complete_error(std::move(error));
+    rest.cancel_with_reason("WorkerPool::map: another input failed");
+  }
+  void chunk_done() {
+    if (remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    if (decided.exchange(true, std::memory_order_acq_rel)) return;
+    if constexpr (std::is_void_v<R>) {
+      core.complete();
+    } else if constexpr (std::is_default_constructible_v<R>) {
+      core.complete(std::move(slots));
+    } else {
+      std::vector<R> values;
+      values.reserve(slots.size());
+      for (auto& slot : slots) values.push_back(std::move(*slot));
+      core.complete(std::move(values));
+    }
+  }
+};
+
+// One input as the task's argument tuple.
+template <class... A, class Input>
+std::tuple<std::decay_t<A>...> map_arguments(Input&& input) {
+  if constexpr (sizeof...(A) == 1 && std::is_constructible_v<std::decay_t<A>..., Input&&>) {
+    return std::tuple<std::decay_t<A>...>(std::forward<Input>(input));
+  } else {
+    return std::apply(
+        [](auto&&... a) { return std::tuple<std::decay_t<A>...>(std::forward<decltype(a)>(a)...); },
+        std::forward<Input>(input));
+  }
+}
+
+}  // namespace detail
 
 // A task started with WorkerPool::start: its result, and when it is over.
 template <class R>
@@ -235,6 +310,35 @@ class WorkerPool {
     return PoolRun<R>(std::move(future), settled->future(), std::move(progress));
   }
 
+  // map(task, inputs, [token, [options]]): runs the task once per input in
+  // the pool's workers and completes with the results in input order
+  // (Future<std::vector<R>>; Future<void> for a task returning void). An
+  // input is the task's argument (a task of one argument) or a tuple of its
+  // arguments. Inputs go to workers in chunks (MapOptions::chunk_size); a
+  // worker runs a chunk's inputs one after another, so tiny tasks cost a
+  // function call each, not a round trip.
+  // Fails with: the token's exception (one cancel stops every chunk, queued
+  // or running, as for run()); TimeoutException (options.task.timeout, for
+  // the whole map); MapInputFailed for the first input that failed (its
+  // index, and its task's exception or its worker's failure as cause()); the
+  // other chunks are then cancelled. Throws as run() does (PoolQueueFull,
+  // PoolDegraded, PoolClosed, std::invalid_argument for bad options), having
+  // left nothing running; std::length_error fails it when a chunk's
+  // arguments exceed max_argument_bytes; ResultTooLarge when its results
+  // exceed max_result_bytes (use a smaller chunk_size).
+  template <class R, class... A, class Inputs, class... Rest>
+  auto map(const Task<R(A...)>& task, const Inputs& inputs, Rest&&... rest) {
+    static_assert(sizeof...(A) >= 1, "WorkerPool::map: the task takes no arguments");
+    static_assert(sizeof...(Rest) <= 2,
+                  "WorkerPool::map(task, inputs, [token, [options]]): optionally a CancellationToken and MapOptions");
+    auto all = std::forward_as_tuple(std::forward<Rest>(rest)...);
+    CancellationToken token = CancellationToken::none();
+    MapOptions options;
+    if constexpr (sizeof...(Rest) >= 1) token = std::get<0>(all);
+    if constexpr (sizeof...(Rest) >= 2) options = std::get<1>(all);
+    return map_impl<R, A...>(task, inputs, std::move(token), std::move(options));
+  }
+
   // Completes when the queue has room for one more task (at once if it has).
   Future<void> room() const;
 
@@ -259,6 +363,90 @@ class WorkerPool {
     auto call = detail::split_task_call<TaskOptions, A...>(all, indices);
     return detail::submit_pool_task<R>(impl_, task.name, std::move(call.arguments), std::move(call.token),
                                        std::move(call.options), std::move(settled), std::move(progress));
+  }
+
+  template <class R, class... A, class Inputs>
+  auto map_impl(const Task<R(A...)>& task, const Inputs& inputs, CancellationToken token, MapOptions options) {
+    using State = detail::MapState<R>;
+    using Out = typename State::Out;
+    if (options.task.on_progress) throw std::invalid_argument("WorkerPool::map: on_progress is not supported");
+    CancellationToken effective = token;
+    if (options.task.timeout) {
+      effective = MergedCancellationToken{token, TimeoutCancellationToken(*options.task.timeout)};
+      options.task.timeout.reset();
+    }
+    if (effective.is_cancelled()) return make_failed_future<Out>(effective.exception());
+    const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
+    if (n == 0) {
+      if constexpr (std::is_void_v<R>) {
+        return make_ready_future();
+      } else {
+        return make_ready_future(std::vector<R>{});
+      }
+    }
+    std::size_t chunk = options.chunk_size;
+    if (chunk == 0) {
+      const std::size_t workers = std::max<std::size_t>(1, detail::pool_size(*impl_));
+      chunk = (n + 4 * workers - 1) / (4 * workers);
+    }
+    const std::size_t chunks = (n + chunk - 1) / chunk;
+    auto state = std::make_shared<State>(n, chunks, effective);
+    auto result = state->core.future();
+    const CancellationToken chunk_token = effective.merge(state->rest);
+    auto input = std::ranges::begin(inputs);
+    try {
+      for (std::size_t start = 0; start < n; start += chunk) {
+        const std::size_t count = std::min(chunk, n - start);
+        std::ostringstream encoded;
+        std::vector<std::uint64_t> offsets{0};
+        offsets.reserve(count + 1);
+        for (std::size_t i = 0; i < count; ++i, ++input) {
+          detail::encode_result(detail::map_arguments<A...>(*input), encoded);
+          offsets.push_back(static_cast<std::uint64_t>(encoded.tellp()));
+        }
+        std::string bytes = std::move(encoded).str();
+        detail::finish_map_args(bytes, offsets, task.name);
+        auto encode = [bytes = std::move(bytes)](char* area, std::size_t capacity) {
+          if (bytes.size() <= capacity) std::memcpy(area, bytes.data(), bytes.size());
+          return bytes.size();
+        };
+        auto decode = [state, start, count](std::string_view answer_bytes) {
+          const auto answer = detail::read_map_answer(answer_bytes);
+          if constexpr (!std::is_void_v<R>) {
+            for (std::size_t j = 0; j < answer.done(); ++j) {
+              state->slots[start + j] = detail::decode_result<R>(detail::ResultView{
+                  answer.results + answer.offsets[j], answer.offsets[j + 1] - answer.offsets[j]});
+            }
+          }
+          if (answer.failure) throw MapInputFailed(start + answer.done(), answer.failure);
+          if (answer.done() != count) throw std::runtime_error("WorkerPool::map: a chunk's answer is short");
+        };
+        auto progress = detail::make_pool_progress();
+        auto done = detail::submit_pool_job_as<void>(impl_, detail::kMapTaskName, std::move(encode),
+                                                     std::move(decode), chunk_token, options.task, nullptr, progress);
+        detail::when_complete(done.state(), [state, s = done.state(), progress, start, effective] {
+          auto error = s->error();
+          if (!error) return state->chunk_done();
+          if (state->decided.load(std::memory_order_acquire)) return;
+          if (effective.is_cancelled() && error == effective.exception()) return state->fail(error);
+          try {
+            std::rethrow_exception(error);
+          } catch (const MapInputFailed&) {
+            state->fail(error);
+          } catch (const WorkerFailed&) {
+            // The worker died (or hit a limit) in the input it reported last.
+            const auto reached = detail::read_pool_progress(*progress);
+            state->fail(std::make_exception_ptr(MapInputFailed(start + (reached ? reached->done : 0), error)));
+          } catch (...) {
+            state->fail(error);
+          }
+        });
+      }
+    } catch (...) {
+      state->rest.cancel();  // (what was queued already never starts)
+      throw;
+    }
+    return result;
   }
 
   friend const std::shared_ptr<detail::PoolImpl>& detail::pool_impl_of(const WorkerPool& pool) noexcept;

@@ -83,4 +83,18 @@ struct TaskOptions {
   std::optional<StopPolicy> stop;
 };
 
+// WorkerPool::map's options.
+struct MapOptions {
+  // Inputs per chunk: one chunk is one hand-over to a worker, which runs
+  // its inputs one after another. 0 (the default): ceil(inputs / (4 x the
+  // pool's size)), as Python's multiprocessing.Pool.map chooses. A chunk's
+  // encoded inputs and results must fit max_argument_bytes and
+  // max_result_bytes.
+  std::size_t chunk_size = 0;
+  // For the whole map: timeout (from the call to the last result). For each
+  // chunk: cpu_time_limit and stop. on_progress is not supported (it throws
+  // std::invalid_argument).
+  TaskOptions task;
+};
+
 }  // namespace cancellable

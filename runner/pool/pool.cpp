@@ -424,6 +424,7 @@ std::function<void()> submit_pool_job(const std::shared_ptr<PoolImpl>& pool, std
 }
 
 PoolStats pool_stats(const PoolImpl& pool) { return pool.stats(); }
+std::size_t pool_size(const PoolImpl& pool) noexcept { return pool.size(); }
 Future<void> pool_room(const std::shared_ptr<PoolImpl>& pool) { return pool->room(); }
 void stop_pool(PoolImpl& pool) noexcept { pool.stop(); }
 const std::shared_ptr<PoolImpl>& pool_impl_of(const WorkerPool& pool) noexcept { return pool.impl_; }

@@ -201,6 +201,8 @@ struct Entry final : WaitHelper, std::enable_shared_from_this<Entry> {
 class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
  public:
   explicit PoolImpl(PoolOptions options) : options_(std::move(options)) {}
+  // Tasks that run at once (PoolOptions::size).
+  std::size_t size() const noexcept { return options_.size; }
 
   void start();
 

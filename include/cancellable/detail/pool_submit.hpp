@@ -79,6 +79,7 @@ std::shared_ptr<PoolImpl> make_pool(PoolOptions options);
 // PoolQueueFull, PoolDegraded.
 std::function<void()> submit_pool_job(const std::shared_ptr<PoolImpl>& pool, std::shared_ptr<PoolJob> job);
 PoolStats pool_stats(const PoolImpl& pool);
+std::size_t pool_size(const PoolImpl& pool) noexcept;
 Future<void> pool_room(const std::shared_ptr<PoolImpl>& pool);
 void stop_pool(PoolImpl& pool) noexcept;
 
@@ -86,17 +87,21 @@ void stop_pool(PoolImpl& pool) noexcept;
 // does not need the whole of pool.hpp).
 const std::shared_ptr<PoolImpl>& pool_impl_of(const WorkerPool& pool) noexcept;
 
-// WorkerPool::run's body: checks the options, fails at once if the token is
-// cancelled already, queues the task and arms its cancellation.
-template <class R, class Arguments>
-Future<R> submit_pool_task(const std::shared_ptr<PoolImpl>& pool, const char* name, Arguments arguments,
-                         CancellationToken token, TaskOptions options,
-                         std::shared_ptr<CompleterCore<StopOutcome>> settled, std::shared_ptr<PoolProgress> progress) {
+// WorkerPool::run's body, for any encoding of the arguments and decoding of
+// the answer: checks the options, fails at once if the token is cancelled
+// already, queues the job and arms its cancellation. encode_args is
+// PoolJob::encode_args; decode(bytes) returns the future's value (nothing for
+// V = void) or throws (the future then fails with it).
+template <class V, class Encode, class Decode>
+Future<V> submit_pool_job_as(const std::shared_ptr<PoolImpl>& pool, const char* name, Encode encode_args,
+                             Decode decode, CancellationToken token, TaskOptions options,
+                             std::shared_ptr<CompleterCore<StopOutcome>> settled,
+                             std::shared_ptr<PoolProgress> progress) {
   CancellationToken effective = token;
   if (options.timeout) effective = MergedCancellationToken{token, TimeoutCancellationToken(*options.timeout)};
   if (effective.is_cancelled()) {
     if (settled) settled->complete(StopOutcome::none);  // (nothing started)
-    return make_failed_future<R>(effective.exception());
+    return make_failed_future<V>(effective.exception());
   }
 
   if (options.cpu_time_limit && options.cpu_time_limit->count() < 1) {
@@ -116,24 +121,19 @@ Future<R> submit_pool_task(const std::shared_ptr<PoolImpl>& pool, const char* na
   job->task_name = name;
   job->cpu_time_limit = options.cpu_time_limit;
   job->token = effective;
-  job->encode_args = [arguments = std::move(arguments)](char* area, std::size_t capacity) {
-    AreaStreambuf buffer(area, capacity);
-    std::ostream out(&buffer);
-    encode_result(arguments, out);
-    out.flush();
-    return buffer.total();
-  };
+  job->encode_args = std::move(encode_args);
   // The job is cancelled through this handle (set once it is queued).
   auto cancel = std::make_shared<std::function<void()>>();
   auto hook_ready = std::make_shared<std::atomic<bool>>(false);
-  auto core = std::make_shared<CompleterCore<R>>(effective, nullptr, [cancel, hook_ready] {
+  auto core = std::make_shared<CompleterCore<V>>(effective, nullptr, [cancel, hook_ready] {
     if (hook_ready->load(std::memory_order_acquire)) (*cancel)();
   });
-  job->deliver = [core](std::string_view bytes) {
-    if constexpr (std::is_void_v<R>) {
+  job->deliver = [core, decode = std::move(decode)](std::string_view bytes) {
+    if constexpr (std::is_void_v<V>) {
+      decode(bytes);
       core->complete();
     } else {
-      core->complete(decode_result<R>(ResultView{bytes.data(), bytes.size()}));
+      core->complete(decode(bytes));
     }
   };
   job->fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
@@ -148,6 +148,26 @@ Future<R> submit_pool_task(const std::shared_ptr<PoolImpl>& pool, const char* na
   // future failed already; take the job back now.
   if (core->was_cancelled()) (*cancel)();
   return future;
+}
+
+// WorkerPool::run's body: the arguments encoded, the result decoded, by the
+// isolate codec.
+template <class R, class Arguments>
+Future<R> submit_pool_task(const std::shared_ptr<PoolImpl>& pool, const char* name, Arguments arguments,
+                           CancellationToken token, TaskOptions options,
+                           std::shared_ptr<CompleterCore<StopOutcome>> settled, std::shared_ptr<PoolProgress> progress) {
+  auto encode = [arguments = std::move(arguments)](char* area, std::size_t capacity) {
+    AreaStreambuf buffer(area, capacity);
+    std::ostream out(&buffer);
+    encode_result(arguments, out);
+    out.flush();
+    return buffer.total();
+  };
+  auto decode = [](std::string_view bytes) {
+    if constexpr (!std::is_void_v<R>) return decode_result<R>(ResultView{bytes.data(), bytes.size()});
+  };
+  return submit_pool_job_as<R>(pool, name, std::move(encode), std::move(decode), std::move(token),
+                               std::move(options), std::move(settled), std::move(progress));
 }
 
 }  // namespace detail
