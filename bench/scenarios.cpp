@@ -82,15 +82,37 @@ std::vector<Row> timeout_lateness(const Settings& settings) {
 
 // --- cancel_notify ------------------------------------------------------------
 
-std::atomic<std::uint64_t> sink{0};
 
-class Noop final : public Cancellable {
- public:
-  ~Noop() override { detach(); }
+// --- when_all -------------------------------------------------------------------
 
- private:
-  void on_cancel(std::exception_ptr) override { sink.fetch_add(1, std::memory_order_relaxed); }
-};
+std::vector<Row> when_all_ready(const Settings& settings) {
+  constexpr int kFutures = 1000;
+  const std::size_t samples = settings.quick ? 500 : 5000;
+  std::vector<Future<int>> futures;
+  for (int i = 0; i < kFutures; ++i) futures.push_back(make_ready_future(i));
+  std::vector<double> loop_us, when_all_us;
+  for (std::size_t s = 0; s < samples; ++s) {
+    {
+      const auto start = Clock::now();
+      std::vector<int> values;
+      values.reserve(futures.size());
+      for (const auto& f : futures) values.push_back(f.get());
+      sink.fetch_add(static_cast<std::uint64_t>(values.back()), std::memory_order_relaxed);
+      loop_us.push_back(us_between(start, Clock::now()));
+    }
+    {
+      const auto start = Clock::now();
+      const auto all = when_all(futures);
+      sink.fetch_add(static_cast<std::uint64_t>(all.get().back()), std::memory_order_relaxed);
+      when_all_us.push_back(us_between(start, Clock::now()));
+    }
+  }
+  auto baseline = make_row("when_all", "loop_of_get_1000", std::move(loop_us));
+  auto row = make_row("when_all", "when_all_1000", std::move(when_all_us));
+  compare(row, baseline);
+  row.goal = Goal{"p50 <= 2x loop_of_get_1000 p50", *row.ratio_p50 <= 2.0};
+  return {std::move(baseline), std::move(row)};
+}
 
 // The floor: the same number of virtual calls, with no token around them.
 struct RawCallback {
@@ -236,6 +258,7 @@ std::vector<Scenario>& all_scenarios() {
       {"timeout_lateness", timeout_lateness},
       {"cancel_notify", cancel_notify},
       {"cancel_to_waiter", cancel_to_waiter},
+      {"when_all", when_all_ready},
       {"cancel_to_exception", cancel_to_exception},
       {"cancel_to_reaped", cancel_to_reaped},
       {"empty_roundtrip", empty_roundtrip},
@@ -246,6 +269,8 @@ std::vector<Scenario>& all_scenarios() {
       {"graceful_stop", graceful_stop},
       {"pool_big_parent", pool_big_parent},
       {"slot_reuse_back_to_back", slot_reuse_back_to_back},
+      {"pool_throughput", pool_throughput},
+      {"batch_cancel", batch_cancel},
   };
   return all;
 }

@@ -71,6 +71,10 @@ std::vector<Row> graceful_stop(const Settings&);
 // and from one holding 1 GiB.
 std::vector<Row> pool_big_parent(const Settings&);
 std::vector<Row> slot_reuse_back_to_back(const Settings&);
+// Many tasks (bench/batch_scenarios.cpp): 20,000 tiny tasks by run() and by
+// map() against two workers fed by hand; one token over 1,000 pool tasks.
+std::vector<Row> pool_throughput(const Settings&);
+std::vector<Row> batch_cancel(const Settings&);
 
 // Goals that compare rows of different scenarios (cancel_to_reaped against
 // raw_kill_reap, empty_roundtrip against raw_fork_roundtrip), when both ran.

@@ -14,6 +14,9 @@ namespace cancellable::builtin {
 
 // Returns 0 at once (round-trip benchmarks).
 inline constexpr Task<int()> empty{"cancellable.empty"};
+// Returns its argument (throughput benchmarks: the tiniest task that takes
+// an input, for WorkerPool::map).
+inline constexpr Task<std::int64_t(std::int64_t)> identity{"cancellable.identity"};
 // The worker's process id.
 inline constexpr Task<int()> pid{"cancellable.pid"};
 // Returns its argument.

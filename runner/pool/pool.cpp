@@ -49,10 +49,19 @@ std::function<void()> PoolImpl::submit(std::shared_ptr<PoolJob> job) {
   auto entry = std::make_shared<Entry>();
   entry->job = std::move(job);
   entry->pool = weak_from_this();
+  entry->settles = entry->job->settled != nullptr;
   if (entry->job->state) entry->job->state->set_wait_helper(entry);
   std::shared_ptr<Worker> handed_to;
   std::uint32_t seq = 0;
   bool wake_spawner = false;
+  // Futures of tasks swept below: completed once the lock is released,
+  // whether or not run() then throws.
+  struct Swept {
+    std::vector<std::shared_ptr<CompleterCore<StopOutcome>>> settled;
+    ~Swept() {
+      for (const auto& s : settled) s->complete(StopOutcome::none);
+    }
+  } swept;
   {
     std::lock_guard lock(mutex_);
     if (phase_ == Phase::stopping) throw PoolDegraded("WorkerPool: the pool is stopping");
@@ -60,6 +69,10 @@ std::function<void()> PoolImpl::submit(std::shared_ptr<PoolJob> job) {
     if (phase_ == Phase::degraded) throw PoolDegraded(degraded_);
     // (A task handed straight to a ready worker takes no room in the
     // queue: with max_queue 0, run() succeeds while a worker is free.)
+    if (!has_room_locked() && sweep_wanted_->load(std::memory_order_acquire)) {
+      // Cancelled tasks the sweep has not removed yet take no room.
+      if (sweep_locked(swept.settled)) spawner_wake_.notify_all();  // (it releases the jobs)
+    }
     if (!has_room_locked()) throw PoolQueueFull(options_.max_queue);
     wake_spawner = standby_ == Standby::shrunk;
     standby_ = Standby::kept;  // (if idle workers had shrunk it away)
@@ -103,9 +116,24 @@ std::function<void()> PoolImpl::submit(std::shared_ptr<PoolJob> job) {
     notify_all_threads();
   }
   std::weak_ptr<PoolImpl> weak = weak_from_this();
-  return [weak, entry] {
+  return [weak, entry, sweep = sweep_wanted_] {
+    if (entry->state.load(std::memory_order_acquire) == Entry::State::queued && !entry->settles) {
+      // Never started, and its future has failed already (inside
+      // cancel()). Left in the queue for the spawner's sweep: one cancel()
+      // over 1,000 queued tasks costs 1,000 flag reads and one wake, not
+      // 1,000 turns of the pool's lock fought with the woken threads. A
+      // driver that takes it meanwhile sees the token and never posts it.
+      if (sweep->load(std::memory_order_acquire) || sweep->exchange(true, std::memory_order_acq_rel)) return;
+      if (auto pool = weak.lock()) pool->wake_spawner();
+      return;
+    }
     if (auto pool = weak.lock()) pool->cancel(entry);
   };
+}
+
+void PoolImpl::wake_spawner() {
+  std::lock_guard lock(mutex_);  // (the spawner checks the flag under it)
+  spawner_wake_.notify_all();
 }
 
 bool PoolImpl::has_room_locked() const {
@@ -235,7 +263,8 @@ void PoolImpl::cancel(const std::shared_ptr<Entry>& entry) {
   {
     std::lock_guard lock(mutex_);
     if (entry->state == Entry::State::queued) {
-      // Never started: the future has failed already.
+      // Never started: the future has failed already; its PoolRun's
+      // settled() completes now.
       settled = drop_queued_locked(entry);
       room = !room_waiters_.empty();
     } else if (entry->state == Entry::State::posted && entry->worker &&
@@ -252,6 +281,23 @@ void PoolImpl::cancel(const std::shared_ptr<Entry>& entry) {
   if (wake) notify_all_threads();
   if (settled) settled->complete(StopOutcome::none);
   if (room) complete_room_waiters();
+}
+
+bool PoolImpl::sweep_locked(std::vector<std::shared_ptr<CompleterCore<StopOutcome>>>& settled) {
+  sweep_wanted_->store(false, std::memory_order_release);
+  const auto cancelled = [](const std::shared_ptr<Entry>& e) { return e->job->token.is_cancelled(); };
+  bool any = false;
+  for (const auto& e : queue_) {
+    if (!cancelled(e)) continue;
+    any = true;
+    e->state = Entry::State::done;
+    if (auto s = std::exchange(e->job->settled, nullptr)) settled.push_back(std::move(s));
+    dropped_jobs_.push_back(std::move(e->job));  // (released by the spawner)
+  }
+  if (!any) return false;
+  std::erase_if(queue_, [](const std::shared_ptr<Entry>& e) { return e->job == nullptr; });
+  drained_if_idle_locked();
+  return true;
 }
 
 void PoolImpl::stop_running_locked(Entry& entry, const StopPolicy& policy) {

@@ -181,7 +181,12 @@ struct Entry final : WaitHelper, std::enable_shared_from_this<Entry> {
   //   posted   -> done       concluded: answered, killed or died (conclude)
   enum class State { queued, reserved, posted, done };
   std::shared_ptr<PoolJob> job;
-  State state = State::queued;
+  // Written under the pool's lock; cancel() reads it without (a hint: a
+  // queued entry is left for the sweep, see PoolImpl::cancel).
+  std::atomic<State> state{State::queued};
+  // A PoolRun waits for it (job->settled was set at submission): its
+  // cancel while queued completes that at once, under the lock.
+  bool settles = false;
   std::shared_ptr<Worker> worker;
   Clock::time_point queued_at = Clock::now();
   Clock::time_point taken;
@@ -362,6 +367,12 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   // task to a worker wakes its driver and not the spawner.
   std::condition_variable changed_;
   std::condition_variable spawner_wake_;
+  // Removes the queued entries whose token is cancelled; their settled
+  // futures and the room waiters are the caller's to complete (with the
+  // lock released). Returns whether any was removed.
+  bool sweep_locked(std::vector<std::shared_ptr<CompleterCore<StopOutcome>>>& settled);
+  // Wakes the spawner (to sweep).
+  void wake_spawner();
   void notify_all_threads() {
     changed_.notify_all();
     spawner_wake_.notify_all();
@@ -371,6 +382,12 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   std::vector<std::shared_ptr<CompleterCore<void>>> room_waiters_;
   // Jobs cancelled while queued, released by the spawner thread.
   std::vector<std::shared_ptr<PoolJob>> dropped_jobs_;
+  // Queued entries whose token was cancelled, left in the queue by cancel()
+  // (no lock taken per task): the spawner removes them (sweep_locked), and
+  // so does run() before it reports a full queue. A driver never posts them
+  // (it checks the token under the lock).
+  // (Shared with the tasks' cancellation hooks, which may outlive the pool.)
+  const std::shared_ptr<std::atomic<bool>> sweep_wanted_ = std::make_shared<std::atomic<bool>>(false);
   std::size_t live_drivers_ = 0;
   // The pool's phase:
   //   running  -> degraded   the respawn budget is used up: run() answers

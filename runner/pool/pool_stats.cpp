@@ -21,7 +21,9 @@ std::pair<double, double> Samples::p50_p99() const {
 PoolStats PoolImpl::stats() const {
   std::lock_guard lock(mutex_);
   PoolStats s = stats_;
-  s.queued = queue_.size();
+  // (Tasks cancelled while queued wait for the sweep in the queue: not counted.)
+  s.queued = static_cast<std::size_t>(std::count_if(
+      queue_.begin(), queue_.end(), [](const auto& e) { return !e->job->token.is_cancelled(); }));
   for (const auto& w : workers_) {
     if (w->state == Worker::State::starting) ++s.starting;
     if (w->state == Worker::State::idle) ++s.idle;

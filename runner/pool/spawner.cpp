@@ -74,8 +74,19 @@ void PoolImpl::spawner_loop() {
       continue;
     }
     spawner_wake_.wait(lock, [&] {
-      return phase_ != Phase::running || !dropped_jobs_.empty() || alive_count_locked() < target_locked();
+      return phase_ != Phase::running || !dropped_jobs_.empty() || sweep_wanted_->load(std::memory_order_acquire) ||
+             alive_count_locked() < target_locked();
     });
+    if (sweep_wanted_->load(std::memory_order_acquire)) {
+      std::vector<std::shared_ptr<CompleterCore<StopOutcome>>> settled;
+      const bool swept = sweep_locked(settled);
+      const bool room = swept && !room_waiters_.empty();
+      lock.unlock();
+      for (const auto& s : settled) s->complete(StopOutcome::none);
+      if (room) complete_room_waiters();
+      lock.lock();
+      continue;  // (releases the jobs next)
+    }
     if (phase_ == Phase::degraded && dropped_jobs_.empty()) continue;
     if (!dropped_jobs_.empty()) {
       auto dropped = std::move(dropped_jobs_);

@@ -104,9 +104,12 @@ int wait_for_stop_task() {
   return 0;
 }
 
+std::int64_t identity_task(std::int64_t x) { return x; }
+
 }  // namespace
 
 CANCELLABLE_TASK(empty, empty_task);
+CANCELLABLE_TASK(identity, identity_task);
 CANCELLABLE_TASK(pid, pid_task);
 CANCELLABLE_TASK(echo, echo_task);
 CANCELLABLE_TASK(spin, spin_task);
