@@ -151,28 +151,41 @@ template <detail::future_range Range>
 auto when_all(Range&& futures, const CancellationToken& token = CancellationToken::none()) {
   using T = typename detail::range_future_t<Range>::value_type;
   using Out = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;
-  auto states = detail::states_of<T>(std::forward<Range>(futures));
-  if (token.is_cancelled()) return make_failed_future<Out>(token.exception());
-
-  // All complete already (the common case for a batch that was awaited
-  // elsewhere): read them in one pass, no continuation, no shared state.
-  bool all_ready = true;
-  for (const auto& s : states) {
-    if (!s->is_ready()) {
-      all_ready = false;
-      break;
+  if constexpr (std::ranges::forward_range<Range>) {
+    // All complete already (the common case for a batch that was awaited
+    // elsewhere): read them where they are, with no copy of their states,
+    // no continuation and no shared state.
+    bool all_ready = true;
+    std::size_t n = 0;
+    for (const auto& f : futures) {
+      all_ready = detail::checked_state_of(f)->is_ready() && all_ready;
+      ++n;
+    }
+    if (all_ready) {
+      if (token.is_cancelled()) return make_failed_future<Out>(token.exception());
+      if constexpr (std::is_void_v<T>) {
+        for (const auto& f : futures)
+          if (auto error = f.state()->error()) return make_failed_future<Out>(error);
+        return make_ready_future();
+      } else {
+        std::vector<T> values;
+        values.reserve(n);
+        for (const auto& f : futures) {
+          const auto& s = *f.state();
+          if (auto error = s.error()) return make_failed_future<Out>(error);
+          values.push_back(s.value());
+        }
+        return make_ready_future(std::move(values));
+      }
     }
   }
-  if (all_ready) {
-    for (const auto& s : states)
-      if (auto error = s->error()) return make_failed_future<Out>(error);
+  auto states = detail::states_of<T>(std::forward<Range>(futures));
+  if (token.is_cancelled()) return make_failed_future<Out>(token.exception());
+  if (states.empty()) {
     if constexpr (std::is_void_v<T>) {
       return make_ready_future();
     } else {
-      std::vector<T> values;
-      values.reserve(states.size());
-      for (const auto& s : states) values.push_back(s->value());
-      return make_ready_future(std::move(values));
+      return make_ready_future(std::vector<T>{});
     }
   }
 
