@@ -127,7 +127,7 @@ std::vector<Row> batch_cancel(const Settings& settings) {
   auto failed_row = make_row("batch_cancel", "every_future_failed_1000", std::move(failed));
   set_p99_ratio_goal(failed_row, notify_row, 2.0);
   std::ostringstream kills;
-  kills << "; workers killed = the 2 running the token's tasks in " << exact_kills << " of " << rounds << " rounds";
+  kills << ", and workers killed = the 2 running the token's tasks in " << exact_kills << " of " << rounds << " rounds";
   failed_row.goal->text += kills.str();
   failed_row.goal->met = failed_row.goal->met && exact_kills == rounds;
   auto roundtrip_row = make_row("batch_cancel", "empty_roundtrip", std::move(roundtrip));
