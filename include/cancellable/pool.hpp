@@ -28,7 +28,10 @@
 // stop_policy.hpp) the task is asked to stop first, its slot is free at
 // once, and a worker whose task returns within the grace serves again; one
 // that does not is killed when the grace runs out (by its driver). drain()
-// and shutdown() end a pool's intake (PoolClosed) and stop its workers. stats() counts each task once: run, killed by its cancel, or
+// and shutdown() end a pool's intake (PoolClosed) and stop its workers.
+// map(task, inputs) sends many inputs in chunks: a worker runs a chunk's
+// inputs one after another, and the results come back in input order (see
+// map below). stats() counts each task once: run, killed by its cancel, or
 // crashed (a worker that died before its task's cancel came). Arguments follow the rules of results (task.hpp): plain data, or
 // types cereal can serialize; pointers and views do not compile.
 //
