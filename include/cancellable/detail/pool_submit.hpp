@@ -122,31 +122,47 @@ Future<V> submit_pool_job_as(const std::shared_ptr<PoolImpl>& pool, const char* 
   job->cpu_time_limit = options.cpu_time_limit;
   job->token = effective;
   job->encode_args = std::move(encode_args);
-  // The job is cancelled through this handle (set once it is queued).
-  auto cancel = std::make_shared<std::function<void()>>();
-  auto hook_ready = std::make_shared<std::atomic<bool>>(false);
-  auto core = std::make_shared<CompleterCore<V>>(effective, nullptr, [cancel, hook_ready] {
-    if (hook_ready->load(std::memory_order_acquire)) (*cancel)();
-  });
-  job->deliver = [core, decode = std::move(decode)](std::string_view bytes) {
-    if constexpr (std::is_void_v<V>) {
-      decode(bytes);
-      core->complete();
-    } else {
-      core->complete(decode(bytes));
-    }
+  // The job is cancelled through this handle (set once it is queued). One
+  // allocation for the handle and its flag, and a hook small enough to be
+  // held inside its std::function: run() is on the path of every task.
+  struct CancelHook {
+    std::function<void()> cancel;
+    std::atomic<bool> ready{false};
   };
+  auto hook = std::make_shared<CancelHook>();
+  auto core = std::make_shared<CompleterCore<V>>(effective, nullptr, [hook] {
+    if (hook->ready.load(std::memory_order_acquire)) hook->cancel();
+  });
+  if constexpr (std::is_empty_v<Decode> && std::is_default_constructible_v<Decode>) {
+    job->deliver = [core](std::string_view bytes) {
+      if constexpr (std::is_void_v<V>) {
+        Decode{}(bytes);
+        core->complete();
+      } else {
+        core->complete(Decode{}(bytes));
+      }
+    };
+  } else {
+    job->deliver = [core, decode = std::move(decode)](std::string_view bytes) {
+      if constexpr (std::is_void_v<V>) {
+        decode(bytes);
+        core->complete();
+      } else {
+        core->complete(decode(bytes));
+      }
+    };
+  }
   job->fail = [core](std::exception_ptr error) { core->complete_error(std::move(error)); };
   job->state = core->state().get();
   job->settled = std::move(settled);
   job->stop = options.stop;
   job->progress = std::move(progress);
   auto future = core->future();
-  *cancel = submit_pool_job(pool, job);
-  hook_ready->store(true, std::memory_order_release);
+  hook->cancel = submit_pool_job(pool, job);
+  hook->ready.store(true, std::memory_order_release);
   // Cancelled between the token's check and the hook being armed: the
   // future failed already; take the job back now.
-  if (core->was_cancelled()) (*cancel)();
+  if (core->was_cancelled()) hook->cancel();
   return future;
 }
 
