@@ -50,6 +50,10 @@ void block_command_signals();
 // A thread of its own waits for both.
 void start_job_control();
 
+// "cancellable X.Y.Z" and the versions of simdjson, Boost and OpenSSL it was
+// built with.
+std::string version_text();
+
 int run_demo(const std::string& backend);
 struct ParseArgs {
   std::string file;  // "-": standard input

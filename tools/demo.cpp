@@ -47,18 +47,11 @@ long runaway() {
 }  // namespace
 
 int run_demo(const std::string& backend_name) {
-  // The backend that runs: --backend, else CANCELLABLE_BACKEND, else process.
+  // The backend that runs: --backend, else CANCELLABLE_BACKEND, else process
+  // (resolved by main).
   IsolateOptions on;
-  on.backend = backend_name == "thread" ? Backend::thread : Backend::automatic;
-  bool thread_backend = on.backend == Backend::thread;
-  if (!thread_backend) {
-    try {
-      thread_backend = detail::backend_from_environment() == Backend::thread;
-    } catch (const std::exception& e) {
-      std::cerr << "cancellable: " << e.what() << "\n";
-      return kExitUsage;
-    }
-  }
+  const bool thread_backend = backend_name == "thread";
+  on.backend = thread_backend ? Backend::thread : Backend::process;
   if (thread_backend) {
     on.backend = Backend::thread;
     std::cout << "cancellable demo, thread backend: the work runs on threads of this process. A "

@@ -1,6 +1,7 @@
 // cancellable: demo | parse | fetch | generate | bench.
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -19,7 +20,7 @@ int main(int argc, char** argv) {
       "(Ctrl-C), 143 terminated (SIGTERM).",
       "cancellable"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("cancellable ") + cancellable::version());
+  app.set_version_flag("--version", version_text());
 
   // "process" as the library says (Backend::process); "fork", its older
   // name here, is still taken.
@@ -30,7 +31,10 @@ int main(int argc, char** argv) {
   auto* demo = app.add_subcommand(
       "demo", "Show a parse in a worker, a runaway loop killed at a deadline and a large parse "
               "cancelled mid-way, with measured latencies (no files needed)");
-  demo->add_option("--backend", backend, backend_help)->check(backend_names);
+  auto* demo_backend_option = demo->add_option("--backend", backend, backend_help)->check(backend_names);
+  demo->footer(
+      "Without --backend, CANCELLABLE_BACKEND (thread, process or automatic) picks the backend.\n"
+      "Exit status: 0 every step ran, 1 a step failed, 2 bad arguments (or a bad CANCELLABLE_BACKEND).");
 
   ParseArgs parse_args;
   std::string timeout_text;
@@ -49,6 +53,10 @@ int main(int argc, char** argv) {
   auto* pointer_option =
       parse->add_option("--pointer", pointer_text, "Print the value at this JSON pointer, e.g. /0/name");
   parse->add_flag("--json", parse_args.json, "Print one JSON object on standard output, nothing else");
+  parse->footer(
+      "Without --backend or --pool, CANCELLABLE_BACKEND (thread, process or automatic) picks the backend.\n"
+      "Exit status: 0 parsed, 1 the parse failed (bad JSON, a file that cannot be read, --pointer not found),\n"
+      "2 bad arguments, 124 --timeout passed, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).");
 
   FetchArgs fetch_args;
   std::string fetch_timeout_text;
@@ -65,6 +73,10 @@ int main(int argc, char** argv) {
   fetch->add_option("--proxy", fetch_args.proxy,
                     "Use this proxy, http://[user:password@]host[:port] (\"\" for none); default: http_proxy, "
                     "https_proxy and no_proxy from the environment, as curl reads them");
+  fetch->footer(
+      "Exit status: 0 downloaded (and parsed), 1 the fetch failed (a status outside 2xx, no connection, TLS,\n"
+      "bad JSON with --parse), 2 bad arguments (a bad URL or --proxy), 124 --timeout passed,\n"
+      "130 interrupted (Ctrl-C), 143 terminated (SIGTERM).");
 
   GenerateArgs generate_args;
   std::string size_text;
@@ -73,12 +85,18 @@ int main(int argc, char** argv) {
   generate->add_option("size", size_text, "About this many bytes: 2000000, 20MB, 1GB")->required();
   generate->add_option("--seed", generate_args.seed, "Another seed gives other data of the same shape");
   generate->add_option("-o,--output", generate_args.output, "The file to write (default: standard output)");
+  generate->footer("Exit status: 0 written, 1 the file could not be written, 2 bad arguments.");
 
   bool quick = false;
   bool json = false;
   auto* bench = app.add_subcommand("bench", "Run every benchmark scenario and compare with its goal");
   bench->add_flag("--quick", quick, "Fewer samples: about 45 s on 2 cores (minutes on a loaded machine)");
   bench->add_flag("--json", json, "One JSON object per result line");
+  bench->footer(
+      "Runs every scenario of cancellable-bench but the HTTP ones (http_*, curl_*): they measure against\n"
+      "libcurl, which only cancellable-bench links; run it for those.\n"
+      "Exit status: 0 every scenario ran (a goal not met does not change it), 1 a scenario failed,\n"
+      "2 bad arguments.");
 
   // A first argument that is neither an option nor a command is named (CLI11
   // would only say that a subcommand is required).
@@ -106,6 +124,23 @@ int main(int argc, char** argv) {
   }
   if (backend == "fork") backend = "process";
   if (pool_flag) backend = "pool";
+  // Without --backend (or --pool), CANCELLABLE_BACKEND picks the backend of
+  // demo and parse, as it does the library's (an explicit --backend wins).
+  const bool backend_given = backend_option->count() > 0 || demo_backend_option->count() > 0 || pool_flag;
+  if (!backend_given && (*demo || *parse)) {
+    if (const char* value = std::getenv("CANCELLABLE_BACKEND"); value && *value) {
+      const std::string v = value;
+      if (v == "thread") {
+        backend = "thread";
+      } else if (v == "process" || v == "fork" || v == "automatic") {
+        backend = "process";
+      } else {
+        std::cerr << "cancellable: CANCELLABLE_BACKEND must be thread, process or automatic, not '" << v
+                  << "' (see --help)\n";
+        return kExitUsage;
+      }
+    }
+  }
 
   if (*demo) return run_demo(backend);
   if (*bench) return run_bench(quick, json);

@@ -16,7 +16,9 @@
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "cancellable/cancellable.hpp"
@@ -148,6 +150,35 @@ class ProgressLine {
   std::thread ticker_;
 };
 
+// Writes the thread backend's "interrupted" message with write(2) and exits,
+// on the signal thread, as the token is cancelled: nothing here allocates
+// or waits for another thread (the parse thread cannot be stopped, and
+// what it holds is not waited for).
+class ExitOnSignal final : public Cancellable {
+ public:
+  ExitOnSignal(const SignalCancellationToken& token, bool clear_progress_line) : token_(token) {
+    const std::string clear = clear_progress_line ? "\r" + std::string(ProgressLine::kWidth, ' ') + "\r" : "";
+    for (const int sig : {SIGINT, SIGTERM}) {
+      messages_[sig == SIGINT ? 0 : 1] = clear + "cancellable: parse interrupted by SIG" + ::sigabbrev_np(sig) +
+                                         "; the parse thread was abandoned (a thread cannot be killed; exiting)\n";
+    }
+    maybe_attach(token);
+  }
+  ~ExitOnSignal() override { detach(); }
+
+ private:
+  void on_cancel(std::exception_ptr) override {
+    const int sig = token_.signal();
+    if (sig != SIGINT && sig != SIGTERM) return;  // (not a signal: the main thread reports it)
+    const std::string& message = messages_[sig == SIGINT ? 0 : 1];
+    (void)!::write(STDERR_FILENO, message.data(), message.size());
+    ::_exit(kExitSignalBase + sig);
+  }
+
+  const SignalCancellationToken& token_;  // (run_parse's, which outlives this)
+  std::string messages_[2];
+};
+
 // Prints the summary (or the pointer's value) for a person or, with --json,
 // a script. transfer_ms: nothing where it is not measured (a pool's worker
 // does not say when it finished).
@@ -267,13 +298,32 @@ int run_parse(const ParseArgs& args) {
   const auto started = Clock::now();
   const auto started_ns = now_ns();
 
-  // Regular files are opened and mapped by the worker. Anything else (a
-  // pipe, a FIFO, /dev/stdin, /dev/fd/N from <(...)) is opened here and
-  // becomes standard input, which the worker reads as it is: a forked
-  // worker keeps only descriptors 0, 1 and 2.
+  // Regular files are opened and mapped by the worker. An open descriptor
+  // (/dev/stdin, /dev/fd/N from <(...)) becomes standard input, which the
+  // worker reads as it is: a forked worker keeps only descriptors 0, 1 and
+  // 2. Anything else (a FIFO, a device) is opened by the work itself: an
+  // open() that waits for a FIFO's writer then waits in the worker, which
+  // --timeout, Ctrl-C and SIGTERM stop like any other work.
   std::string path = args.file;
   std::optional<std::uint64_t> known_bytes;
+  bool open_in_work = false;
+  const auto descriptor_of = [](const std::string& p) -> int {
+    for (const std::string prefix : {"/dev/fd/", "/proc/self/fd/"}) {
+      if (p.rfind(prefix, 0) != 0 || p.size() == prefix.size()) continue;
+      const std::string digits = p.substr(prefix.size());
+      if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 9) return -1;
+      return std::stoi(digits);
+    }
+    return -1;
+  };
   if (args.file == "-" || args.file == "/dev/stdin") {
+    path = "/dev/stdin";
+  } else if (const int fd = descriptor_of(path); fd >= 0) {
+    if (fd != STDIN_FILENO && ::dup2(fd, STDIN_FILENO) < 0) {
+      const std::error_code error(errno, std::generic_category());
+      std::cerr << "cancellable: cannot read " << args.file << ": " << error.message() << "\n";
+      return kExitError;
+    }
     path = "/dev/stdin";
   } else {
     struct stat st {};
@@ -281,14 +331,7 @@ int run_parse(const ParseArgs& args) {
       if (S_ISREG(st.st_mode)) {
         known_bytes = static_cast<std::uint64_t>(st.st_size);
       } else if (!S_ISDIR(st.st_mode)) {
-        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || ::dup2(fd, STDIN_FILENO) < 0) {
-          const std::error_code error(errno, std::generic_category());
-          std::cerr << "cancellable: cannot read " << args.file << ": " << error.message() << "\n";
-          return kExitError;
-        }
-        ::close(fd);
-        path = "/dev/stdin";
+        open_in_work = true;
       }
     }
   }
@@ -306,16 +349,33 @@ int run_parse(const ParseArgs& args) {
 
   const auto arena = known_bytes ? detail::arena_for(static_cast<std::size_t>(*known_bytes)) : nullptr;
   const bool from_stdin = path == "/dev/stdin";
-  auto work = [path, from_stdin, pointer = args.pointer, started_ns, memory = arena.get()] {
-    report_progress(0, 0, "reading");
+  auto work = [path, from_stdin, open_in_work, file = args.file, pointer = args.pointer, started_ns,
+               memory = arena.get()] {
+    report_progress(0, 0, open_in_work ? "opening" : "reading");
     try {
       const auto parsing = [] { report_progress(0, 0, "parsing"); };
       const auto reading = [](std::uint64_t read, std::uint64_t total) { report_progress(read, total, "reading"); };
-      // Standard input is read where it is (see parse_json_descriptor_in_worker).
-      const auto parsed = from_stdin ? detail::parse_json_descriptor_in_worker(STDIN_FILENO, path, JsonOptions{},
-                                                                               nullptr, false, parsing, reading)
-                                     : detail::parse_json_file_in_worker(path, JsonOptions{}, memory, false, parsing,
-                                                                         reading);
+      int fd = STDIN_FILENO;
+      if (open_in_work) {
+        fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // (a FIFO: until a writer opens it)
+        if (fd < 0) {
+          throw std::runtime_error("cannot read " + file + ": " +
+                                   std::error_code(errno, std::generic_category()).message());
+        }
+        report_progress(0, 0, "reading");
+      }
+      struct Closer {
+        int fd;
+        ~Closer() {
+          if (fd >= 0) ::close(fd);
+        }
+      } closer{open_in_work ? fd : -1};
+      // A descriptor is read where it is (see parse_json_descriptor_in_worker).
+      const auto parsed = from_stdin || open_in_work
+                              ? detail::parse_json_descriptor_in_worker(fd, path, JsonOptions{}, nullptr, false,
+                                                                        parsing, reading)
+                              : detail::parse_json_file_in_worker(path, JsonOptions{}, memory, false, parsing,
+                                                                  reading);
       report_progress(0, 0, "summarizing");
       Summary s;
       s.bytes = parsed.size();
@@ -334,6 +394,13 @@ int run_parse(const ParseArgs& args) {
       detail::throw_json_error(e.error());
     }
   };
+  // The thread backend on Ctrl-C or SIGTERM: the message and the exit come
+  // from the signal thread, at once, written from a buffer made now. The
+  // main thread may be slow to run: a parse thread inside madvise() over a
+  // 1 GB mapping holds the address space's lock, and anything of the main
+  // thread that maps memory (its allocations, its stack) waits for it.
+  std::optional<ExitOnSignal> exit_on_signal;
+  if (thread_backend) exit_on_signal.emplace(interrupt, progress != nullptr);
   auto isolate = detail::spawn_isolate<Summary>(std::move(work), interrupt, options, arena, true);
 
   Summary s;

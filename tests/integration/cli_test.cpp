@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <spawn.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -221,6 +222,26 @@ struct SparseFile {
   }
   std::filesystem::path path;
 };
+
+// True once a thread of pid, or of a child of pid, is inside openat(2)
+// (/proc/<tid>/syscall starts with its number while it blocks there): the
+// command, or its worker, waits for a FIFO's writer.
+bool blocked_in_open(pid_t pid) {
+  std::vector<pid_t> processes{pid};
+  std::error_code gone;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", gone)) {
+    std::ifstream children(task.path() / "children");
+    for (pid_t child = 0; children >> child;) processes.push_back(child);
+  }
+  for (const pid_t p : processes) {
+    for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(p) + "/task", gone)) {
+      std::ifstream syscall(task.path() / "syscall");
+      long number = -1;
+      if (syscall >> number && number == SYS_openat) return true;
+    }
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -550,3 +571,48 @@ TEST_CASE("The fetch_json example downloads and parses under one token", "[cli]"
                              Catch::Contains("second fetch abandoned: CancelledException"));
 }
 #endif
+
+TEST_CASE("parse of a FIFO that no writer opens ends on --timeout with 124, with each backend", "[cli]") {
+  const char* backend = GENERATE("process", "thread");
+  CAPTURE(backend);
+  const Fifo fifo(std::string("timeout-") + backend);
+  const pid_t cli = spawn({CANCELLABLE_CLI, "parse", fifo.path.string(), "--timeout", "200ms", "--backend", backend});
+  CHECK(exit_status(cli) == 124);
+}
+
+TEST_CASE("parse of a FIFO that no writer opens ends on Ctrl-C with 130 and SIGTERM with 143, with each backend",
+          "[cli]") {
+  const char* backend = GENERATE("process", "thread");
+  const int sig = GENERATE(SIGINT, SIGTERM);
+  CAPTURE(backend, sig);
+  const Fifo fifo(std::string("signal-") + backend + "-" + std::to_string(sig));
+  const Sample sample(std::string("fifo-signal-") + backend, "2000");
+  Terminal terminal;
+  const pid_t cli = spawn_on(terminal, {CANCELLABLE_CLI, "parse", fifo.path.string(), "--backend", backend}, sample.out);
+  REQUIRE(eventually([&] { return blocked_in_open(cli); }));  // (past the set-up: the signal is the command's)
+  ::kill(cli, sig);
+  const std::string said = terminal.read_to_end();
+  INFO(said);
+  CHECK(exit_status(cli) == 128 + sig);
+  CHECK(said.find(std::string("interrupted by SIG") + (sig == SIGINT ? "INT" : "TERM")) != std::string::npos);
+}
+
+TEST_CASE("parse honours CANCELLABLE_BACKEND, and an explicit --backend wins", "[cli]") {
+  const Sample sample("environment", "2000");
+  const auto run = [&](const char* environment_backend, std::vector<std::string> extra) {
+    std::vector<std::string> args{"/usr/bin/env", std::string("CANCELLABLE_BACKEND=") + environment_backend,
+                                  CANCELLABLE_CLI, "parse", sample.json.string(), "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const pid_t cli = spawn_with_output(args, sample.out);
+    const int status = exit_status(cli);
+    return std::make_pair(status, sample.output());
+  };
+  const auto [thread_status, thread_out] = run("thread", {});
+  CHECK(thread_status == 0);
+  CHECK(thread_out.find("\"backend\": \"thread\"") != std::string::npos);
+  const auto [process_status, process_out] = run("thread", {"--backend", "process"});
+  CHECK(process_status == 0);
+  CHECK(process_out.find("\"backend\": \"process\"") != std::string::npos);
+  const auto [bad_status, bad_out] = run("gpu", {});
+  CHECK(bad_status == 2);
+}
