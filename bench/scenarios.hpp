@@ -1,5 +1,6 @@
 // The benchmark scenarios of cancellable, shared by bench/cancellable-bench
-// and (later) the `cancellable bench` command.
+// and the `cancellable bench` command (which leaves out the HTTP ones: they
+// measure against libcurl, which only cancellable-bench links).
 //
 // Every scenario produces rows of samples in microseconds. A row that has a
 // goal says so; a row measured against a baseline from the same run carries
