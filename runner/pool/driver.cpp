@@ -220,6 +220,9 @@ void PoolImpl::drive(const std::shared_ptr<Worker>& w) {
   finish_locked(lock, w);
 }
 
+// Results up to this size are copied under the pool's lock (see conclude).
+constexpr std::uint64_t kCopyUnderLockBytes = 4096;
+
 Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, std::uint32_t r,
                     std::optional<std::exception_ptr> refused, bool helping) {
   const auto finished = Clock::now();
@@ -238,15 +241,20 @@ Conclusion PoolImpl::conclude(const std::shared_ptr<Worker>& w, Entry& entry, st
       if (bytes > w->memory->result_capacity || bytes > std::max<std::size_t>(options_.max_result_bytes, 65536)) {
         outcome = PoolSlot::Outcome::none;  // a size the worker could not have written
       } else {
-        // Copied with the pool's lock free (a result may be 256 MiB): the
-        // worker is still busy, so nothing hands it a task meanwhile, and
-        // it writes nothing until it gets one.
-        lock.unlock();
-        payload.assign(w->memory->result(), bytes);
-        lock.lock();
-        // Killed meanwhile (a cancel that came as it answered): the
-        // cancel counted it, and its future has the token's exception.
-        if (w->killed()) answered = false;
+        // A large result is copied with the pool's lock free (it may be
+        // 256 MiB): the worker is still busy, so nothing hands it a task
+        // meanwhile, and it writes nothing until it gets one. A small one
+        // is copied here: one turn of the lock fewer per tiny task.
+        if (bytes <= kCopyUnderLockBytes) {
+          payload.assign(w->memory->result(), bytes);
+        } else {
+          lock.unlock();
+          payload.assign(w->memory->result(), bytes);
+          lock.lock();
+          // Killed meanwhile (a cancel that came as it answered): the
+          // cancel counted it, and its future has the token's exception.
+          if (w->killed()) answered = false;
+        }
       }
     } else if (outcome == PoolSlot::Outcome::too_large) {
       payload = std::to_string(bytes);
